@@ -1,0 +1,55 @@
+"""Pure-numpy kernels of the executor: the portable path, and the reference for the JIT path.
+
+Role: the hot loops (activation quantization, im2col, depthwise convolution, bias + activation)
+written with whole-array numpy operations. ``fpgaserve.npu.kernels`` picks these or the numba ones.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from fpgaserve.npu.bfp import BfpFormat, quantize
+
+__all__ = ["bias_activation", "depthwise_conv", "im2col", "quantize_window"]
+
+F32 = npt.NDArray[np.float32]
+
+
+def quantize_window(
+    x: F32, fmt: BfpFormat, *, stride: int = 1, pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+) -> F32:
+    """BFP-quantize ``x[:, ::stride, ::stride, :]`` along channels into a new zero-padded buffer."""
+    q = quantize(x[:, ::stride, ::stride, :], fmt, axis=-1)
+    t, b, left, r = pads
+    return np.pad(q, ((0, 0), (t, b), (left, r), (0, 0))) if any(pads) else q
+
+
+def im2col(xp: F32, *, kh: int, kw: int, stride: int, out_h: int, out_w: int) -> F32:
+    """Patches of a padded NHWC input as rows (N*out_h*out_w, kh*kw*C), in (kh, kw, C) order."""
+    n, c = xp.shape[0], xp.shape[3]
+    cols = np.empty((n, out_h, out_w, kh, kw, c), np.float32)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, :, i, j, :] = xp[:, i : i + stride * out_h : stride, j : j + stride * out_w : stride, :]
+    return cols.reshape(n * out_h * out_w, kh * kw * c)
+
+
+def depthwise_conv(xp: F32, w: F32, *, stride: int, out_h: int, out_w: int) -> F32:
+    """Depthwise convolution of a padded NHWC input with a (kh, kw, C) filter: sum of shifted taps."""
+    kh, kw, _ = w.shape
+    out = np.zeros((xp.shape[0], out_h, out_w, xp.shape[3]), np.float32)
+    for i in range(kh):
+        for j in range(kw):
+            out += xp[:, i : i + stride * out_h : stride, j : j + stride * out_w : stride, :] * w[i, j]
+    return out
+
+
+def bias_activation(x: F32, bias: F32 | None, activation: str) -> None:
+    """In place: ``x += bias`` then the activation (``linear``, ``relu`` or ``relu6``)."""
+    if bias is not None:
+        x += bias
+    if activation == "relu":
+        np.maximum(x, 0.0, out=x)
+    elif activation == "relu6":
+        np.clip(x, 0.0, 6.0, out=x)

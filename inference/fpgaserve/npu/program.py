@@ -1,0 +1,241 @@
+"""Device programs: the compiled, self-contained artifact an emulated FPGA runs.
+
+Role: the data model and the file format shared by the compiler (which writes programs, with
+TensorFlow) and the executor (which runs them, with numpy alone).
+
+A program is a list of ops over named tensors in NHWC layout. Matrix-unit ops (``conv2d``,
+``depthwise_conv2d``, ``dense``) carry BFP-packed weights and a float32 bias (BatchNorm already
+folded in); the others run on the vector units. The file is a zip of ``program.json`` (format
+version, BFP format, ops, shapes) and ``.npy`` members, readable with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from fpgaserve.npu.bfp import BfpFormat, BfpTensor, decode
+
+__all__ = [
+    "MATRIX_OPS",
+    "OP_KINDS",
+    "PROGRAM_FORMAT_VERSION",
+    "Op",
+    "Program",
+    "ProgramFormatError",
+    "load_program",
+    "reduction_axis",
+    "save_program",
+]
+
+PROGRAM_FORMAT_VERSION = 1
+MATRIX_OPS = frozenset({"conv2d", "depthwise_conv2d", "dense"})
+OP_KINDS = MATRIX_OPS | frozenset(
+    {"add", "activation", "scale_shift", "max_pool", "avg_pool", "global_avg_pool", "pad", "reshape"}
+)
+ACTIVATIONS = frozenset({"linear", "relu", "relu6"})
+
+
+class ProgramFormatError(ValueError):
+    """A program file is malformed, from an unknown format version, or inconsistent."""
+
+
+@dataclass(frozen=True)
+class Op:
+    """One op. ``attrs`` holds plain JSON values (strides, pads, activation, target shape...)."""
+
+    kind: str
+    name: str
+    inputs: tuple[str, ...]
+    output: str
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in OP_KINDS:
+            raise ProgramFormatError(f"op {self.name!r} has unknown kind {self.kind!r}")
+        act = self.attrs.get("activation", "linear")
+        if act not in ACTIVATIONS:
+            raise ProgramFormatError(f"op {self.name!r} has unknown activation {act!r}")
+
+
+@dataclass
+class Program:
+    """A compiled featurizer: ops, packed weights, and what it expects and produces."""
+
+    name: str
+    fmt: BfpFormat
+    input_name: str
+    input_shape: tuple[int, ...]  # per example, e.g. (224, 224, 3)
+    output_name: str
+    output_shape: tuple[int, ...]
+    ops: list[Op]
+    # Matrix-unit weights, packed along the reduction axis (moved last), keyed by op name.
+    weights: dict[str, BfpTensor]
+    # The original (unpacked) weight shape per op, e.g. (kh, kw, cin, cout) for conv2d.
+    weight_shapes: dict[str, tuple[int, ...]]
+    biases: dict[str, npt.NDArray[np.float32]]
+    # Per-op float32 constants of vector-unit ops (scale_shift's scale and shift).
+    constants: dict[str, npt.NDArray[np.float32]] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    version: int = PROGRAM_FORMAT_VERSION
+
+    @property
+    def weight_bytes(self) -> int:
+        """Device weight memory the program occupies: packed BFP weights plus fp32 vectors."""
+        packed = sum(
+            self.fmt.storage_bytes(values=t.mantissas.size, blocks=t.exponents.size)
+            for t in self.weights.values()
+        )
+        vectors = sum(b.nbytes for b in self.biases.values()) + sum(c.nbytes for c in self.constants.values())
+        return packed + vectors
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(int(np.prod(s)) for s in self.weight_shapes.values()) + sum(
+            b.size for b in self.biases.values()
+        )
+
+    def dequantized_weight(self, op_name: str) -> npt.NDArray[np.float32]:
+        """The float32 weight of a matrix op in its original layout (values exactly as on device)."""
+        shape = self.weight_shapes[op_name]
+        values = decode(self.weights[op_name])  # (..., reduction) with the reduction axis last
+        axis = reduction_axis(self.op(op_name).kind)
+        moved = [*shape[:axis], *shape[axis + 1 :], shape[axis]] if axis >= 0 else list(shape)
+        return np.moveaxis(values.reshape(moved), -1, axis)
+
+    def op(self, name: str) -> Op:
+        for op in self.ops:
+            if op.name == name:
+                return op
+        raise KeyError(name)
+
+    def summary(self) -> dict[str, Any]:
+        counts: dict[str, int] = {}
+        for op in self.ops:
+            counts[op.kind] = counts.get(op.kind, 0) + 1
+        return {
+            "name": self.name,
+            "format": self.fmt.name,
+            "inputShape": list(self.input_shape),
+            "outputShape": list(self.output_shape),
+            "ops": counts,
+            "parameters": self.parameter_count,
+            "weightBytes": self.weight_bytes,
+        }
+
+
+def reduction_axis(kind: str) -> int:
+    """Axis of the unpacked weight along which BFP blocks run (the dot-product axis)."""
+    # conv2d (kh, kw, cin, cout): cin. depthwise (kh, kw, c): channels, one diagonal per tap.
+    # dense (in, out): in.
+    return {"conv2d": 2, "depthwise_conv2d": 2, "dense": 0}[kind]
+
+
+def _npy_bytes(arr: npt.NDArray[Any]) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+def save_program(program: Program, path: str | Path) -> str:
+    """Write ``program`` to ``path``; returns the sha256 of the file."""
+    header = {
+        "version": program.version,
+        "name": program.name,
+        "format": asdict(program.fmt),
+        "input": {"name": program.input_name, "shape": list(program.input_shape)},
+        "output": {"name": program.output_name, "shape": list(program.output_shape)},
+        "ops": [
+            {"kind": op.kind, "name": op.name, "inputs": list(op.inputs), "output": op.output, "attrs": op.attrs}
+            for op in program.ops
+        ],
+        "weights": {
+            k: {"shape": list(program.weight_shapes[k]), "length": t.length} for k, t in program.weights.items()
+        },
+        "metadata": program.metadata,
+    }
+    path = Path(path)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.writestr("program.json", json.dumps(header, indent=1, sort_keys=True))
+        for k, t in program.weights.items():
+            zf.writestr(f"weights/{k}/mantissas.npy", _npy_bytes(t.mantissas))
+            zf.writestr(f"weights/{k}/exponents.npy", _npy_bytes(t.exponents))
+        for k, b in program.biases.items():
+            zf.writestr(f"biases/{k}.npy", _npy_bytes(b))
+        for k, c in program.constants.items():
+            zf.writestr(f"constants/{k}.npy", _npy_bytes(c))
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _load_npy(zf: zipfile.ZipFile, member: str) -> npt.NDArray[Any]:
+    try:
+        with zf.open(member) as f:
+            return np.load(io.BytesIO(f.read()), allow_pickle=False)
+    except KeyError:
+        raise ProgramFormatError(f"program file lacks member {member!r}") from None
+
+
+def load_program(path: str | Path) -> Program:
+    """Read a program file; refuses unknown versions and inconsistent contents."""
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ProgramFormatError(f"{path}: not a device program ({exc})") from None
+    with zf:
+        try:
+            header = json.loads(zf.read("program.json"))
+        except (KeyError, json.JSONDecodeError) as exc:
+            raise ProgramFormatError(f"{path}: missing or invalid program.json ({exc})") from None
+        version = header.get("version")
+        if version != PROGRAM_FORMAT_VERSION:
+            raise ProgramFormatError(
+                f"{path}: program format version {version!r} is not supported (this fpgaserve reads "
+                f"version {PROGRAM_FORMAT_VERSION}); recompile the model with this version"
+            )
+        fmt = BfpFormat(**header["format"])
+        ops = [
+            Op(kind=o["kind"], name=o["name"], inputs=tuple(o["inputs"]), output=o["output"], attrs=o["attrs"])
+            for o in header["ops"]
+        ]
+        weights: dict[str, BfpTensor] = {}
+        shapes: dict[str, tuple[int, ...]] = {}
+        for k, meta in header["weights"].items():
+            mant = _load_npy(zf, f"weights/{k}/mantissas.npy").astype(np.int16, copy=False)
+            exps = _load_npy(zf, f"weights/{k}/exponents.npy").astype(np.int8, copy=False)
+            if mant.shape[-1] != exps.shape[-1] * fmt.block_size:
+                raise ProgramFormatError(f"{path}: weight {k!r} mantissas and exponents disagree")
+            weights[k] = BfpTensor(mantissas=mant, exponents=exps, length=int(meta["length"]), fmt=fmt)
+            shapes[k] = tuple(meta["shape"])
+        biases = {
+            n.removeprefix("biases/").removesuffix(".npy"): _load_npy(zf, n).astype(np.float32)
+            for n in zf.namelist()
+            if n.startswith("biases/")
+        }
+        constants = {
+            n.removeprefix("constants/").removesuffix(".npy"): _load_npy(zf, n).astype(np.float32)
+            for n in zf.namelist()
+            if n.startswith("constants/")
+        }
+    return Program(
+        name=header["name"],
+        fmt=fmt,
+        input_name=header["input"]["name"],
+        input_shape=tuple(header["input"]["shape"]),
+        output_name=header["output"]["name"],
+        output_shape=tuple(header["output"]["shape"]),
+        ops=ops,
+        weights=weights,
+        weight_shapes=shapes,
+        biases=biases,
+        constants=constants,
+        metadata=header.get("metadata", {}),
+        version=version,
+    )

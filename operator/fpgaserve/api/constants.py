@@ -1,0 +1,30 @@
+"""Names shared by the device plugin, the operator and the inference server.
+
+Role: one dependency-free home for the contract between them: the extended resource a pod asks
+for, the environment variables the device plugin sets in a container on ``Allocate`` (and the
+operator sets on the pods it builds), and where the devices' state directories are mounted.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DEFAULT_RESOURCE_NAME",
+    "DEVICE_MOUNT_ROOT",
+    "ENV_DEVICE_IDS",
+    "ENV_DEVICE_MODEL",
+    "ENV_REQUIRE_DEVICE",
+]
+
+# The extended resource the device plugin advertises; pods ask for it in resources.limits.
+DEFAULT_RESOURCE_NAME = "fpgaserve.io/fpga"
+
+# Set by the device plugin: comma-separated IDs of the devices allocated to the container.
+ENV_DEVICE_IDS = "FPGASERVE_DEVICE_IDS"
+# Set by the device plugin: the device model name (e.g. "pbs-s10"). Outside Kubernetes a user may
+# set it to pick the model of the default emulated device.
+ENV_DEVICE_MODEL = "FPGASERVE_DEVICE_MODEL"
+# Set to "1" by the operator on pods that request an FPGA: the server refuses to start without one.
+ENV_REQUIRE_DEVICE = "FPGASERVE_REQUIRE_DEVICE"
+
+# Each allocated device's state directory is mounted read-only at DEVICE_MOUNT_ROOT/<device id>.
+DEVICE_MOUNT_ROOT = "/var/run/fpgaserve/devices"
