@@ -60,7 +60,7 @@ class FakeKubelet(api_pb2_grpc.RegistrationServicer):
 
     def start(self) -> None:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        api_pb2_grpc.add_RegistrationServicer_to_server(self, server)
+        api_pb2_grpc.add_RegistrationServicer_to_server(self, server)  # type: ignore[no-untyped-call]
         server.add_insecure_port(f"unix:{self.socket_path}")
         server.start()
         self._server = server
@@ -87,7 +87,7 @@ class FakeKubelet(api_pb2_grpc.RegistrationServicer):
             context.abort(grpc.StatusCode.UNKNOWN, self.reject_with)
         channel = grpc.insecure_channel(f"unix:{self.socket_dir / request.endpoint}")
         grpc.channel_ready_future(channel).result(timeout=DEADLINE)
-        stub = api_pb2_grpc.DevicePluginStub(channel)
+        stub = api_pb2_grpc.DevicePluginStub(channel)  # type: ignore[no-untyped-call]
         options = stub.GetDevicePluginOptions(api_pb2.Empty(), timeout=DEADLINE)
         stream = stub.ListAndWatch(api_pb2.Empty())
         threading.Thread(target=self._watch, args=(stream,), daemon=True).start()
@@ -117,7 +117,9 @@ class FakeKubelet(api_pb2_grpc.RegistrationServicer):
         self.wait_for(lambda: len(self.requests) >= count, what=f"{count} registration(s)")
 
     def wait_for_devices(self, expected: dict[str, str]) -> None:
-        self.wait_for(lambda: bool(self.updates) and self.updates[-1] == expected, what=f"device list {expected}")
+        self.wait_for(
+            lambda: bool(self.updates) and self.updates[-1] == expected, what=f"device list {expected}"
+        )
 
     def plugin(self) -> Any:
         """A DevicePlugin stub on the connection of the latest registration."""
@@ -166,7 +168,9 @@ class RunningPlugin:
 
 
 @pytest.fixture
-def start_plugin(socket_dir: Path, make_store: Callable[..., DeviceStore]) -> Iterator[Callable[..., RunningPlugin]]:
+def start_plugin(
+    socket_dir: Path, make_store: Callable[..., DeviceStore]
+) -> Iterator[Callable[..., RunningPlugin]]:
     """Starts ``PluginServer.run`` in a thread with fast polling; stops it at teardown."""
     running: list[RunningPlugin] = []
 
@@ -174,7 +178,9 @@ def start_plugin(socket_dir: Path, make_store: Callable[..., DeviceStore]) -> It
         store = make_store(count=count)
         monitor = HealthMonitor(store=store, interval=0.02)
         monitor.start()
-        plugin = FpgaDevicePlugin(monitor=monitor, host_state_dir=PurePosixPath("/host/state"), stream_wakeup=0.2)
+        plugin = FpgaDevicePlugin(
+            monitor=monitor, host_state_dir=PurePosixPath("/host/state"), stream_wakeup=0.2
+        )
         server = PluginServer(
             plugin=plugin, socket_dir=socket_dir, resource_name=resource_name, poll_interval=0.02
         )
@@ -188,7 +194,9 @@ def start_plugin(socket_dir: Path, make_store: Callable[..., DeviceStore]) -> It
                 errors.append(exc)
 
         thread = threading.Thread(target=run, daemon=True)
-        handle = RunningPlugin(server=server, monitor=monitor, store=store, stop=stop, thread=thread, errors=errors)
+        handle = RunningPlugin(
+            server=server, monitor=monitor, store=store, stop=stop, thread=thread, errors=errors
+        )
         running.append(handle)
         thread.start()
         return handle

@@ -8,7 +8,12 @@ from pathlib import PurePosixPath
 import pytest
 
 from fpgaserve.api.constants import DEVICE_MOUNT_ROOT, ENV_DEVICE_IDS, ENV_DEVICE_MODEL
-from fpgaserve.deviceplugin.allocation import AllocationError, MountSpec, allocate_container, preferred_devices
+from fpgaserve.deviceplugin.allocation import (
+    AllocationError,
+    MountSpec,
+    allocate_container,
+    preferred_devices,
+)
 from fpgaserve.deviceplugin.state import DeviceStore
 
 HOST = PurePosixPath("/var/lib/kubelet/device-plugins/fpgaserve")
@@ -24,12 +29,17 @@ def test_one_device(make_store: Callable[..., DeviceStore]) -> None:
     )
 
 
-def test_several_devices_keep_the_kubelets_order_without_duplicates(make_store: Callable[..., DeviceStore]) -> None:
+def test_several_devices_keep_the_kubelets_order_without_duplicates(
+    make_store: Callable[..., DeviceStore],
+) -> None:
     store = make_store(count=3)
     a, b, c = store.ids()
     allocation = allocate_container(requested=[c, a, c], devices=store.read_all(), host_state_dir=HOST)
     assert allocation.envs[ENV_DEVICE_IDS] == f"{c},{a}"
-    assert [m.container_path for m in allocation.mounts] == [f"{DEVICE_MOUNT_ROOT}/{c}", f"{DEVICE_MOUNT_ROOT}/{a}"]
+    assert [m.container_path for m in allocation.mounts] == [
+        f"{DEVICE_MOUNT_ROOT}/{c}",
+        f"{DEVICE_MOUNT_ROOT}/{a}",
+    ]
     assert b not in allocation.envs[ENV_DEVICE_IDS]
 
 
@@ -45,12 +55,17 @@ def test_unknown_or_unhealthy_devices_fail_the_allocation(make_store: Callable[.
         allocate_container(requested=[], devices=store.read_all(), host_state_dir=HOST)
 
 
-def test_preferred_devices_include_the_required_then_lowest_index(make_store: Callable[..., DeviceStore]) -> None:
+def test_preferred_devices_include_the_required_then_lowest_index(
+    make_store: Callable[..., DeviceStore],
+) -> None:
     store = make_store(count=4)
     d0, d1, d2, d3 = store.ids()
     devices = store.read_all()
     assert preferred_devices(available=[d3, d2, d1, d0], must_include=[], size=2, devices=devices) == [d0, d1]
-    assert preferred_devices(available=[d3, d2, d1, d0], must_include=[d3], size=2, devices=devices) == [d3, d0]
+    assert preferred_devices(available=[d3, d2, d1, d0], must_include=[d3], size=2, devices=devices) == [
+        d3,
+        d0,
+    ]
     assert preferred_devices(available=[d1, d0], must_include=[], size=4, devices=devices) == [d0, d1]
 
 
@@ -58,4 +73,7 @@ def test_preferred_devices_put_unhealthy_ones_last(make_store: Callable[..., Dev
     store = make_store(count=3)
     d0, d1, d2 = store.ids()
     store.set_health(d0, healthy=False)
-    assert preferred_devices(available=[d0, d1, d2], must_include=[], size=2, devices=store.read_all()) == [d1, d2]
+    assert preferred_devices(available=[d0, d1, d2], must_include=[], size=2, devices=store.read_all()) == [
+        d1,
+        d2,
+    ]

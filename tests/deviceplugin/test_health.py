@@ -35,11 +35,15 @@ def test_check_publishes_a_new_version_only_on_change(make_store: Callable[..., 
     assert monitor.check().version == 1
 
 
-def test_wait_for_change_returns_when_another_thread_fails_a_device(make_store: Callable[..., DeviceStore]) -> None:
+def test_wait_for_change_returns_when_another_thread_fails_a_device(
+    make_store: Callable[..., DeviceStore],
+) -> None:
     store = make_store(count=1)
     monitor = HealthMonitor(store=store, interval=1.0)
     result: list[HealthSnapshot] = []
-    waiter = threading.Thread(target=lambda: result.append(monitor.wait_for_change(after_version=0, timeout=5.0)))
+    waiter = threading.Thread(
+        target=lambda: result.append(monitor.wait_for_change(after_version=0, timeout=5.0))
+    )
     waiter.start()
     store.set_health(store.ids()[0], healthy=False)
     monitor.check()

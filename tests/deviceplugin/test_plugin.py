@@ -37,7 +37,8 @@ def served(socket_dir: Path, make_store: Callable[..., DeviceStore]) -> Iterator
     server.start_serving()
     channel = grpc.insecure_channel(f"unix:{server.socket_path}")
     try:
-        yield Served(stub=api_pb2_grpc.DevicePluginStub(channel), store=store, monitor=monitor)
+        stub = api_pb2_grpc.DevicePluginStub(channel)  # type: ignore[no-untyped-call]
+        yield Served(stub=stub, store=store, monitor=monitor)
     finally:
         channel.close()
         server.stop_serving()
@@ -66,7 +67,11 @@ def test_list_and_watch_sends_the_devices_then_every_health_change(served: Serve
 
         served.store.set_health(ids[1], healthy=False, reason="drill")
         failed = next(stream)
-        assert {d.ID: d.health for d in failed.devices} == {ids[0]: "Healthy", ids[1]: "Unhealthy", ids[2]: "Healthy"}
+        assert {d.ID: d.health for d in failed.devices} == {
+            ids[0]: "Healthy",
+            ids[1]: "Unhealthy",
+            ids[2]: "Healthy",
+        }
 
         served.store.set_health(ids[1], healthy=True)
         restored = next(stream)

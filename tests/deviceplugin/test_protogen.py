@@ -92,10 +92,8 @@ def _describe(file: Any) -> str:
     for service in file.services_by_name.values():
         lines.append(f"service {service.full_name}")
         for method in service.methods:
-            stream = "stream " if method.server_streaming else ""
-            lines.append(
-                f"  {method.name}({method.input_type.full_name}) returns {stream}{method.output_type.full_name}"
-            )
+            returns = ("stream " if method.server_streaming else "") + method.output_type.full_name
+            lines.append(f"  {method.name}({method.input_type.full_name}) returns {returns}")
     for message in file.message_types_by_name.values():
         lines.append(f"message {message.full_name}")
         lines.extend(f"  {f.number} {f.name} {_field_type(f)}" for f in message.fields)

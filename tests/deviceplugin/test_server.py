@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,7 +33,9 @@ def test_registers_and_the_kubelet_sees_the_devices(
     kubelet.wait_for_devices(_healthy(running.ids))
 
 
-def test_health_changes_reach_the_kubelet(kubelet: FakeKubelet, start_plugin: Callable[..., RunningPlugin]) -> None:
+def test_health_changes_reach_the_kubelet(
+    kubelet: FakeKubelet, start_plugin: Callable[..., RunningPlugin]
+) -> None:
     running = start_plugin(count=2)
     a, b = running.ids
     kubelet.wait_for_devices(_healthy([a, b]))
@@ -48,7 +51,9 @@ def test_the_kubelet_allocates_through_the_registered_socket(
 ) -> None:
     running = start_plugin(count=2)
     kubelet.wait_for_registrations(1)
-    request = api_pb2.AllocateRequest(container_requests=[api_pb2.ContainerAllocateRequest(devices_ids=running.ids)])
+    request = api_pb2.AllocateRequest(
+        container_requests=[api_pb2.ContainerAllocateRequest(devices_ids=running.ids)]
+    )
     response = kubelet.plugin().Allocate(request, timeout=5)
     assert response.container_responses[0].envs[ENV_DEVICE_IDS] == ",".join(running.ids)
 
@@ -77,7 +82,9 @@ def test_registers_again_when_only_its_own_socket_is_removed(
     kubelet.wait_for_registrations(2)
 
 
-def test_waits_for_a_kubelet_that_starts_later(socket_dir: Path, start_plugin: Callable[..., RunningPlugin]) -> None:
+def test_waits_for_a_kubelet_that_starts_later(
+    socket_dir: Path, start_plugin: Callable[..., RunningPlugin]
+) -> None:
     running = start_plugin(count=1)
     fake = FakeKubelet(socket_dir)
     try:
@@ -102,13 +109,29 @@ def test_a_refused_registration_stops_the_plugin(
     assert not running.server.socket_path.exists()
 
 
-def test_stopping_removes_the_socket(kubelet: FakeKubelet, start_plugin: Callable[..., RunningPlugin]) -> None:
+def test_stopping_removes_the_socket(
+    kubelet: FakeKubelet, start_plugin: Callable[..., RunningPlugin]
+) -> None:
     running = start_plugin(count=1)
     kubelet.wait_for_registrations(1)
     running.stop.set()
     running.thread.join(timeout=5)
     assert not running.thread.is_alive()
     assert not running.server.socket_path.exists()
+
+
+def test_stopping_leaves_a_socket_it_did_not_create(
+    kubelet: FakeKubelet, start_plugin: Callable[..., RunningPlugin], tmp_path: Path
+) -> None:
+    running = start_plugin(count=1)
+    kubelet.wait_for_registrations(1)
+    # As in a rollout, where the next plugin pod already serves at the same path.
+    successor = tmp_path / "successor"
+    successor.write_text("the next pod's socket")
+    os.replace(successor, running.server.socket_path)
+    running.stop.set()
+    running.thread.join(timeout=5)
+    assert running.server.socket_path.read_text() == "the next pod's socket"
 
 
 @pytest.mark.parametrize("name", ["fpgaserve.io/fpga", "example.com/fpga-s10", "a.b.c/x_y.z"])

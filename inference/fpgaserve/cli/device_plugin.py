@@ -202,6 +202,11 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise _user_error(str(exc)) from None
     model = _device_model(args)
+    # Handlers before any work, so that a SIGTERM always ends in an orderly stop.
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
     node_name = args.node_name or os.environ.get("NODE_NAME") or socket.gethostname()
     store = DeviceStore(Path(args.state_dir))
     devices = store.create(node_name=node_name, count=args.device_count, model=model)
@@ -212,10 +217,6 @@ def _run(args: argparse.Namespace) -> int:
         node_name,
         ", ".join(d.device_id for d in devices),
     )
-    stop = threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())
     try:
         serve_devices(
             store=store,

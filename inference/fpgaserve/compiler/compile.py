@@ -23,7 +23,9 @@ __all__ = ["compile_graph", "compile_keras"]
 logger = logging.getLogger(__name__)
 
 
-def compile_graph(graph: Graph, *, fmt: BfpFormat, name: str, metadata: dict[str, Any] | None = None) -> Program:
+def compile_graph(
+    graph: Graph, *, fmt: BfpFormat, name: str, metadata: dict[str, Any] | None = None
+) -> Program:
     """Quantize an optimized float graph into a program."""
     ops: list[Op] = []
     weights, weight_shapes, biases, constants = {}, {}, {}, {}
@@ -33,8 +35,12 @@ def compile_graph(graph: Graph, *, fmt: BfpFormat, name: str, metadata: dict[str
         attrs["in_shape"] = list(graph.shapes[g.inputs[0]])
         if g.kind in MATRIX_OPS:
             assert g.weight is not None
-            weights[g.name] = encode(g.weight, fmt, axis=reduction_axis(g.kind))
-            weight_shapes[g.name] = tuple(int(d) for d in g.weight.shape)
+            weight = g.weight
+            if g.kind == "depthwise_conv2d":  # stored as (taps, channels): blocks run over the taps
+                attrs["kernel"] = [int(weight.shape[0]), int(weight.shape[1])]
+                weight = weight.reshape(-1, weight.shape[2])
+            weights[g.name] = encode(weight, fmt, axis=reduction_axis(g.kind))
+            weight_shapes[g.name] = tuple(int(d) for d in weight.shape)
             if g.bias is not None:
                 biases[g.name] = np.asarray(g.bias, np.float32)
         elif g.kind == "scale_shift":

@@ -50,7 +50,9 @@ def fold_padding(graph: Graph) -> None:
             continue
         if user.kind in ("max_pool", "avg_pool") and any(user.attrs.get("pads", [0, 0, 0, 0])):
             continue  # mixing zero pads with the pool's own -inf pads has no single pad value
-        user.attrs["pads"] = [a + b for a, b in zip(pad.attrs["pads"], user.attrs.get("pads", [0] * 4), strict=True)]
+        user.attrs["pads"] = [
+            a + b for a, b in zip(pad.attrs["pads"], user.attrs.get("pads", [0] * 4), strict=True)
+        ]
         if user.kind in ("max_pool", "avg_pool"):
             user.attrs["pad_value"] = 0.0  # ZeroPadding2D pads with zeros, not -inf
         user.inputs = [pad.inputs[0]]

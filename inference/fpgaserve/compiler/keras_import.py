@@ -96,7 +96,9 @@ def _inbound(layer_cfg: dict[str, Any]) -> list[str]:
         if isinstance(v, dict) and v.get("class_name") == "__keras_tensor__":
             history = v["config"]["keras_history"]
             if history[1] != 0 or history[2] != 0:
-                raise UnsupportedLayerError(f"layer {layer_cfg['name']!r} uses a shared or multi-output layer")
+                raise UnsupportedLayerError(
+                    f"layer {layer_cfg['name']!r} uses a shared or multi-output layer"
+                )
             names.append(history[0])
         elif isinstance(v, list | tuple):
             for item in v:
@@ -158,11 +160,11 @@ def _convert(layer: Any, inputs: list[str], shapes: dict[str, tuple[int, ...]]) 
         attrs: dict[str, Any] = {
             "strides": list(s), "pads": pads, "activation": _activation_name(name, cfg["activation"]),
         }  # fmt: skip
+        if s[0] != s[1]:
+            raise UnsupportedLayerError(f"layer {name!r} ({cls}): strides must be equal, got {s}")
         if cls == "DepthwiseConv2D":
             if kernel.shape[3] != 1:
                 raise UnsupportedLayerError(f"layer {name!r}: depth_multiplier must be 1")
-            if s[0] != s[1]:
-                raise UnsupportedLayerError(f"layer {name!r}: depthwise strides must be equal, got {s}")
             set_shape((ho, wo, shape[2]))
             return GraphOp("depthwise_conv2d", name, [src], out, attrs, kernel[:, :, :, 0].copy(), bias)
         set_shape((ho, wo, kernel.shape[3]))
@@ -193,7 +195,11 @@ def _convert(layer: Any, inputs: list[str], shapes: dict[str, tuple[int, ...]]) 
         )  # fmt: skip
     if cls == "ReLU":
         mv = cfg.get("max_value")
-        if cfg.get("negative_slope", 0.0) != 0.0 or cfg.get("threshold", 0.0) != 0.0 or mv not in (None, 6, 6.0):
+        if (
+            cfg.get("negative_slope", 0.0) != 0.0
+            or cfg.get("threshold", 0.0) != 0.0
+            or mv not in (None, 6, 6.0)
+        ):
             raise UnsupportedLayerError(f"layer {name!r} (ReLU): only plain ReLU and ReLU6 are supported")
         shapes[out] = shape
         return GraphOp("activation", name, [src], out, {"activation": "relu" if mv is None else "relu6"})
@@ -215,7 +221,9 @@ def _convert(layer: Any, inputs: list[str], shapes: dict[str, tuple[int, ...]]) 
         s = tuple(cfg["strides"] or k)
         (ho, wo), pads = _window(name, shape, k, s, cfg["padding"])
         if cls == "AveragePooling2D" and any(pads):
-            raise UnsupportedLayerError(f"layer {name!r}: AveragePooling2D with 'same' padding is not supported")
+            raise UnsupportedLayerError(
+                f"layer {name!r}: AveragePooling2D with 'same' padding is not supported"
+            )
         set_shape((ho, wo, shape[2]))
         kind = "max_pool" if cls == "MaxPooling2D" else "avg_pool"
         return GraphOp(kind, name, [src], out, {"pool": list(k), "strides": list(s), "pads": pads})
@@ -241,11 +249,15 @@ def _convert(layer: Any, inputs: list[str], shapes: dict[str, tuple[int, ...]]) 
 def import_keras(model: Any, *, input_shape: tuple[int, ...] | None = None) -> Graph:
     """Read a Keras featurizer into a float ``Graph`` with concrete per-example shapes."""
     if type(model).__name__ not in ("Functional", "Sequential", "Model"):
-        raise UnsupportedLayerError(f"model type {type(model).__name__} is not supported; use a functional model")
+        raise UnsupportedLayerError(
+            f"model type {type(model).__name__} is not supported; use a functional model"
+        )
     declared = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else ()
     shape = tuple(input_shape) if input_shape is not None else declared
     if not shape or any(d is None for d in shape):
-        raise ValueError(f"the model's input shape {declared} is not fully defined; pass input_shape=(H, W, C)")
+        raise ValueError(
+            f"the model's input shape {declared} is not fully defined; pass input_shape=(H, W, C)"
+        )
     plan, in_name, out_name = _layer_plan(model)
     shapes: dict[str, tuple[int, ...]] = {in_name: tuple(int(d) for d in shape)}
     ops: list[GraphOp] = []

@@ -65,7 +65,10 @@ def build_daemonset(
         # Device IDs derive from the node name; a pod's hostname would change with every rollout.
         "env": [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
         "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        # Root, whatever the image's user: the kubelet's directory is root-owned. No capabilities are
+        # needed to write there as its owner.
         "securityContext": {
+            "runAsUser": 0,
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},

@@ -90,6 +90,7 @@ class PluginServer:
         self.kubelet_socket = socket_dir / KUBELET_SOCKET_NAME
         self.registrations = 0  # successful Register calls, for logs and tests
         self._server: Any = None  # grpc.Server; grpc ships no types
+        self._socket: tuple[int, int, int] | None = None  # identity of the socket file we created
 
     def run(self, stop: threading.Event) -> None:
         """Serve and stay registered until ``stop`` is set; raises ``RegistrationError``."""
@@ -106,8 +107,9 @@ class PluginServer:
                 elif kubelet != registered_with or not self.socket_path.exists():
                     waiting = False
                     if self._serve_and_register():
-                        # Stat again: the kubelet may have been replaced while we registered.
-                        registered_with = _identity(self.kubelet_socket)
+                        # The identity seen before registering: if the kubelet was replaced meanwhile,
+                        # the next poll notices and registers again (twice is harmless, never is not).
+                        registered_with = kubelet
                 stop.wait(self.poll_interval)
         finally:
             self.stop_serving()
@@ -137,6 +139,7 @@ class PluginServer:
         server.add_insecure_port(f"unix:{self.socket_path}")
         server.start()
         self._server = server
+        self._socket = _identity(self.socket_path)
         logger.info("serving %s on %s", self.resource_name, self.socket_path)
 
     def stop_serving(self) -> None:
@@ -146,7 +149,10 @@ class PluginServer:
         # is then cancelled, and its callback wakes the thread waiting for the next change.
         self._server.stop(grace=0.1).wait()
         self._server = None
-        self.socket_path.unlink(missing_ok=True)
+        # Only our own file: during a rollout the next plugin pod may already serve at this path.
+        if self._socket is not None and _identity(self.socket_path) == self._socket:
+            self.socket_path.unlink(missing_ok=True)
+        self._socket = None
 
     def register(self) -> None:
         """Tell the kubelet about our socket; it dials back before answering."""

@@ -16,3 +16,37 @@ for _key, _value in THREAD_DEFAULTS.items():
     os.environ.setdefault(_key, _value)
 
 THREAD_DEFAULTS_APPLIED = "numpy" not in sys.modules
+
+from fpgaserve.npu.bfp import DEFAULT_FORMAT, FORMATS, BfpFormat, get_format  # noqa: E402
+from fpgaserve.npu.device import (  # noqa: E402
+    DEFAULT_DEVICE_MODEL,
+    DEVICE_MODELS,
+    DeviceMemoryError,
+    DeviceModel,
+    EmulatedDevice,
+    get_device_model,
+)
+from fpgaserve.npu.executor import ExecutionResult, Executor, InputShapeError  # noqa: E402
+from fpgaserve.npu.program import Program, ProgramFormatError, load_program, save_program  # noqa: E402
+
+__all__ = [
+    "DEFAULT_DEVICE_MODEL",
+    "DEFAULT_FORMAT",
+    "DEVICE_MODELS",
+    "FORMATS",
+    "THREAD_DEFAULTS",
+    "THREAD_DEFAULTS_APPLIED",
+    "BfpFormat",
+    "DeviceMemoryError",
+    "DeviceModel",
+    "EmulatedDevice",
+    "ExecutionResult",
+    "Executor",
+    "InputShapeError",
+    "Program",
+    "ProgramFormatError",
+    "get_device_model",
+    "get_format",
+    "load_program",
+    "save_program",
+]

@@ -18,6 +18,9 @@ The rules follow Microsoft's published BFP formats (Brainwave's ms-fp8/ms-fp9, M
 * Saturation: a magnitude that rounds past ``2**mantissa_bits - 1`` saturates to it within the block's
   exponent; the exponent is never bumped. Blocks whose maximum exceeds the exponent range saturate too;
   blocks below it flush towards zero.
+* Non-finite values: ``+-inf`` saturates like any value above the exponent range (its block takes the
+  largest exponent). NaN does not take part in choosing the block's exponent; ``quantize`` passes it
+  through unchanged, while ``encode`` (the packed form has no NaN) stores it as zero.
 
 ``quantize`` returns the dequantized float32 values: exactly the numbers the matrix unit multiplies
 (every result is exactly representable in float32). ``encode``/``decode`` give the packed
@@ -154,6 +157,8 @@ def _round(v: npt.NDArray[np.float64], rounding: Rounding) -> npt.NDArray[np.flo
 def encode(x: npt.ArrayLike, fmt: BfpFormat, *, axis: int = -1) -> BfpTensor:
     """Quantize ``x`` along ``axis`` into packed mantissas and exponents (``axis`` moved last)."""
     arr = np.moveaxis(np.asarray(x, dtype=np.float32), axis, -1)
+    # NaN has no packed encoding: store it as zero; +-inf becomes +-float32 max, which saturates.
+    arr = np.nan_to_num(arr, nan=0.0)
     blocks, length = _blocked(arr, fmt.block_size)
     e = _shared_exponents(blocks, fmt)
     quantum_exp = (e - (fmt.mantissa_bits - 1))[..., None]
@@ -178,4 +183,6 @@ def quantize(x: npt.ArrayLike, fmt: BfpFormat, *, axis: int = -1) -> FloatArray:
     This is the readable definition; the executor's fast kernels are tested bit-exact against it.
     """
     arr = np.asarray(x, dtype=np.float32)
-    return np.moveaxis(decode(encode(arr, fmt, axis=axis)), -1, axis)
+    q = np.moveaxis(decode(encode(arr, fmt, axis=axis)), -1, axis)
+    nan = np.isnan(arr)
+    return np.where(nan, arr, q) if nan.any() else q

@@ -82,15 +82,27 @@ MiB = 1 << 20
 # larger model).
 DEVICE_MODELS: dict[str, DeviceModel] = {
     "pbs-s10": DeviceModel(
-        "pbs-s10", weight_memory_bytes=64 * MiB, matrix_units=6, native_dim=128, vector_lanes=1024,
+        "pbs-s10",
+        weight_memory_bytes=64 * MiB,
+        matrix_units=6,
+        native_dim=128,
+        vector_lanes=1024,
         clock_mhz=300.0,
     ),
     "pbs-a10": DeviceModel(
-        "pbs-a10", weight_memory_bytes=16 * MiB, matrix_units=2, native_dim=128, vector_lanes=256,
+        "pbs-a10",
+        weight_memory_bytes=16 * MiB,
+        matrix_units=2,
+        native_dim=128,
+        vector_lanes=256,
         clock_mhz=250.0,
     ),
     "pbs-tiny": DeviceModel(
-        "pbs-tiny", weight_memory_bytes=1 * MiB, matrix_units=1, native_dim=32, vector_lanes=64,
+        "pbs-tiny",
+        weight_memory_bytes=1 * MiB,
+        matrix_units=1,
+        native_dim=32,
+        vector_lanes=64,
         clock_mhz=200.0,
     ),
 }

@@ -122,7 +122,7 @@ class Executor:
         kh, kw, cin, cout = w.shape
         wmat = np.ascontiguousarray(w.reshape(kh * kw * cin, cout))
         bias = self.program.biases.get(op.name)
-        sh, sw = op.attrs.get("strides", (1, 1))
+        stride = int(op.attrs.get("strides", (1, 1))[0])  # the compiler only emits square strides
         pads = _pads(op)
         ho, wo = _out_hw(op)
         act = op.attrs.get("activation", "linear")
@@ -136,10 +136,10 @@ class Executor:
             x = env[src]
             n = x.shape[0]
             if pointwise:  # 1x1: no patches needed, the stride subsamples while quantizing
-                cols = k.quantize_window(x, fmt, stride=sh).reshape(-1, cin)
+                cols = k.quantize_window(x, fmt, stride=stride).reshape(-1, cin)
             else:
                 xp = k.quantize_window(x, fmt, pads=pads)
-                cols = k.im2col(xp, kh=kh, kw=kw, stride=sh, out_h=ho, out_w=wo)
+                cols = k.im2col(xp, kh=kh, kw=kw, stride=stride, out_h=ho, out_w=wo)
             y = cols @ wmat
             k.bias_activation(y, bias, act)
             env[dst] = y.reshape(n, ho, wo, cout)
@@ -150,8 +150,9 @@ class Executor:
         return _Step(run, cycles)
 
     def _prep_depthwise_conv2d(self, op: Op) -> _Step:
-        w = np.ascontiguousarray(self.program.dequantized_weight(op.name))  # (kh, kw, c)
-        kh, kw, c = w.shape
+        kh, kw = op.attrs["kernel"]
+        w = np.ascontiguousarray(self.program.dequantized_weight(op.name).reshape(kh, kw, -1))
+        c = w.shape[2]
         bias = self.program.biases.get(op.name)
         stride = int(op.attrs.get("strides", (1, 1))[0])
         pads = _pads(op)

@@ -36,12 +36,14 @@ _MIN_NORMAL = np.uint32(0x00800000)
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
 def _block_slow(src, dst, mbits, emin, emax, mode):  # type: ignore[no-untyped-def]
-    """Exact float64 path for one block (subnormal maxima, scales outside float32's range)."""
+    """Exact float64 path for one block (subnormal maxima, scales outside float32's range, inf, NaN)."""
     amax = 0.0
     for i in range(src.shape[0]):
-        amax = max(amax, abs(float(src[i])))
+        a = abs(float(src[i]))
+        if a > amax:  # False for NaN: NaN does not choose the exponent (as in ``bfp.encode``)
+            amax = a
     e = emin
-    if math.isinf(amax) or math.isnan(amax):
+    if math.isinf(amax):
         e = emax
     elif amax > 0.0:
         e = math.frexp(amax)[1] - 1
@@ -51,13 +53,17 @@ def _block_slow(src, dst, mbits, emin, emax, mode):  # type: ignore[no-untyped-d
     scale = math.ldexp(1.0, qe)
     qmax = float((1 << mbits) - 1)
     for i in range(src.shape[0]):
+        if math.isnan(src[i]):  # passed through, as ``bfp.quantize`` does
+            dst[i] = src[i]
+            continue
         v = float(src[i]) * inv
+        # np.floor, not math.floor: numba's math.floor returns an int64, garbage for inf.
         if mode == 1:
             q = np.rint(abs(v))
         elif mode == 2:
-            q = math.floor(abs(v))
+            q = np.floor(abs(v))
         else:
-            q = math.floor(abs(v) + 0.5)
+            q = np.floor(abs(v) + 0.5)
         dst[i] = np.float32(math.copysign(min(q, qmax) * scale, v))
 
 
@@ -70,7 +76,9 @@ def _window_kernel(block: int) -> Callable[..., None]:
         n, c = src.shape[0], src.shape[3]
         full = c // block
         qmax = np.float32((1 << mbits) - 1)
-        half = np.float32(0.5) if mode == 0 else np.float32(0.0)
+        # Ties away from zero as floor(a + h) with h the float32 just below 0.5: with h = 0.5 the float32
+        # sum rounds a = 0.5 - 2**-25 up to 1. Checked exhaustively for every float32 a < 2**16.
+        half = np.float32(0.49999997) if mode == 0 else np.float32(0.0)
         for t in numba.prange(n * ho * wo):
             b = t // (ho * wo)
             y = (t // wo) % ho

@@ -31,7 +31,9 @@ def im2col(xp: F32, *, kh: int, kw: int, stride: int, out_h: int, out_w: int) ->
     cols = np.empty((n, out_h, out_w, kh, kw, c), np.float32)
     for i in range(kh):
         for j in range(kw):
-            cols[:, :, :, i, j, :] = xp[:, i : i + stride * out_h : stride, j : j + stride * out_w : stride, :]
+            cols[:, :, :, i, j, :] = xp[
+                :, i : i + stride * out_h : stride, j : j + stride * out_w : stride, :
+            ]
     return cols.reshape(n * out_h * out_w, kh * kw * c)
 
 

@@ -134,9 +134,9 @@ class Program:
 
 def reduction_axis(kind: str) -> int:
     """Axis of the unpacked weight along which BFP blocks run (the dot-product axis)."""
-    # conv2d (kh, kw, cin, cout): cin. depthwise (kh, kw, c): channels, one diagonal per tap.
-    # dense (in, out): in.
-    return {"conv2d": 2, "depthwise_conv2d": 2, "dense": 0}[kind]
+    # conv2d (kh, kw, cin, cout): cin. depthwise (kh*kw, c): the taps of each channel, which are its
+    # whole dot product. dense (in, out): in.
+    return {"conv2d": 2, "depthwise_conv2d": 0, "dense": 0}[kind]
 
 
 def _npy_bytes(arr: npt.NDArray[Any]) -> bytes:
@@ -154,11 +154,18 @@ def save_program(program: Program, path: str | Path) -> str:
         "input": {"name": program.input_name, "shape": list(program.input_shape)},
         "output": {"name": program.output_name, "shape": list(program.output_shape)},
         "ops": [
-            {"kind": op.kind, "name": op.name, "inputs": list(op.inputs), "output": op.output, "attrs": op.attrs}
+            {
+                "kind": op.kind,
+                "name": op.name,
+                "inputs": list(op.inputs),
+                "output": op.output,
+                "attrs": op.attrs,
+            }
             for op in program.ops
         ],
         "weights": {
-            k: {"shape": list(program.weight_shapes[k]), "length": t.length} for k, t in program.weights.items()
+            k: {"shape": list(program.weight_shapes[k]), "length": t.length}
+            for k, t in program.weights.items()
         },
         "metadata": program.metadata,
     }
@@ -178,7 +185,8 @@ def save_program(program: Program, path: str | Path) -> str:
 def _load_npy(zf: zipfile.ZipFile, member: str) -> npt.NDArray[Any]:
     try:
         with zf.open(member) as f:
-            return np.load(io.BytesIO(f.read()), allow_pickle=False)
+            arr: npt.NDArray[Any] = np.load(io.BytesIO(f.read()), allow_pickle=False)
+            return arr
     except KeyError:
         raise ProgramFormatError(f"program file lacks member {member!r}") from None
 
@@ -202,7 +210,13 @@ def load_program(path: str | Path) -> Program:
             )
         fmt = BfpFormat(**header["format"])
         ops = [
-            Op(kind=o["kind"], name=o["name"], inputs=tuple(o["inputs"]), output=o["output"], attrs=o["attrs"])
+            Op(
+                kind=o["kind"],
+                name=o["name"],
+                inputs=tuple(o["inputs"]),
+                output=o["output"],
+                attrs=o["attrs"],
+            )
             for o in header["ops"]
         ]
         weights: dict[str, BfpTensor] = {}

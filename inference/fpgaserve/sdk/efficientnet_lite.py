@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 import tensorflow as tf
 
+from fpgaserve.sdk.imageproc import center_crop_resize
 from fpgaserve.sdk.torch_weights import load_torch_state_dict
 
 __all__ = [
@@ -238,14 +239,7 @@ def preprocess_efficientnet_lite0(images: npt.ArrayLike) -> npt.NDArray[np.float
     Takes ``(H, W, 3)`` or ``(N, H, W, 3)`` uint8; returns ``(N, 224, 224, 3)`` float32. Matches
     :func:`tf_preprocess_efficientnet_lite0` (TensorFlow's half-pixel Keys bicubic) to float rounding.
     """
-    batch = _as_uint8_batch(np.asarray(images))
-    _, height, width, _ = batch.shape
-    crop, top, left = _crop_window(height, width)
-    window = batch[:, top : top + crop, left : left + crop].astype(np.float32)
-    weights = _bicubic_matrix(crop, INPUT_SIZE)
-    # Separable resize: rows, then columns.
-    resized = np.einsum("oh,nhwc->nowc", weights, window, optimize=True)
-    resized = np.einsum("pw,nowc->nopc", weights, resized, optimize=True)
+    resized = center_crop_resize(images, size=INPUT_SIZE, crop_padding=CROP_PADDING)
     mean = np.asarray(MEAN_RGB, dtype=np.float32)
     std = np.asarray(STDDEV_RGB, dtype=np.float32)
     normalized: npt.NDArray[np.float32] = ((resized - mean) / std).astype(np.float32)
@@ -266,44 +260,3 @@ def tf_preprocess_efficientnet_lite0(images: Any) -> Any:
     )
     images = tf.image.resize(tf.cast(images, tf.float32), [INPUT_SIZE, INPUT_SIZE], method="bicubic")
     return (images - tf.constant(MEAN_RGB)) / tf.constant(STDDEV_RGB)
-
-
-def _as_uint8_batch(images: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
-    if images.dtype != np.uint8:
-        raise TypeError(
-            f"expected uint8 RGB images, got {images.dtype}; convert with skimage.util.img_as_ubyte"
-        )
-    if images.ndim == 3:
-        images = images[np.newaxis]
-    if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"expected (H, W, 3) or (N, H, W, 3) RGB images, got shape {images.shape}")
-    return images
-
-
-def _crop_window(height: int, width: int) -> tuple[int, int, int]:
-    crop = int(INPUT_SIZE / (INPUT_SIZE + CROP_PADDING) * min(height, width))
-    if crop < 1:
-        raise ValueError(f"image of {height}x{width} is too small to crop")
-    return crop, (height - crop + 1) // 2, (width - crop + 1) // 2
-
-
-def _bicubic_matrix(in_size: int, out_size: int) -> npt.NDArray[np.float32]:
-    """``(out_size, in_size)`` matrix of TF's bicubic resize (half-pixel centres, Keys a=-0.5, no antialias).
-
-    Like TensorFlow, taps falling outside the image get weight 0 and the rest are renormalised.
-    """
-    centres = (np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5
-    base = np.floor(centres)
-    offsets = np.arange(-1, 3)
-    taps = base[:, None].astype(np.int64) + offsets
-    distance = np.abs(centres[:, None] - base[:, None] - offsets)
-    a = -0.5
-    near = ((a + 2) * distance - (a + 3)) * distance**2 + 1
-    far = ((a * distance - 5 * a) * distance + 8 * a) * distance - 4 * a
-    weights = np.where(distance <= 1, near, np.where(distance < 2, far, 0.0))
-    weights = np.where((taps >= 0) & (taps < in_size), weights, 0.0)
-    weights /= weights.sum(axis=1, keepdims=True)
-    matrix = np.zeros((out_size, in_size))
-    rows = np.repeat(np.arange(out_size), len(offsets))
-    np.add.at(matrix, (rows, np.clip(taps, 0, in_size - 1).ravel()), weights.ravel())
-    return matrix.astype(np.float32)

