@@ -13,5 +13,10 @@ def randomize_batchnorm(model: Any, *, seed: int = 0) -> None:
     for layer in model.layers:
         if type(layer).__name__ == "BatchNormalization":
             c = layer.gamma.shape[0]
-            stats = [rng.uniform(0.5, 1.5, c), rng.normal(0, 0.1, c), rng.normal(0, 0.1, c), rng.uniform(0.5, 1.5, c)]
+            stats = [
+                rng.uniform(0.5, 1.5, c),
+                rng.normal(0, 0.1, c),
+                rng.normal(0, 0.1, c),
+                rng.uniform(0.5, 1.5, c),
+            ]
             layer.set_weights(stats)

@@ -89,14 +89,15 @@ class FakeKubelet(api_pb2_grpc.RegistrationServicer):
         grpc.channel_ready_future(channel).result(timeout=DEADLINE)
         stub = api_pb2_grpc.DevicePluginStub(channel)  # type: ignore[no-untyped-call]
         options = stub.GetDevicePluginOptions(api_pb2.Empty(), timeout=DEADLINE)
-        stream = stub.ListAndWatch(api_pb2.Empty())
-        threading.Thread(target=self._watch, args=(stream,), daemon=True).start()
         with self._cond:
             self._channels.append(channel)
             self._stubs.append(stub)
             self.requests.append(request)
             self.options.append(options)
             self._cond.notify_all()
+        # Like the kubelet, watch only once the plugin is recorded as registered.
+        stream = stub.ListAndWatch(api_pb2.Empty())
+        threading.Thread(target=self._watch, args=(stream,), daemon=True).start()
         return api_pb2.Empty()
 
     def _watch(self, stream: Any) -> None:

@@ -109,10 +109,6 @@ def test_the_plugin_and_discovery_import_neither_numpy_nor_tensorflow_themselves
     assert _imported_by_plugin_modules(bare_npu_package=True) == []
 
 
-@pytest.mark.xfail(
-    reason="fpgaserve/npu/__init__.py imports numpy eagerly, so importing fpgaserve.npu.device does too",
-    strict=False,
-)
 def test_the_plugin_and_discovery_import_neither_numpy_nor_tensorflow() -> None:
     assert _imported_by_plugin_modules(bare_npu_package=False) == []
 

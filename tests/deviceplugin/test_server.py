@@ -69,7 +69,8 @@ def test_registers_again_after_a_kubelet_restart(
     wait_until(lambda: running.server.socket_path.exists(), what="a fresh plugin socket")
     running.store.set_health(running.ids[0], healthy=False)
     kubelet.wait_for_devices({running.ids[0]: "Unhealthy", running.ids[1]: "Healthy"})
-    assert running.server.registrations == 2
+    # The plugin counts a registration once the kubelet's answer is back, a moment after the kubelet.
+    wait_until(lambda: running.server.registrations == 2, what="the plugin to count two registrations")
     assert not running.errors
 
 

@@ -7,6 +7,7 @@ plugin runs without grpcio-tools, a test-only dependency that is imported only h
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -24,20 +25,22 @@ def source_root() -> Path:
 
 def generate(*, out_dir: Path) -> dict[str, Path]:
     """Run protoc on the proto into ``out_dir``; returns the generated files by name."""
-    # grpcio-tools is a test/dev dependency (imported only when generating) and ships no types.
-    from grpc_tools import protoc  # type: ignore[import-untyped]
-
     out_dir.mkdir(parents=True, exist_ok=True)
+    # protoc runs in its own process: in-process it shares protobuf's runtime with whatever the caller
+    # loaded (TensorFlow's, in a test session) and can crash it.
     args = [
-        "protoc",
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
         f"-I{source_root()}",
         f"--python_out={out_dir}",
         f"--pyi_out={out_dir}",
         f"--grpc_python_out={out_dir}",
         PROTO_FILE,
     ]
-    if protoc.main(args) != 0:
-        raise RuntimeError(f"protoc failed on {source_root() / PROTO_FILE}")
+    done = subprocess.run(args, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"protoc failed on {source_root() / PROTO_FILE}: {done.stderr.strip()}")
     package_dir = out_dir / Path(PROTO_FILE).parent
     return {name: package_dir / name for name in GENERATED_FILES}
 

@@ -17,36 +17,23 @@ for _key, _value in THREAD_DEFAULTS.items():
 
 THREAD_DEFAULTS_APPLIED = "numpy" not in sys.modules
 
-from fpgaserve.npu.bfp import DEFAULT_FORMAT, FORMATS, BfpFormat, get_format  # noqa: E402
-from fpgaserve.npu.device import (  # noqa: E402
-    DEFAULT_DEVICE_MODEL,
-    DEVICE_MODELS,
-    DeviceMemoryError,
-    DeviceModel,
-    EmulatedDevice,
-    get_device_model,
-)
-from fpgaserve.npu.executor import ExecutionResult, Executor, InputShapeError  # noqa: E402
-from fpgaserve.npu.program import Program, ProgramFormatError, load_program, save_program  # noqa: E402
+import importlib  # noqa: E402
+from typing import Any  # noqa: E402
 
-__all__ = [
-    "DEFAULT_DEVICE_MODEL",
-    "DEFAULT_FORMAT",
-    "DEVICE_MODELS",
-    "FORMATS",
-    "THREAD_DEFAULTS",
-    "THREAD_DEFAULTS_APPLIED",
-    "BfpFormat",
-    "DeviceMemoryError",
-    "DeviceModel",
-    "EmulatedDevice",
-    "ExecutionResult",
-    "Executor",
-    "InputShapeError",
-    "Program",
-    "ProgramFormatError",
-    "get_device_model",
-    "get_format",
-    "load_program",
-    "save_program",
-]
+# Exports resolve lazily: the device plugin imports fpgaserve.npu.device and must not load numpy.
+_EXPORTS = {
+    "DEFAULT_FORMAT": "bfp", "FORMATS": "bfp", "BfpFormat": "bfp", "get_format": "bfp",
+    "DEFAULT_DEVICE_MODEL": "device", "DEVICE_MODELS": "device", "DeviceMemoryError": "device",
+    "DeviceModel": "device", "EmulatedDevice": "device", "get_device_model": "device",
+    "ExecutionResult": "executor", "Executor": "executor", "InputShapeError": "executor",
+    "Program": "program", "ProgramFormatError": "program", "load_program": "program", "save_program": "program",
+}  # fmt: skip
+
+__all__ = ["THREAD_DEFAULTS", "THREAD_DEFAULTS_APPLIED", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fpgaserve.npu' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"fpgaserve.npu.{module}"), name)

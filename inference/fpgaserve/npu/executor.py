@@ -164,8 +164,10 @@ class Executor:
         fmt = self.program.fmt
 
         def run(env: Env) -> None:
-            xp = k.quantize_window(env[src], fmt, pads=pads)
-            y = k.depthwise_conv(xp, w, stride=stride, out_h=ho, out_w=wo)
+            x = env[src]
+            t, b, left, r = pads
+            xp = np.pad(x, ((0, 0), (t, b), (left, r), (0, 0))) if any(pads) else x
+            y = k.depthwise_conv(xp, w, fmt, stride=stride, out_h=ho, out_w=wo)
             k.bias_activation(y, bias, act)
             env[dst] = y
 

@@ -150,28 +150,88 @@ def im2col(xp: F32, *, kh: int, kw: int, stride: int, out_h: int, out_w: int) ->
     return out
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _depthwise(xp, w, stride, out):  # type: ignore[no-untyped-def]
+@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+def _depthwise_bfp(xp, bits, w, stride, block, mbits, emin, emax, mode, out):  # type: ignore[no-untyped-def]
+    """Depthwise conv whose inputs are BFP-quantized per output window: the kh*kw taps of one
+    channel are that channel's dot product, tiled into blocks of ``block`` taps. Vectorised over
+    channels."""
     n, oh, ow, c = out.shape
     kh, kw, _ = w.shape
+    taps = kh * kw
+    nblk = (taps + block - 1) // block
+    qmax = np.float32((1 << mbits) - 1)
+    half = np.float32(0.49999997) if mode == 0 else np.float32(0.0)  # see _window_kernel
     for t in numba.prange(n * oh):
         b = t // oh
         y = t % oh
+        amax = np.empty((nblk, c), np.uint32)  # per block of taps and channel
+        qbits = np.empty((nblk, c), np.uint32)  # float32 bit patterns of 2**qe and 2**-qe, built as integers
+        ibits = np.empty((nblk, c), np.uint32)
+        slow = np.empty(c, np.bool_)
+        window = np.empty(taps, np.float32)
+        qwin = np.empty(taps, np.float32)
         for x in range(ow):
             acc = out[b, y, x]
             acc[:] = 0.0
+            amax[:, :] = 0
+            for i in range(kh):
+                for j in range(kw):
+                    row = bits[b, y * stride + i, x * stride + j]
+                    am = amax[(i * kw + j) // block]
+                    for ch in range(c):
+                        am[ch] = max(am[ch], row[ch] & _ABS_MASK)
+            slow[:] = False
+            for k in range(nblk):
+                for ch in range(c):
+                    m = amax[k, ch]
+                    qe = min(max(np.int64(m >> 23) - 127, emin), emax) - (mbits - 1)
+                    if (m < _MIN_NORMAL and m != 0) or m >= np.uint32(0x7F800000) or qe < -126 or qe > 126:
+                        slow[ch] = True
+                    qe = min(max(qe, -126), 126)
+                    qbits[k, ch] = np.uint32(qe + 127) << 23
+                    ibits[k, ch] = np.uint32(127 - qe) << 23
+            scales = qbits.view(np.float32)
+            invs = ibits.view(np.float32)
             for i in range(kh):
                 for j in range(kw):
                     src = xp[b, y * stride + i, x * stride + j]
                     wt = w[i, j]
-                    for ch in range(c):
-                        acc[ch] += src[ch] * wt[ch]
+                    scale = scales[(i * kw + j) // block]
+                    inv = invs[(i * kw + j) // block]
+                    if mode == 1:
+                        for ch in range(c):
+                            v = src[ch] * inv[ch]
+                            acc[ch] += np.copysign(min(np.rint(np.abs(v)), qmax) * scale[ch], v) * wt[ch]
+                    else:
+                        for ch in range(c):
+                            v = src[ch] * inv[ch]
+                            acc[ch] += (
+                                np.copysign(min(np.floor(np.abs(v) + half), qmax) * scale[ch], v) * wt[ch]
+                            )
+            for ch in range(c):
+                if slow[ch]:  # rare: redo this channel's window on the exact path
+                    for i in range(kh):
+                        for j in range(kw):
+                            window[i * kw + j] = xp[b, y * stride + i, x * stride + j, ch]
+                    for lo in range(0, taps, block):
+                        hi = min(lo + block, taps)
+                        _block_slow(window[lo:hi], qwin[lo:hi], mbits, emin, emax, mode)
+                    s = np.float32(0.0)
+                    for i in range(kh):
+                        for j in range(kw):
+                            s += qwin[i * kw + j] * w[i, j, ch]
+                    acc[ch] = s
 
 
-def depthwise_conv(xp: F32, w: F32, *, stride: int, out_h: int, out_w: int) -> F32:
-    """Depthwise convolution of a padded NHWC input with a (kh, kw, C) filter."""
+def depthwise_conv(xp: F32, w: F32, fmt: BfpFormat, *, stride: int, out_h: int, out_w: int) -> F32:
+    """Depthwise convolution of a zero-padded float NHWC input with a (kh, kw, C) filter, quantizing
+    each channel's kh*kw input window along the taps in blocks of ``fmt.block_size``."""
+    xp = np.ascontiguousarray(xp, dtype=np.float32)
     out = np.empty((xp.shape[0], out_h, out_w, xp.shape[3]), np.float32)
-    _depthwise(xp, w, stride, out)
+    _depthwise_bfp(
+        xp, xp.view(np.uint32), np.ascontiguousarray(w), stride, fmt.block_size,
+        fmt.mantissa_bits, fmt.emin, fmt.emax, _ROUNDING_CODE[fmt.rounding], out,
+    )  # fmt: skip
     return out
 
 

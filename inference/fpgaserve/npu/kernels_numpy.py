@@ -37,13 +37,21 @@ def im2col(xp: F32, *, kh: int, kw: int, stride: int, out_h: int, out_w: int) ->
     return cols.reshape(n * out_h * out_w, kh * kw * c)
 
 
-def depthwise_conv(xp: F32, w: F32, *, stride: int, out_h: int, out_w: int) -> F32:
-    """Depthwise convolution of a padded NHWC input with a (kh, kw, C) filter: sum of shifted taps."""
-    kh, kw, _ = w.shape
-    out = np.zeros((xp.shape[0], out_h, out_w, xp.shape[3]), np.float32)
+def depthwise_conv(xp: F32, w: F32, fmt: BfpFormat, *, stride: int, out_h: int, out_w: int) -> F32:
+    """Depthwise convolution of a zero-padded float NHWC input with a (kh, kw, C) filter, quantizing
+    each channel's kh*kw input window as one BFP block (the taps are that channel's dot product)."""
+    kh, kw, c = w.shape
+    n = xp.shape[0]
+    patches = np.empty((n, out_h, out_w, c, kh * kw), np.float32)
     for i in range(kh):
         for j in range(kw):
-            out += xp[:, i : i + stride * out_h : stride, j : j + stride * out_w : stride, :] * w[i, j]
+            patches[..., i * kw + j] = xp[
+                :, i : i + stride * out_h : stride, j : j + stride * out_w : stride, :
+            ]
+    q = quantize(patches, fmt, axis=-1)
+    out = np.zeros((n, out_h, out_w, c), np.float32)
+    for t in range(kh * kw):  # accumulate tap by tap, in the same order as the JIT kernel
+        out += q[..., t] * w[t // kw, t % kw]
     return out
 
 

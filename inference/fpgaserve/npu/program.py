@@ -192,7 +192,17 @@ def _load_npy(zf: zipfile.ZipFile, member: str) -> npt.NDArray[Any]:
 
 
 def load_program(path: str | Path) -> Program:
-    """Read a program file; refuses unknown versions and inconsistent contents."""
+    """Read a program file; refuses unknown versions and inconsistent or corrupt contents."""
+    try:
+        return _load_program(path)
+    except ProgramFormatError:
+        raise
+    # A damaged member fails its CRC (BadZipFile); a malformed header or .npy fails while decoding.
+    except (zipfile.BadZipFile, KeyError, IndexError, TypeError, ValueError, AttributeError, EOFError) as exc:
+        raise ProgramFormatError(f"{path}: corrupt device program ({type(exc).__name__}: {exc})") from None
+
+
+def _load_program(path: str | Path) -> Program:
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:

@@ -119,7 +119,12 @@ class QuantizedModel:
         key = (type(self).__name__, self._weights_id)
         with _BUILD_LOCK:
             if key not in _CACHE:
-                built = self._build()
+                import tensorflow as tf
+
+                # The first use may come from inside a tf.function trace; building there would
+                # turn set_weights into graph ops and leave the variables at their random init.
+                with tf.init_scope():
+                    built = self._build()
                 built.featurizer.trainable = not self.is_frozen
                 _CACHE[key] = built
             return _CACHE[key]

@@ -1,0 +1,174 @@
+"""Benchmark of the emulated FPGA: numerical agreement with float TensorFlow, and latency.
+
+For each zoo model and BFP format it prints one table row: feature cosine similarity, top-1 and
+top-5 agreement with the float Keras model on real photos (scikit-image's bundled photos plus crops,
+flips and scales of them), modeled device latency, and emulation wall latency at batch 1 and 8 next
+to the float TensorFlow model measured in the same run (interleaved, median of repeats).
+
+    python bench/fpga.py                       # everything (~3 minutes on 2 cores)
+    python bench/fpga.py --models efficientnet-lite0 --formats msfp16 --json out.json
+
+ResNet-50 uses seeded random weights here (Keras's ImageNet weights need a network), so its
+agreement numbers measure numerical fidelity, not accuracy on a trained model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import fpgaserve.npu
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+from fpgaserve.npu import EmulatedDevice, Executor, get_format
+from fpgaserve.sdk.zoo import QuantizedModel, get_zoo_model
+
+PHOTOS = (
+    "astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
+    "colorwheel", "camera", "coins", "moon", "brick", "grass", "gravel", "page", "text",
+)  # fmt: skip
+
+
+def photo_set(min_count: int = 100) -> list[np.ndarray]:
+    """Bundled photos and variants: original, flip, five crops, two scales (uint8 RGB)."""
+    import skimage.data
+    from skimage.transform import rescale
+    from skimage.util import img_as_ubyte
+
+    bases = []
+    for name in PHOTOS:
+        try:
+            img = getattr(skimage.data, name)()
+        except Exception:  # some photos download on first use; offline they are skipped
+            continue
+        if img.ndim == 2:
+            img = np.stack([img] * 3, axis=-1)
+        bases.append(img_as_ubyte(img[..., :3]))
+    images = []
+    for img in bases:
+        h, w = img.shape[:2]
+        ch, cw = int(h * 0.7), int(w * 0.7)
+        crops = [img[:ch, :cw], img[:ch, -cw:], img[-ch:, :cw], img[-ch:, -cw:],
+                 img[(h - ch) // 2 : (h + ch) // 2, (w - cw) // 2 : (w + cw) // 2]]  # fmt: skip
+        scales = [img_as_ubyte(rescale(img, s, channel_axis=-1, anti_aliasing=True)) for s in (0.5, 0.75)]
+        images += [img, img[:, ::-1], *crops, *scales]
+    if len(images) < min_count:
+        raise SystemExit(f"only {len(images)} photos available, need {min_count}")
+    return images
+
+
+def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def agreement(model: QuantizedModel, executor: Executor, batch: np.ndarray, ref_feats: np.ndarray,
+              ref_top: np.ndarray) -> dict[str, float]:  # fmt: skip
+    feats = np.concatenate([executor.run(batch[i : i + 8]).outputs for i in range(0, len(batch), 8)])
+    probs = model.classifier.predict(feats, verbose=0, batch_size=64)
+    cos = (feats * ref_feats).sum(1) / np.linalg.norm(feats, axis=1) / np.linalg.norm(ref_feats, axis=1)
+    top5 = np.argsort(probs, axis=1)[:, ::-1][:, :5]
+    return {
+        "cosine_mean": float(cos.mean()),
+        "cosine_min": float(cos.min()),
+        "top1": float((top5[:, 0] == ref_top).mean()),
+        "top5": float(np.mean([r in t for r, t in zip(ref_top, top5, strict=True)])),
+    }
+
+
+def bench_model(
+    name: str, formats: list[str], images: list[np.ndarray], repeats: int
+) -> list[dict[str, Any]]:
+    import tensorflow as tf
+
+    weights = "random" if name == "resnet50" else None
+    base = get_zoo_model(name, model_path="/tmp/fpgaserve-bench-models", weights=weights)
+    batch = np.concatenate([base.preprocess(img) for img in images])
+    float_fn = tf.function(lambda x: base.featurizer(x, training=False))
+    ref_feats = np.concatenate([float_fn(batch[i : i + 8]).numpy() for i in range(0, len(batch), 8)])
+    ref_top = base.classifier.predict(ref_feats, verbose=0, batch_size=64).argmax(1)
+    rows = []
+    for fmt_name in formats:
+        model = get_zoo_model(
+            name, model_path="/tmp/fpgaserve-bench-models", weights=weights, fmt=get_format(fmt_name)
+        )
+        start = time.perf_counter()
+        program = model.program if model.program_path.exists() else None
+        if program is None:
+            from fpgaserve.compiler.compile import compile_keras
+
+            program = compile_keras(model.featurizer, fmt=model.fmt, input_shape=model.input_shape, name=name)
+        compile_s = time.perf_counter() - start
+        big = fpgaserve.npu.DeviceModel("bench", 1 << 30, 6, 128, 1024, 300.0)  # fits every format
+        with Executor(program, device=EmulatedDevice(big)) as ex:
+            row: dict[str, Any] = {"model": name, "weights": model.weights, "format": fmt_name,
+                                   "compile_s": compile_s, "weight_MiB": program.weight_bytes / 2**20}  # fmt: skip
+            row.update(agreement(model, ex, batch, ref_feats, ref_top))
+            for b in (1, 8):
+                x = batch[:b]
+                ex.run(x), float_fn(x)  # warm both
+                fpga_t, tf_t = [], []
+                for _ in range(repeats):  # interleaved so that machine noise hits both alike
+                    fpga_t.append(median_seconds(lambda x=x: ex.run(x), 1))
+                    tf_t.append(median_seconds(lambda x=x: float_fn(x).numpy(), 1))
+                row[f"wall_b{b}_ms"] = statistics.median(fpga_t) * 1e3
+                row[f"tf_b{b}_ms"] = statistics.median(tf_t) * 1e3
+                row[f"device_b{b}_ms"] = ex.modeled_seconds(b) * 1e3
+        rows.append(row)
+        print(format_row(row), flush=True)
+    return rows
+
+
+HEADER = (
+    "| model | format | weights MiB | cos mean | cos min | top-1 | top-5 | device b1 ms | device b8 ms "
+    "| FPGA wall b1 ms | TF b1 ms | ratio b1 | FPGA wall b8 ms | TF b8 ms | ratio b8 | compile s |\n"
+    "|" + "---|" * 16
+)
+
+
+def format_row(r: dict[str, Any]) -> str:
+    return (
+        f"| {r['model']} ({r['weights']}) | {r['format']} | {r['weight_MiB']:.1f} | {r['cosine_mean']:.4f} "
+        f"| {r['cosine_min']:.4f} | {r['top1']:.1%} | {r['top5']:.1%} | {r['device_b1_ms']:.3f} "
+        f"| {r['device_b8_ms']:.3f} | {r['wall_b1_ms']:.1f} | {r['tf_b1_ms']:.1f} "
+        f"| {r['wall_b1_ms'] / r['tf_b1_ms']:.2f}x | {r['wall_b8_ms']:.1f} | {r['tf_b8_ms']:.1f} "
+        f"| {r['wall_b8_ms'] / r['tf_b8_ms']:.2f}x | {r['compile_s']:.1f} |"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", nargs="+", default=["efficientnet-lite0", "resnet50"])
+    parser.add_argument("--formats", nargs="+", default=["msfp16", "msfp12", "ms-fp9", "ms-fp8"])
+    parser.add_argument("--repeats", type=int, default=15, help="timed runs per batch size")
+    parser.add_argument("--json", help="also write the rows to this JSON file")
+    args = parser.parse_args(argv)
+    images = photo_set()
+    print(
+        f"{len(images)} photos; {os.cpu_count()} cores; kernels: {os.environ.get('FPGASERVE_KERNELS', 'numba')}"
+    )
+    print(HEADER, flush=True)
+    rows = [row for name in args.models for row in bench_model(name, args.formats, images, args.repeats)]
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

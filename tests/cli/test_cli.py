@@ -1,0 +1,56 @@
+"""The console script: help on every command, classify end to end, and clean user errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fpgaserve.cli.main import SUBCOMMANDS, build_parser, main
+
+
+def fpgaserve(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fpgaserve.cli.main", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.mark.parametrize("command", [name.replace("_", "-") for name in SUBCOMMANDS])
+def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args([command, "--help"])
+    assert done.value.code == 0
+    assert "usage: fpgaserve" in capsys.readouterr().out
+
+
+def test_help_does_not_import_tensorflow() -> None:
+    code = "import sys; from fpgaserve.cli.main import build_parser; build_parser(); print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_classify_prints_top5_json_with_a_cat(tmp_path: Path) -> None:
+    done = fpgaserve("classify", "sample:chelsea", "--json", "--model-path", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert len(report["top"]) == 5
+    assert "cat" in report["top"][0]["label"]
+    assert report["deviceSeconds"] > 0 and report["featurizerWallSeconds"] > 0
+    confidences = [t["confidence"] for t in report["top"]]
+    assert confidences == sorted(confidences, reverse=True)
+
+
+def test_classify_refuses_a_non_image_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bogus = tmp_path / "not-an-image.jpg"
+    bogus.write_bytes(b"this is text")
+    assert main(["classify", str(bogus)]) == 2
+    err = capsys.readouterr().err
+    assert "not a readable image" in err and "Traceback" not in err
+
+
+def test_classify_refuses_unknown_format(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["classify", "sample:coffee", "--format", "fp4"]) == 2
+    assert "known formats: ms-fp8, ms-fp9, msfp12, msfp16" in capsys.readouterr().err

@@ -1,0 +1,108 @@
+"""The model zoo: notebook names, program caching, preprocessing, and the offline failure path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import skimage.data
+
+from fpgaserve.npu import EmulatedDevice, Executor
+from fpgaserve.sdk import (
+    QuantizedEfficientNetLite0,
+    QuantizedResnet50,
+    Resnet50,
+    WeightsUnavailableError,
+    imagenet_labels,
+)
+from fpgaserve.sdk.zoo import get_zoo_model
+
+CAT_LABELS = {"tabby, tabby cat", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat, Siamese"}
+
+
+@pytest.fixture(scope="module")
+def lite0(tmp_path_factory: pytest.TempPathFactory) -> QuantizedEfficientNetLite0:
+    return QuantizedEfficientNetLite0(tmp_path_factory.mktemp("models"))
+
+
+def test_chelsea_is_a_cat_in_float_and_on_the_fpga(lite0: QuantizedEfficientNetLite0) -> None:
+    x = lite0.preprocess(skimage.data.chelsea())
+    labels = imagenet_labels()
+    float_probs = lite0.classifier(lite0.featurizer(x)).numpy()[0]
+    with Executor(lite0.program, device=EmulatedDevice()) as fpga:
+        result = fpga.run(x)
+    fpga_probs = lite0.classifier(result.outputs).numpy()[0]
+    assert labels[int(float_probs.argmax())] in CAT_LABELS
+    assert labels[int(fpga_probs.argmax())] in CAT_LABELS
+    assert result.device_seconds > 0
+
+
+def test_compiled_program_is_cached_in_model_path(lite0: QuantizedEfficientNetLite0) -> None:
+    program = lite0.program
+    assert lite0.program_path.is_file()
+    again = QuantizedEfficientNetLite0(lite0.model_path).program  # loads, does not recompile
+    assert again is not program
+    assert [op.name for op in again.ops] == [op.name for op in program.ops]
+    assert lite0.version.startswith("efficientnet-lite0-")
+
+
+def test_get_zoo_model_refuses_unknown_names() -> None:
+    with pytest.raises(ValueError, match="the zoo has: efficientnet-lite0, resnet50"):
+        get_zoo_model("vgg16")
+
+
+def test_missing_weights_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(WeightsUnavailableError, match="does not exist"):
+        QuantizedResnet50(tmp_path, weights=str(tmp_path / "nope.h5"))
+
+
+def test_imagenet_download_failure_names_the_alternatives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import keras
+
+    def offline(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("weights") == "imagenet":
+            raise OSError("URL fetch failure: no network")
+        raise AssertionError("only the imagenet path is expected here")
+
+    monkeypatch.setattr(keras.applications, "ResNet50", offline)
+    with pytest.raises(WeightsUnavailableError, match=r"weights='random'.*QuantizedEfficientNetLite0"):
+        _ = QuantizedResnet50(tmp_path / "offline-test").featurizer
+
+
+@pytest.mark.slow
+def test_resnet50_random_weights_and_default_classifier(tmp_path: Path) -> None:
+    model = QuantizedResnet50(tmp_path, is_frozen=True, weights="random")
+    assert model.featurizer.output.shape[-1] == 2048
+    assert not model.featurizer.trainable
+    features = np.random.default_rng(0).random((2, 2048)).astype(np.float32)
+    classifier_input, classifier_output = Resnet50.get_default_classifier(None, tmp_path, weights="random")
+    assert classifier_input.shape[-1] == 2048 and classifier_output.shape[-1] == 1000
+    probs = model.classifier(features).numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    # Same seed, same weights: the classifier of a second instance is the same model.
+    assert QuantizedResnet50(tmp_path, weights="random").classifier is model.classifier
+
+
+def test_resnet50_preprocessing_is_caffe_style() -> None:
+    image = np.full((300, 400, 3), (200, 100, 50), np.uint8)
+    x = QuantizedResnet50.preprocess(QuantizedResnet50.__new__(QuantizedResnet50), image)
+    assert x.shape == (1, 224, 224, 3)
+    np.testing.assert_allclose(x[0, 100, 100], [50 - 103.939, 100 - 116.779, 200 - 123.68], atol=1e-3)
+
+
+def test_first_use_inside_a_tf_function_keeps_the_real_weights(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    from fpgaserve.sdk import zoo
+
+    zoo._CACHE.clear()  # force a fresh build inside the trace below
+    model = QuantizedEfficientNetLite0(tmp_path)
+    x = model.preprocess(skimage.data.coffee())
+    traced = tf.function(lambda t: model.featurizer(t, training=False))(x).numpy()
+    eager = model.featurizer(x).numpy()
+    np.testing.assert_allclose(traced, eager, rtol=1e-4, atol=1e-4)
+    assert imagenet_labels()[int(model.classifier(eager).numpy().argmax())] == "espresso"
