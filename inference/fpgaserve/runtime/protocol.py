@@ -1,0 +1,63 @@
+"""What the inference server needs from a loaded model: the ``ModelRuntime`` protocol.
+
+Role: the seam between the server (``fpgaserve.inference``, which owns HTTP, auth, batching and
+metrics) and a loaded service definition (``fpgaserve.runtime.pipeline``, which owns TensorFlow
+stages and the emulated FPGA). Tests drive the real server with fakes that implement this protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["InvalidInput", "ModelRuntime", "PredictResult", "TensorSpec"]
+
+
+class InvalidInput(ValueError):
+    """An input the model cannot take (undecodable image, wrong shape or dtype); maps to HTTP 400.
+
+    ``index`` names which input of the request was bad, when known.
+    """
+
+    def __init__(self, message: str, *, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output tensor. ``shape`` excludes the batch dimension; None is any size."""
+
+    name: str
+    dtype: Literal["string", "float32", "int64"]  # "string": encoded image bytes
+    shape: tuple[int | None, ...]
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    outputs: npt.NDArray[np.float32]  # (batch, *output_spec.shape)
+    device_seconds: float  # modeled FPGA time of this batch (0 if no FPGA stage)
+
+
+@runtime_checkable
+class ModelRuntime(Protocol):
+    """A loaded, warmed-up pipeline. ``predict`` is synchronous and thread-safe; the server calls it
+    from a worker thread with a whole dynamic batch."""
+
+    name: str
+    version: str
+    input_spec: TensorSpec
+    output_spec: TensorSpec
+    labels: list[str] | None
+
+    def validate(self, item: bytes | npt.NDArray[np.float32], *, index: int) -> None:
+        """Cheap per-input check before batching (e.g. the image decodes); raises InvalidInput."""
+
+    def predict(self, batch: list[bytes] | npt.NDArray[np.float32]) -> PredictResult:
+        """Run the pipeline on a batch; raises InvalidInput for bad inputs."""
+
+    def close(self) -> None:
+        """Release the device and any other resources."""
