@@ -249,3 +249,28 @@ def test_bias_activation_on_a_4d_tensor() -> None:
         results.append(y)
     assert_bits_equal(results[0], np.clip(x + bias, 0, 6))
     assert_bits_equal(results[1], results[0])
+
+
+@pytest.mark.parametrize("activation", ["linear", "relu6"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_fused_padding_bias_activation_and_output_quantization(
+    activation: str, stride: int
+) -> None:
+    # The fused form must equal the plain steps: zero-pad, depthwise, bias + activation, quantize.
+    fmt = FORMATS["msfp16"]
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 7, 6, 21)).astype(np.float32)
+    w = rng.standard_normal((5, 5, 21)).astype(np.float32)
+    bias = rng.standard_normal(21).astype(np.float32)
+    pads = (1, 2, 2, 1)
+    xp = np.pad(x, ((0, 0), (1, 2), (2, 1), (0, 0)))
+    out_h, out_w = (xp.shape[1] - 5) // stride + 1, (xp.shape[2] - 5) // stride + 1
+    expected = NUMPY.depthwise_conv(xp, w, fmt, stride=stride, out_h=out_h, out_w=out_w)
+    NUMPY.bias_activation(expected, bias, activation)
+    expected = quantize(expected, fmt, axis=-1)
+    for kernels in (NUMPY, NUMBA):
+        out = kernels.depthwise_conv(
+            x, w, fmt, stride=stride, out_h=out_h, out_w=out_w, pads=pads,
+            bias=bias, activation=activation, quantize_output=True,
+        )  # fmt: skip
+        assert_bits_equal(out, expected, kernels.__name__)

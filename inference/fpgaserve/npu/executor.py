@@ -59,6 +59,27 @@ def _out_hw(op: Op) -> tuple[int, int]:
     return int(shape[0]), int(shape[1])
 
 
+def _is_pointwise(op: Op, program: Program) -> bool:
+    shape = program.weight_shapes.get(op.name, ())
+    return (
+        op.kind == "conv2d" and shape[:2] == (1, 1) and tuple(op.attrs.get("strides", (1, 1))) == (1, 1)
+        and not any(op.attrs.get("pads", (0, 0, 0, 0)))
+    )  # fmt: skip
+
+
+def _prequantized_tensors(program: Program) -> set[str]:
+    """Depthwise outputs whose only consumer is a stride-1 pointwise conv: the depthwise kernel
+    quantizes them, exactly as that conv would, in its epilogue."""
+    found = set()
+    for op in program.ops:
+        if op.kind != "depthwise_conv2d" or op.output == program.output_name:
+            continue
+        users = [u for u in program.ops if op.output in u.inputs]
+        if len(users) == 1 and _is_pointwise(users[0], program):
+            found.add(op.output)
+    return found
+
+
 class Executor:
     """Runs one program on one emulated device; reserves the program's weight memory on it."""
 
@@ -70,6 +91,7 @@ class Executor:
         self._k = kernels if kernels is not None else load_kernels()
         self._key = f"{program.name}/{uuid.uuid4().hex[:8]}"
         self.device.load(key=self._key, nbytes=program.weight_bytes)
+        self._prequantized = _prequantized_tensors(program)
         self._steps = [self._prepare(op) for op in program.ops]
 
     def close(self) -> None:
@@ -131,11 +153,14 @@ class Executor:
 
         fmt = self.program.fmt
         pointwise = kh == 1 and kw == 1 and not any(pads)
+        prequantized = src in self._prequantized
 
         def run(env: Env) -> None:
             x = env[src]
             n = x.shape[0]
-            if pointwise:  # 1x1: no patches needed, the stride subsamples while quantizing
+            if prequantized:  # the producer already quantized it along channels, as we would
+                cols = x.reshape(-1, cin)
+            elif pointwise:  # 1x1: no patches needed, the stride subsamples while quantizing
                 cols = k.quantize_window(x, fmt, stride=stride).reshape(-1, cin)
             else:
                 xp = k.quantize_window(x, fmt, pads=pads)
@@ -160,16 +185,15 @@ class Executor:
         act = op.attrs.get("activation", "linear")
         src, dst = op.inputs[0], op.output
         k = self._k
-
         fmt = self.program.fmt
+        # Quantizing for a pointwise consumer in this kernel's epilogue saves that conv a pass.
+        quantize_output = dst in self._prequantized
 
         def run(env: Env) -> None:
-            x = env[src]
-            t, b, left, r = pads
-            xp = np.pad(x, ((0, 0), (t, b), (left, r), (0, 0))) if any(pads) else x
-            y = k.depthwise_conv(xp, w, fmt, stride=stride, out_h=ho, out_w=wo)
-            k.bias_activation(y, bias, act)
-            env[dst] = y
+            env[dst] = k.depthwise_conv(
+                env[src], w, fmt, stride=stride, pads=pads, out_h=ho, out_w=wo,
+                bias=bias, activation=act, quantize_output=quantize_output,
+            )  # fmt: skip
 
         def cycles(batch: int, model: DeviceModel) -> int:
             return model.vector_cycles(elements=batch * ho * wo * c * kh * kw)

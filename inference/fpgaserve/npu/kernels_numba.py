@@ -95,7 +95,10 @@ def _window_kernel(block: int) -> Callable[..., None]:
                     m = max(m, brow[lo + i] & _ABS_MASK)
                 e = np.int64(m >> 23) - 127
                 qe = min(max(e, emin), emax) - (mbits - 1)
-                if (m < _MIN_NORMAL and m != 0) or m >= np.uint32(0x7F800000) or qe < -126 or qe > 126:
+                if m == 0:  # an all-zero block (common after ReLU) quantizes to zeros at any scale
+                    dblk[:] = 0.0
+                    continue
+                if m < _MIN_NORMAL or m >= np.uint32(0x7F800000) or qe < -126 or qe > 126:
                     _block_slow(sblk, dblk, mbits, emin, emax, mode)
                     continue
                 scale = pow2[qe + 150]
@@ -150,12 +153,43 @@ def im2col(xp: F32, *, kh: int, kw: int, stride: int, out_h: int, out_w: int) ->
     return out
 
 
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _quantize_row(row, block, mbits, emin, emax, mode, pow2):  # type: ignore[no-untyped-def]
+    """In place: BFP-quantize one channel vector in blocks of ``block`` (the rules of
+    ``_window_kernel``, unspecialised; used in kernel epilogues)."""
+    c = row.shape[0]
+    qmax = np.float32((1 << mbits) - 1)
+    half = np.float32(0.49999997) if mode == 0 else np.float32(0.0)  # see _window_kernel
+    for lo in range(0, c, block):
+        hi = min(lo + block, c)
+        blk = row[lo:hi]
+        m = np.uint32(0)
+        for i in range(hi - lo):
+            m = max(m, blk.view(np.uint32)[i] & _ABS_MASK)
+        if m == 0:
+            continue
+        qe = min(max(np.int64(m >> 23) - 127, emin), emax) - (mbits - 1)
+        if m < _MIN_NORMAL or m >= np.uint32(0x7F800000) or qe < -126 or qe > 126:
+            _block_slow(blk.copy(), blk, mbits, emin, emax, mode)
+            continue
+        scale = pow2[qe + 150]
+        inv = pow2[150 - qe]
+        for i in range(hi - lo):
+            v = blk[i] * inv
+            q = np.rint(np.abs(v)) if mode == 1 else np.floor(np.abs(v) + half)
+            blk[i] = np.copysign(min(q, qmax) * scale, v)
+
+
 @numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
-def _depthwise_bfp(xp, bits, w, stride, block, mbits, emin, emax, mode, out):  # type: ignore[no-untyped-def]
-    """Depthwise conv whose inputs are BFP-quantized per output window: the kh*kw taps of one
-    channel are that channel's dot product, tiled into blocks of ``block`` taps. Vectorised over
-    channels."""
+def _depthwise_bfp(  # type: ignore[no-untyped-def]
+    x, bits, w, bias, act, stride, pt, pl, block, mbits, emin, emax, mode, qblock, pow2, out
+):
+    """Depthwise conv with its inputs BFP-quantized per output window (the kh*kw taps of a channel
+    are its dot product, tiled into blocks of ``block`` taps) and zero padding (``pt``, ``pl``
+    before; taps outside the input read zeros), then bias, activation and, when ``qblock`` > 0, the
+    BFP quantization of the output along channels for a pointwise consumer. Vectorised over C."""
     n, oh, ow, c = out.shape
+    h, wd = x.shape[1], x.shape[2]
     kh, kw, _ = w.shape
     taps = kh * kw
     nblk = (taps + block - 1) // block
@@ -170,31 +204,46 @@ def _depthwise_bfp(xp, bits, w, stride, block, mbits, emin, emax, mode, out):  #
         slow = np.empty(c, np.bool_)
         window = np.empty(taps, np.float32)
         qwin = np.empty(taps, np.float32)
-        for x in range(ow):
-            acc = out[b, y, x]
+        for xo in range(ow):
+            acc = out[b, y, xo]
             acc[:] = 0.0
             amax[:, :] = 0
             for i in range(kh):
+                yy = y * stride + i - pt
+                if yy < 0 or yy >= h:
+                    continue
                 for j in range(kw):
-                    row = bits[b, y * stride + i, x * stride + j]
+                    xx = xo * stride + j - pl
+                    if xx < 0 or xx >= wd:
+                        continue
+                    row = bits[b, yy, xx]
                     am = amax[(i * kw + j) // block]
                     for ch in range(c):
                         am[ch] = max(am[ch], row[ch] & _ABS_MASK)
             slow[:] = False
+            any_slow = False
             for k in range(nblk):
                 for ch in range(c):
                     m = amax[k, ch]
                     qe = min(max(np.int64(m >> 23) - 127, emin), emax) - (mbits - 1)
-                    if (m < _MIN_NORMAL and m != 0) or m >= np.uint32(0x7F800000) or qe < -126 or qe > 126:
+                    # An all-zero window quantizes to zeros at any scale, so it never needs the slow path.
+                    if m != 0 and (m < _MIN_NORMAL or m >= np.uint32(0x7F800000) or qe < -126 or qe > 126):
                         slow[ch] = True
+                        any_slow = True
                     qe = min(max(qe, -126), 126)
                     qbits[k, ch] = np.uint32(qe + 127) << 23
                     ibits[k, ch] = np.uint32(127 - qe) << 23
             scales = qbits.view(np.float32)
             invs = ibits.view(np.float32)
             for i in range(kh):
+                yy = y * stride + i - pt
+                if yy < 0 or yy >= h:
+                    continue
                 for j in range(kw):
-                    src = xp[b, y * stride + i, x * stride + j]
+                    xx = xo * stride + j - pl
+                    if xx < 0 or xx >= wd:
+                        continue
+                    src = x[b, yy, xx]
                     wt = w[i, j]
                     scale = scales[(i * kw + j) // block]
                     inv = invs[(i * kw + j) // block]
@@ -208,29 +257,60 @@ def _depthwise_bfp(xp, bits, w, stride, block, mbits, emin, emax, mode, out):  #
                             acc[ch] += (
                                 np.copysign(min(np.floor(np.abs(v) + half), qmax) * scale[ch], v) * wt[ch]
                             )
-            for ch in range(c):
-                if slow[ch]:  # rare: redo this channel's window on the exact path
+            if any_slow:
+                for ch in range(c):
+                    if not slow[ch]:
+                        continue
+                    # Rare: redo this channel's window on the exact path.
                     for i in range(kh):
                         for j in range(kw):
-                            window[i * kw + j] = xp[b, y * stride + i, x * stride + j, ch]
+                            yy = y * stride + i - pt
+                            xx = xo * stride + j - pl
+                            inside = 0 <= yy < h and 0 <= xx < wd
+                            window[i * kw + j] = x[b, yy, xx, ch] if inside else np.float32(0.0)
                     for lo in range(0, taps, block):
                         hi = min(lo + block, taps)
                         _block_slow(window[lo:hi], qwin[lo:hi], mbits, emin, emax, mode)
-                    s = np.float32(0.0)
+                    s32 = np.float32(0.0)
                     for i in range(kh):
                         for j in range(kw):
-                            s += qwin[i * kw + j] * w[i, j, ch]
-                    acc[ch] = s
+                            s32 += qwin[i * kw + j] * w[i, j, ch]
+                    acc[ch] = s32
+            for ch in range(c):
+                v = acc[ch] + bias[ch]
+                if act >= 1:
+                    v = max(v, np.float32(0.0))
+                if act == 2:
+                    v = min(v, np.float32(6.0))
+                acc[ch] = v
+            if qblock > 0:
+                _quantize_row(acc, qblock, mbits, emin, emax, mode, pow2)
 
 
-def depthwise_conv(xp: F32, w: F32, fmt: BfpFormat, *, stride: int, out_h: int, out_w: int) -> F32:
-    """Depthwise convolution of a zero-padded float NHWC input with a (kh, kw, C) filter, quantizing
-    each channel's kh*kw input window along the taps in blocks of ``fmt.block_size``."""
-    xp = np.ascontiguousarray(xp, dtype=np.float32)
-    out = np.empty((xp.shape[0], out_h, out_w, xp.shape[3]), np.float32)
+def depthwise_conv(
+    x: F32,
+    w: F32,
+    fmt: BfpFormat,
+    *,
+    stride: int,
+    out_h: int,
+    out_w: int,
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0),
+    bias: F32 | None = None,
+    activation: str = "linear",
+    quantize_output: bool = False,
+) -> F32:
+    """Depthwise convolution of an NHWC input with a (kh, kw, C) filter, zero-padded by ``pads``;
+    each channel's kh*kw input window is quantized along the taps in blocks of ``fmt.block_size``.
+    Then bias and activation, and optionally the BFP quantization of the result along channels."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    c = x.shape[3]
+    b = np.ascontiguousarray(bias, dtype=np.float32) if bias is not None else np.zeros(c, np.float32)
+    out = np.empty((x.shape[0], out_h, out_w, c), np.float32)
     _depthwise_bfp(
-        xp, xp.view(np.uint32), np.ascontiguousarray(w), stride, fmt.block_size,
-        fmt.mantissa_bits, fmt.emin, fmt.emax, _ROUNDING_CODE[fmt.rounding], out,
+        x, x.view(np.uint32), np.ascontiguousarray(w, dtype=np.float32), b, _ACTIVATION_CODE[activation],
+        stride, pads[0], pads[2], fmt.block_size, fmt.mantissa_bits, fmt.emin, fmt.emax,
+        _ROUNDING_CODE[fmt.rounding], fmt.block_size if quantize_output else 0, _POW2, out,
     )  # fmt: skip
     return out
 

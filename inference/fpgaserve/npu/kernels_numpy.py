@@ -37,10 +37,26 @@ def im2col(xp: F32, *, kh: int, kw: int, stride: int, out_h: int, out_w: int) ->
     return cols.reshape(n * out_h * out_w, kh * kw * c)
 
 
-def depthwise_conv(xp: F32, w: F32, fmt: BfpFormat, *, stride: int, out_h: int, out_w: int) -> F32:
-    """Depthwise convolution of a zero-padded float NHWC input with a (kh, kw, C) filter, quantizing
-    each channel's kh*kw input window as one BFP block (the taps are that channel's dot product)."""
+def depthwise_conv(
+    x: F32,
+    w: F32,
+    fmt: BfpFormat,
+    *,
+    stride: int,
+    out_h: int,
+    out_w: int,
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0),
+    bias: F32 | None = None,
+    activation: str = "linear",
+    quantize_output: bool = False,
+) -> F32:
+    """Depthwise convolution of an NHWC input with a (kh, kw, C) filter, zero-padded by ``pads``;
+    each channel's kh*kw input window is quantized along the taps in blocks of ``fmt.block_size``
+    (the taps are that channel's dot product). Then bias and activation, and optionally the BFP
+    quantization of the result along channels."""
     kh, kw, c = w.shape
+    t, b, left, r = pads
+    xp = np.pad(x, ((0, 0), (t, b), (left, r), (0, 0))) if any(pads) else x
     n = xp.shape[0]
     patches = np.empty((n, out_h, out_w, c, kh * kw), np.float32)
     for i in range(kh):
@@ -50,9 +66,10 @@ def depthwise_conv(xp: F32, w: F32, fmt: BfpFormat, *, stride: int, out_h: int, 
             ]
     q = quantize(patches, fmt, axis=-1)
     out = np.zeros((n, out_h, out_w, c), np.float32)
-    for t in range(kh * kw):  # accumulate tap by tap, in the same order as the JIT kernel
-        out += q[..., t] * w[t // kw, t % kw]
-    return out
+    for tap in range(kh * kw):  # accumulate tap by tap, in the same order as the JIT kernel
+        out += q[..., tap] * w[tap // kw, tap % kw]
+    bias_activation(out, bias, activation)
+    return quantize(out, fmt, axis=-1) if quantize_output else out
 
 
 def bias_activation(x: F32, bias: F32 | None, activation: str) -> None:
