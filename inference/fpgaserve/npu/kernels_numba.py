@@ -341,6 +341,8 @@ def _bias_act(x, bias, has_bias, act):  # type: ignore[no-untyped-def]
 
 def bias_activation(x: F32, bias: F32 | None, activation: str) -> None:
     """In place: ``x += bias`` then the activation (``linear``, ``relu`` or ``relu6``)."""
+    if bias is None and activation == "linear":
+        return  # nothing to do; skip a whole pass over memory
     c = x.shape[-1]
     b: Any = bias if bias is not None else np.zeros(c, np.float32)
     _bias_act(x.reshape(-1, c), b, bias is not None, _ACTIVATION_CODE[activation])
