@@ -54,3 +54,32 @@ def test_classify_refuses_a_non_image_cleanly(tmp_path: Path, capsys: pytest.Cap
 def test_classify_refuses_unknown_format(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["classify", "sample:coffee", "--format", "fp4"]) == 2
     assert "known formats: ms-fp8, ms-fp9, msfp12, msfp16" in capsys.readouterr().err
+
+
+def test_compile_writes_a_program_that_loads(tmp_path: Path) -> None:
+    import keras
+
+    from fpgaserve.npu.program import load_program
+
+    inp = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    out = keras.layers.GlobalAveragePooling2D()(x)
+    keras.Model(inp, out).save(tmp_path / "tiny.keras")
+    done = fpgaserve(
+        "compile", str(tmp_path / "tiny.keras"), "-o", str(tmp_path / "tiny.fpga"), "--format", "msfp12"
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["format"] == "msfp12" and summary["outputShape"] == [8]
+    assert load_program(tmp_path / "tiny.fpga").fmt.name == "msfp12"
+
+
+def test_compile_refuses_an_unsupported_layer_by_name(tmp_path: Path) -> None:
+    import keras
+
+    inp = keras.Input((8, 8, 3))
+    keras.Model(inp, keras.layers.LeakyReLU(name="leaky")(inp)).save(tmp_path / "bad.keras")
+    done = fpgaserve("compile", str(tmp_path / "bad.keras"), "-o", str(tmp_path / "bad.fpga"))
+    assert done.returncode == 2
+    assert "layer 'leaky' of type LeakyReLU is not supported" in done.stderr
+    assert not (tmp_path / "bad.fpga").exists()

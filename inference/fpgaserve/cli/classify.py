@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fpgaserve.cli.main import UserError
+from fpgaserve.cli.errors import UserError
 
 __all__ = ["add_parser", "classify"]
 

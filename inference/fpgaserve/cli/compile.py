@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from fpgaserve.cli.main import UserError
+from fpgaserve.cli.errors import UserError
 
 __all__ = ["add_parser"]
 

@@ -162,7 +162,7 @@ def _add_state_dir(p: argparse.ArgumentParser, *, suppress: bool) -> None:
 
 
 def _user_error(message: str) -> Exception:
-    from fpgaserve.cli.main import UserError
+    from fpgaserve.cli.errors import UserError
 
     return UserError(message)
 

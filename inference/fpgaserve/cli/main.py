@@ -13,7 +13,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-__all__ = ["build_parser", "main"]
+from fpgaserve.cli.errors import UserError
+
+__all__ = ["UserError", "build_parser", "main"]
 
 # Module names under fpgaserve.cli, in the order --help lists them.
 SUBCOMMANDS: tuple[str, ...] = ("classify", "compile", "device_plugin")
@@ -46,10 +48,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"fpgaserve {args.command}: error: {exc}", file=sys.stderr)
         return 2
-
-
-class UserError(Exception):
-    """An error caused by the user's input: printed as one line, exit code 2, no traceback."""
 
 
 if __name__ == "__main__":
