@@ -176,8 +176,14 @@ class QuantizedModel:
     def import_graph_def(self, image_tensors: Any) -> Any:
         """Apply the (float) featurizer to ``image_tensors``; the returned tensor is the feature tensor.
 
-        In a pipeline the FPGA stage replaces this part of the graph with the compiled program.
+        In ``tf.compat.v1`` graph mode (the notebook form) the featurizer is imported into the
+        tensor's graph as frozen constants. In a pipeline the FPGA stage replaces this part of the
+        graph with the compiled program.
         """
+        from fpgaserve.sdk.graph_mode import import_keras, is_v1_graph_tensor
+
+        if is_v1_graph_tensor(image_tensors):
+            return import_keras(lambda: self.featurizer, image_tensors, name=self.name)
         return self.featurizer(image_tensors)
 
 
@@ -246,7 +252,14 @@ class Resnet50:
         With a ``feature_tensor``, the output is the classifier applied to it; without one, the
         classifier's own input and output tensors.
         """
-        classifier = QuantizedResnet50(model_path, weights=weights).classifier
+        from fpgaserve.sdk.graph_mode import import_keras, is_v1_graph_tensor
+
+        model = QuantizedResnet50(model_path, weights=weights)
+        if is_v1_graph_tensor(feature_tensor):  # the notebook form, under tf.compat.v1
+            return feature_tensor, import_keras(
+                lambda: model.classifier, feature_tensor, name="resnet50_classifier"
+            )
+        classifier = model.classifier
         if feature_tensor is None:
             return classifier.input, classifier.output
         return feature_tensor, classifier(feature_tensor)

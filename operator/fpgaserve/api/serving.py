@@ -1,22 +1,32 @@
 """The contract between the operator's pod template and the inference server's command line.
 
-Role: dependency-free constants both sides import, so that a path, a flag or a port can never
-disagree: the operator builds containers from these, ``fpgaserve serve`` and ``fpgaserve
-storage-init`` parse them. A test runs a generated pod template locally to prove it.
+Role: dependency-free constants (and the two argv builders over them) both sides import, so that
+a path, a flag or a port can never disagree: the operator builds containers from these,
+``fpgaserve serve`` and ``fpgaserve storage-init`` parse them. A test runs a generated pod template
+locally to prove it.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "CREDENTIALS_DIR",
     "HTTPS_PORT",
     "HTTP_PORT",
     "KEYS_DIR",
     "KEYS_FILE",
+    "KEYS_PRIMARY",
+    "KEYS_SECONDARY",
+    "LIVENESS_PATH",
+    "METRICS_PATH",
     "MODEL_DIR",
     "PACKAGE_FILENAME",
+    "READINESS_PATH",
+    "SOURCE_DIR",
     "TLS_CERT_FILE",
     "TLS_DIR",
     "TLS_KEY_FILE",
+    "serve_argv",
+    "storage_init_argv",
 ]
 
 # The server listens on one port: plain HTTP, or HTTPS when given a certificate and key.
@@ -30,6 +40,8 @@ PACKAGE_FILENAME = "service_def.zip"
 # Secrets mounted into the server container.
 KEYS_DIR = "/var/run/fpgaserve/keys"
 KEYS_FILE = f"{KEYS_DIR}/keys.json"  # {"primaryKey": "...", "secondaryKey": "..."}
+KEYS_PRIMARY = "primaryKey"
+KEYS_SECONDARY = "secondaryKey"
 TLS_DIR = "/var/run/fpgaserve/tls"
 TLS_CERT_FILE = f"{TLS_DIR}/tls.crt"
 TLS_KEY_FILE = f"{TLS_DIR}/tls.key"
@@ -39,3 +51,66 @@ TLS_KEY_FILE = f"{TLS_DIR}/tls.key"
 #   serve MODEL_DIR --host 0.0.0.0 --port PORT [--tls-cert TLS_CERT_FILE --tls-key TLS_KEY_FILE]
 #         [--keys-file KEYS_FILE] [--max-batch-size N] [--max-batch-delay-ms MS] [--max-queue N]
 #         [--max-body-bytes N] [--request-timeout-s S]
+
+# Probes and metrics (open without a key).
+LIVENESS_PATH = "/healthz"
+READINESS_PATH = "/readyz"
+METRICS_PATH = "/metrics"
+
+# storage-init's --credentials-dir: the FpgaModel's source Secret, one file per key.
+CREDENTIALS_DIR = "/var/run/fpgaserve/credentials"
+# pvc:// and file:// sources are mounted read-only here and handed to storage-init as file:// URIs.
+SOURCE_DIR = "/mnt/source"
+
+
+def storage_init_argv(
+    *,
+    uri: str,
+    sha256: str,
+    dest: str = MODEL_DIR,
+    credentials_dir: str | None = None,
+    endpoint: str | None = None,
+) -> list[str]:
+    """``storage-init`` argv (after the entrypoint), exactly as the comment above spells it."""
+    argv = ["storage-init", "--uri", uri, "--sha256", sha256, "--dest", dest]
+    if credentials_dir is not None:
+        argv += ["--credentials-dir", credentials_dir]
+    if endpoint is not None:
+        argv += ["--endpoint", endpoint]
+    return argv
+
+
+def serve_argv(
+    *,
+    model_dir: str = MODEL_DIR,
+    port: int,
+    tls: bool = False,
+    keys: bool = False,
+    max_batch_size: int | None = None,
+    max_batch_delay_ms: float | None = None,
+    max_queue: int | None = None,
+    max_body_bytes: int | None = None,
+    request_timeout_s: float | None = None,
+) -> list[str]:
+    """``serve`` argv (after the entrypoint); TLS and keys use the mount paths above."""
+    argv = ["serve", model_dir, "--host", "0.0.0.0", "--port", str(port)]
+    if tls:
+        argv += ["--tls-cert", TLS_CERT_FILE, "--tls-key", TLS_KEY_FILE]
+    if keys:
+        argv += ["--keys-file", KEYS_FILE]
+    options: list[tuple[str, float | None]] = [
+        ("--max-batch-size", max_batch_size),
+        ("--max-batch-delay-ms", max_batch_delay_ms),
+        ("--max-queue", max_queue),
+        ("--max-body-bytes", max_body_bytes),
+        ("--request-timeout-s", request_timeout_s),
+    ]
+    for flag, value in options:
+        if value is not None:
+            argv += [flag, _number(value)]
+    return argv
+
+
+def _number(value: float) -> str:
+    # "8", not "8.0"; "16777216", not "1.67772e+07" (the :g format rounds to 6 digits).
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
