@@ -18,7 +18,15 @@ from fpgaserve.cli.errors import UserError
 __all__ = ["UserError", "build_parser", "main"]
 
 # Module names under fpgaserve.cli, in the order --help lists them.
-SUBCOMMANDS: tuple[str, ...] = ("classify", "compile", "device_plugin", "storage_init")
+SUBCOMMANDS: tuple[str, ...] = (
+    "quickstart",
+    "classify",
+    "score",
+    "serve",
+    "compile",
+    "storage_init",
+    "device_plugin",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

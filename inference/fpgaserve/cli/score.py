@@ -1,0 +1,58 @@
+"""``fpgaserve score URL IMAGE --key KEY``: score an image with any deployed service."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from fpgaserve.cli.errors import UserError
+
+__all__ = ["add_parser"]
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "score",
+        help="score an image with a deployed service (POST /score)",
+        description="POST an image to a service's /score (local, port-forwarded or behind an Ingress) "
+        "and print its top-5 labels. The key may also come from FPGASERVE_KEY.",
+    )
+    p.add_argument("url", help="the service's base URL or /score URL, e.g. https://127.0.0.1:8443")
+    p.add_argument("image", help="a JPEG or PNG file")
+    p.add_argument("--key", default=None, help="primary or secondary key (default: $FPGASERVE_KEY)")
+    p.add_argument("--cacert", default=None, help="CA or self-signed certificate to trust for HTTPS")
+    p.add_argument("--insecure", action="store_true", help="do not verify the server's certificate")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the answer")
+    p.add_argument("--json", action="store_true", help="print the service's whole JSON answer")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import os
+
+    from fpgaserve.sdk.client import ScoringError, score
+
+    path = Path(args.image)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    key = args.key or os.environ.get("FPGASERVE_KEY")
+    try:
+        answer = score(
+            args.url, path, key=key, cafile=args.cacert, insecure=args.insecure, timeout=args.timeout
+        )
+    except ScoringError as exc:
+        raise UserError(str(exc)) from exc
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return 0
+    result = answer["results"][0]
+    top = result.get("top5")
+    if top:
+        for rank, entry in enumerate(top, 1):
+            print(f"  {rank}. {entry['label']:<40} {entry['probability']:7.2%}")
+    else:  # a package without labels: the five largest outputs by index
+        probs = result["probabilities"]
+        for rank, index in enumerate(sorted(range(len(probs)), key=lambda i: -probs[i])[:5], 1):
+            print(f"  {rank}. class {index:<34} {probs[index]:7.2%}")
+    return 0

@@ -1,0 +1,153 @@
+"""``fpgaserve serve MODEL_DIR``: serve a model package over HTTP(S).
+
+Role: the command line of ``fpgaserve.inference`` (the container command the operator generates
+with ``fpgaserve.api.serving.serve_argv``). It parses exactly those flags into ``ServerSettings``,
+checks what can be checked before listening (the model directory, TLS files, the keys file, that
+a model runtime is installed), then runs the server; the runtime (``fpgaserve.runtime.pipeline``,
+which brings TensorFlow) is imported and loaded in the background while the probes answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from fpgaserve.cli.errors import UserError
+from fpgaserve.inference.settings import ServerSettings as _Defaults  # a light module: dataclass only
+
+__all__ = ["add_parser", "settings_from_args"]
+
+PIPELINE_MODULE = "fpgaserve.runtime.pipeline"
+
+DESCRIPTION = """\
+Serve a model package (service_def.zip, or the directory storage-init unpacked it into) on one
+port: POST /score, the Open Inference Protocol v2 (/v2/...), TF Serving REST (/v1/models/...),
+/healthz, /readyz, /metrics and /openapi.json. With --keys-file every route but the probes,
+/metrics and /openapi.json needs 'Authorization: Bearer <key>'; the file is re-read when it
+changes. With --tls-cert and --tls-key the port speaks HTTPS (TLS 1.2 or newer).
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve a model package over HTTP(S): /score, OIP v2, TF Serving REST",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "model_dir", metavar="MODEL_DIR", help="the package: service_def.zip or its unpacked directory"
+    )
+    p.add_argument("--host", default=_Defaults.host, help="address to listen on (default: %(default)s)")
+    p.add_argument(
+        "--port", type=int, default=_Defaults.port, help="port to listen on (default: %(default)s)"
+    )
+    p.add_argument(
+        "--tls-cert", type=Path, metavar="PEM", help="TLS certificate chain; serve HTTPS (needs --tls-key)"
+    )
+    p.add_argument("--tls-key", type=Path, metavar="PEM", help="TLS private key of --tls-cert")
+    p.add_argument(
+        "--keys-file",
+        type=Path,
+        metavar="JSON",
+        help='{"primaryKey": ..., "secondaryKey": ...}; requests need one of them (default: no auth)',
+    )
+    batching = p.add_argument_group("batching and limits")
+    batching.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=_Defaults.max_batch_size,
+        metavar="N",
+        help="inputs per batch (default: %(default)s)",
+    )
+    batching.add_argument(
+        "--max-batch-delay-ms",
+        type=float,
+        default=_Defaults.max_batch_delay_ms,
+        metavar="MS",
+        help="longest an input waits for its batch to fill (default: %(default)s)",
+    )
+    batching.add_argument(
+        "--max-queue",
+        type=int,
+        default=_Defaults.max_queue,
+        metavar="N",
+        help="inputs waiting before 503 (default: %(default)s)",
+    )
+    batching.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=_Defaults.max_body_bytes,
+        metavar="N",
+        help="largest request body before 413 (default: %(default)s)",
+    )
+    batching.add_argument(
+        "--request-timeout-s",
+        type=float,
+        default=_Defaults.request_timeout_s,
+        metavar="S",
+        help="longest a request may take, queue and compute, before 504 (default: %(default)s)",
+    )
+    batching.add_argument(
+        "--shutdown-timeout-s",
+        type=float,
+        default=_Defaults.shutdown_timeout_s,
+        metavar="S",
+        help="how long in-flight requests may finish after SIGTERM (default: %(default)s)",
+    )
+    p.set_defaults(func=_run)
+
+
+def settings_from_args(args: argparse.Namespace) -> _Defaults:
+    """``ServerSettings`` from parsed arguments; ``UserError`` for an inconsistent combination."""
+    try:
+        return _Defaults(
+            host=args.host,
+            port=args.port,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            keys_file=args.keys_file,
+            max_batch_size=args.max_batch_size,
+            max_batch_delay_ms=args.max_batch_delay_ms,
+            max_queue=args.max_queue,
+            max_body_bytes=args.max_body_bytes,
+            request_timeout_s=args.request_timeout_s,
+            shutdown_timeout_s=args.shutdown_timeout_s,
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _loader(model_dir: Path) -> Any:
+    def load() -> Any:
+        # In the load thread: importing the pipeline brings TensorFlow, which takes seconds.
+        pipeline = importlib.import_module(PIPELINE_MODULE)
+        load_runtime = getattr(pipeline, "load_runtime", None)
+        if load_runtime is None:
+            raise RuntimeError(f"{PIPELINE_MODULE} has no load_runtime(model_dir); this build is incomplete")
+        return load_runtime(model_dir)
+
+    return load
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    model_dir = Path(args.model_dir)
+    if not model_dir.exists():
+        raise UserError(f"{model_dir}: no such package file or directory")
+    if importlib.util.find_spec(PIPELINE_MODULE) is None:
+        raise UserError(
+            f"this installation has no model runtime ({PIPELINE_MODULE} is missing), so it cannot "
+            "load packages; install a complete fpgaserve"
+        )
+    from fpgaserve.inference.auth import KeyFileError
+    from fpgaserve.inference.server_main import run
+    from fpgaserve.inference.tls import TlsConfigError
+
+    try:
+        return run(runtime=_loader(model_dir), settings=settings)
+    except (KeyFileError, TlsConfigError, OSError) as exc:
+        raise UserError(str(exc)) from None

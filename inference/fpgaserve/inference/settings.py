@@ -1,0 +1,53 @@
+"""The server's settings: one frozen value, parsed from the command line by ``fpgaserve serve``.
+
+Role: what ``web_app.make_app`` and ``server_main.serve`` take instead of globals. The defaults are
+the server's own; the operator passes only the options a FpgaWebservice sets
+(``fpgaserve.api.serving.serve_argv``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fpgaserve.api.serving import HTTP_PORT
+
+__all__ = ["ServerSettings"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerSettings:
+    """Listening address, TLS and keys, batching, limits and timeouts of one server."""
+
+    host: str = "0.0.0.0"
+    port: int = HTTP_PORT
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    keys_file: Path | None = None  # None: no key auth (local use only)
+    max_batch_size: int = 8
+    max_batch_delay_ms: float = 5.0
+    max_queue: int = 64  # inputs waiting for a batch, across all requests
+    max_body_bytes: int = 16 * 1024 * 1024
+    request_timeout_s: float = 30.0
+    shutdown_timeout_s: float = 10.0  # how long in-flight requests may finish on SIGTERM
+    keys_check_interval_s: float = 1.0  # how often the keys file is checked for a rotation
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together: give both or neither")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} is out of range 0-65535")
+        if self.max_batch_size < 1:
+            raise ValueError("max batch size must be at least 1")
+        if self.max_batch_delay_ms < 0:
+            raise ValueError("max batch delay must be >= 0 ms")
+        if self.max_queue < 1:
+            raise ValueError("max queue must be at least 1")
+        if self.max_body_bytes < 1024:
+            raise ValueError("max body bytes must be at least 1024")
+        if self.request_timeout_s <= 0 or self.shutdown_timeout_s < 0 or self.keys_check_interval_s < 0:
+            raise ValueError("timeouts must be positive (and intervals >= 0)")
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
