@@ -26,6 +26,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "compile",
     "storage_init",
     "device_plugin",
+    "operator",
 )
 
 

@@ -1,0 +1,282 @@
+"""The one small wrapper through which the operator talks to the Kubernetes API.
+
+Role: everything the reconcilers (``fpgaserve.operator.reconcile``) read or write goes through
+``Kube``: get, list, create, merge-patch, delete, and ``apply`` (create when absent, patch only when
+the live object differs from the desired one, so that a resync or a restart writes nothing). It is
+a thin layer over the ``kubernetes`` client's ``ApiClient`` (which brings in-cluster and kubeconfig
+authentication); its blocking calls run in a small thread pool. Errors carry the API's status code
+and reason, never an object's content, so that a Secret cannot leak into a log or an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes.client import ApiClient
+
+from fpgaserve.api.crd_models import API_VERSION, MODEL_KIND, MODEL_PLURAL, WEBSERVICE_KIND, WEBSERVICE_PLURAL
+
+__all__ = [
+    "DEPLOYMENT",
+    "FPGAMODEL",
+    "FPGAWEBSERVICE",
+    "HPA",
+    "INGRESS",
+    "PDB",
+    "SECRET",
+    "SERVICE",
+    "ApiError",
+    "Change",
+    "Kind",
+    "Kube",
+    "NotOwnedError",
+    "is_subset",
+    "kind_of",
+    "owned_by",
+]
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A namespaced resource the operator uses: enough to build its URLs."""
+
+    api_version: str
+    kind: str
+    plural: str
+
+    def path(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+        prefix = f"/api/{self.api_version}" if "/" not in self.api_version else f"/apis/{self.api_version}"
+        path = f"{prefix}/namespaces/{namespace}/{self.plural}"
+        if name is not None:
+            path += f"/{name}"
+        if subresource is not None:
+            path += f"/{subresource}"
+        return path
+
+
+DEPLOYMENT = Kind("apps/v1", "Deployment", "deployments")
+SERVICE = Kind("v1", "Service", "services")
+SECRET = Kind("v1", "Secret", "secrets")
+INGRESS = Kind("networking.k8s.io/v1", "Ingress", "ingresses")
+HPA = Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers")
+PDB = Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
+FPGAMODEL = Kind(API_VERSION, MODEL_KIND, MODEL_PLURAL)
+FPGAWEBSERVICE = Kind(API_VERSION, WEBSERVICE_KIND, WEBSERVICE_PLURAL)
+_KINDS = {
+    (k.api_version, k.kind): k
+    for k in (DEPLOYMENT, SERVICE, SECRET, INGRESS, HPA, PDB, FPGAMODEL, FPGAWEBSERVICE)
+}
+
+
+def kind_of(obj: Mapping[str, Any]) -> Kind:
+    """The Kind of a built object, from its apiVersion and kind."""
+    return _KINDS[(obj["apiVersion"], obj["kind"])]
+
+
+class ApiError(Exception):
+    """A failed API request: the status code, and the reason and message of the API's Status."""
+
+    def __init__(self, *, status: int, reason: str, message: str, what: str) -> None:
+        super().__init__(f"{what}: {status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+
+    @property
+    def transient(self) -> bool:
+        """Worth retrying as is: conflicts, throttling, server-side and network trouble."""
+        return self.status in (0, 409, 429) or self.status >= 500
+
+
+class NotOwnedError(Exception):
+    """An object the operator would write exists and belongs to someone else: it is left alone."""
+
+    def __init__(self, kind: Kind, name: str) -> None:
+        super().__init__(f"{kind.kind} {name} exists and is not owned by this object; rename or delete it")
+        self.kind = kind
+        self.name = name
+
+
+class Change(enum.Enum):
+    """What ``Kube.apply`` did."""
+
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+
+
+def is_subset(desired: Any, live: Any) -> bool:
+    """Whether every field of ``desired`` is in ``live`` with the same value.
+
+    Fields the API server or other controllers add (defaults, status, clusterIP) do not count as
+    drift; lists compare element by element and must have the same length.
+    """
+    if isinstance(desired, Mapping):
+        return isinstance(live, Mapping) and all(
+            k in live and is_subset(v, live[k]) for k, v in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(live, list)
+            and len(desired) == len(live)
+            and all(is_subset(d, v) for d, v in zip(desired, live, strict=True))
+        )
+    return bool(desired == live)
+
+
+def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
+    """Whether ``obj`` has an ownerReference to the object with this uid."""
+    return any(ref.get("uid") == uid for ref in obj.get("metadata", {}).get("ownerReferences") or [])
+
+
+class Kube:
+    """Async access to the Kubernetes API for the operator's reconcilers."""
+
+    def __init__(self, *, api_client: ApiClient, max_workers: int = 8) -> None:
+        self._api = api_client
+        # The client blocks; a pool of its own keeps it from starving kopf's default executor.
+        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="fpgaserve-kube")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._api.close()  # type: ignore[no-untyped-call]
+
+    async def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        try:
+            return await self._request("GET", kind.path(namespace, name), what=f"get {kind.kind} {name}")
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def list(
+        self, kind: Kind, namespace: str, *, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        query = {"labelSelector": label_selector} if label_selector else None
+        body = await self._request("GET", kind.path(namespace), query=query, what=f"list {kind.plural}")
+        items: list[dict[str, Any]] = body.get("items") or []
+        return items
+
+    async def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        kind, namespace, name = kind_of(obj), obj["metadata"]["namespace"], obj["metadata"]["name"]
+        return await self._request("POST", kind.path(namespace), body=obj, what=f"create {kind.kind} {name}")
+
+    async def patch(
+        self,
+        kind: Kind,
+        namespace: str,
+        name: str,
+        patch: Mapping[str, Any],
+        *,
+        subresource: str | None = None,
+    ) -> dict[str, Any]:
+        """A JSON merge patch (RFC 7386): dicts merge, lists are replaced, None removes a key."""
+        return await self._request(
+            "PATCH",
+            kind.path(namespace, name, subresource),
+            body=patch,
+            content_type=MERGE_PATCH,
+            what=f"patch {kind.kind} {name}",
+        )
+
+    async def delete(self, kind: Kind, namespace: str, name: str, *, uid: str | None = None) -> bool:
+        """Delete (in the background, dependents cascade); False when already gone. With ``uid``, only
+        that incarnation of the object is deleted."""
+        body: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "propagationPolicy": "Background",
+        }
+        if uid is not None:
+            body["preconditions"] = {"uid": uid}
+        try:
+            await self._request(
+                "DELETE", kind.path(namespace, name), body=body, what=f"delete {kind.kind} {name}"
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def apply(
+        self, desired: Mapping[str, Any], *, owner_uid: str | None = None
+    ) -> tuple[dict[str, Any], Change]:
+        """Make the object match ``desired``: create it, or merge-patch it when it has drifted. With
+        ``owner_uid``, an existing object must be owned by that object (else NotOwnedError)."""
+        kind, meta = kind_of(desired), desired["metadata"]
+        live = await self.get(kind, meta["namespace"], meta["name"])
+        if live is None:
+            try:
+                return await self.create(desired), Change.CREATED
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+                # Created concurrently (a resync racing a change handler): compare with that one.
+                live = await self.get(kind, meta["namespace"], meta["name"])
+                if live is None:
+                    raise
+        if owner_uid is not None and not owned_by(live, owner_uid):
+            raise NotOwnedError(kind, meta["name"])
+        if is_subset(desired, live):
+            return live, Change.UNCHANGED
+        return await self.patch(kind, meta["namespace"], meta["name"], desired), Change.UPDATED
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        query_params = list(query.items()) if query else None
+        return await loop.run_in_executor(
+            self._executor, self._call, method, path, query_params, body, content_type, what
+        )
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        query: Sequence[tuple[str, str]] | None,
+        body: Any,
+        content_type: str,
+        what: str,
+    ) -> dict[str, Any]:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        _, url, headers, serialized, _ = self._api.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=query,
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self._api.call_api(method, url, header_params=headers, body=serialized)
+            response.read()  # type: ignore[no-untyped-call]
+        except Exception as exc:  # urllib3's connection errors and timeouts
+            raise ApiError(status=0, reason=type(exc).__name__, message="no response", what=what) from None
+        data: Any = json.loads(response.data) if response.data else {}
+        if not 200 <= response.status < 300:
+            status = data if isinstance(data, dict) else {}
+            raise ApiError(
+                status=response.status,
+                reason=str(status.get("reason") or "Error"),
+                message=str(status.get("message") or "")[:400],
+                what=what,
+            )
+        result: dict[str, Any] = data
+        return result

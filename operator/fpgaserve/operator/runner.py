@@ -1,0 +1,82 @@
+"""Assembling and running the operator: kopf settings, a registry of handlers, and the run loop.
+
+Role: called by ``fpgaserve operator`` (``fpgaserve.cli.operator``), and by the tests and the
+benchmark with a Kube wrapper pointed at kmock. Kopf keeps its bookkeeping in ``kopf.fpgaserve.io/``
+annotations (never in the status, which the CRD declares field by field), its finalizer is
+``fpgaserve.io/finalizer``, and it posts only the Events the handlers post themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Collection
+from typing import Any
+
+import kopf
+
+from fpgaserve.api.crd_models import GROUP
+from fpgaserve.operator.config import OperatorConfig
+from fpgaserve.operator.handlers import register
+from fpgaserve.operator.kube import Kube
+
+__all__ = ["FINALIZER", "make_registry", "make_settings", "run"]
+
+FINALIZER = f"{GROUP}/finalizer"
+# kopf ignores every annotation under its storage prefix when it compares objects, so it must not
+# be the API group: users set fpgaserve.io/regenerate-key, and kopf must see that change.
+KOPF_PREFIX = f"kopf.{GROUP}"
+LoginFn = Callable[..., Any]
+
+
+def make_settings() -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=KOPF_PREFIX, key="last-handled-configuration"
+    )
+    settings.posting.loggers = False  # Events are what the handlers post, not kopf's log lines
+    # Namespaces are given exactly; listing them would need cluster-wide RBAC for nothing.
+    settings.scanning.disabled = True
+    return settings
+
+
+def make_registry(
+    *, kube: Kube, config: OperatorConfig, login: LoginFn | None = None
+) -> kopf.OperatorRegistry:
+    """A fresh registry with every handler; ``login`` authenticates kopf's own API client
+    (default: the kubernetes client's in-cluster or kubeconfig credentials)."""
+    registry = kopf.OperatorRegistry()
+    kopf.on.login(registry=registry)(login or kopf.login_via_client)
+    register(registry, kube=kube, config=config)
+    return registry
+
+
+async def run(
+    *,
+    kube: Kube,
+    config: OperatorConfig,
+    namespaces: Collection[str] = (),
+    clusterwide: bool = False,
+    liveness_endpoint: str | None = None,
+    peering_name: str | None = None,
+    priority: int = 0,
+    login: LoginFn | None = None,
+    stop_flag: asyncio.Event | threading.Event | None = None,
+    ready_flag: asyncio.Event | threading.Event | None = None,
+) -> None:
+    """Run the operator until ``stop_flag`` is set (or a signal arrives). Without ``peering_name``
+    it runs standalone: one replica only."""
+    await kopf.operator(
+        registry=make_registry(kube=kube, config=config, login=login),
+        settings=make_settings(),
+        namespaces=list(namespaces),
+        clusterwide=clusterwide,
+        liveness_endpoint=liveness_endpoint,
+        standalone=peering_name is None,
+        peering_name=peering_name,
+        priority=priority,
+        stop_flag=stop_flag,
+        ready_flag=ready_flag,
+    )
