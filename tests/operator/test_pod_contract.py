@@ -1,8 +1,7 @@
 """The pod template the operator builds against the commands it runs: same flags, same paths.
 
 The first two tests parse the generated argv with the real ``fpgaserve storage-init`` and
-``fpgaserve serve`` parsers. The end-to-end run of the pod template as local processes (issue 4)
-waits for a service package to build it from and is skipped until then.
+``fpgaserve serve`` parsers; the last runs the whole pod template as local processes.
 """
 
 from __future__ import annotations
@@ -61,11 +60,11 @@ def test_serve_accepts_the_server_container() -> None:
         assert any(str(path) == m or str(path).startswith(f"{m}/") for m in mounted), path
 
 
-@pytest.mark.skip(
-    reason="needs a real service_def.zip (the SDK's ModelDefinition.save) and the finished "
-    "`fpgaserve storage-init` / `fpgaserve serve`: issue 4's local end-to-end run of the pod "
-    "template (Secrets and volumes on disk, init then server as processes, score a photo with the "
-    "generated key) is still to be written"
-)
-def test_pod_template_runs_locally_and_scores_a_photo() -> None:
-    raise AssertionError("not written yet")
+def test_pod_template_runs_locally_and_scores_a_photo(tmp_path: Path) -> None:
+    """Run the generated pod as local processes: Secrets and volumes as directories, the device
+    plugin's real Allocate answer, the init container then the server with their argv and env as
+    generated (container paths mapped onto those directories), then score a photo over HTTPS with
+    the generated key and certificate."""
+    from tests.operator.local_pod import run_pod_locally
+
+    run_pod_locally(tmp_path)

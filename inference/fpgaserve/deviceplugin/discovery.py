@@ -18,6 +18,7 @@ from fpgaserve.api.constants import (
     DEVICE_MOUNT_ROOT,
     ENV_DEVICE_IDS,
     ENV_DEVICE_MODEL,
+    ENV_DEVICE_MOUNT_ROOT,
     ENV_REQUIRE_DEVICE,
 )
 from fpgaserve.deviceplugin.state import DeviceInfo, DeviceStateError, read_device
@@ -45,14 +46,14 @@ def _required(env: Mapping[str, str]) -> bool:
     raise DeviceDiscoveryError(f"{ENV_REQUIRE_DEVICE}={value!r}: expected 1 or 0")
 
 
-def devices_from_environment(
-    env: Mapping[str, str], *, mount_root: Path = Path(DEVICE_MOUNT_ROOT)
-) -> list[DeviceInfo]:
+def devices_from_environment(env: Mapping[str, str], *, mount_root: Path | None = None) -> list[DeviceInfo]:
     """The devices allocated to this container, in allocation order (see the module docstring).
 
     Allocated devices are returned even when unhealthy (``DeviceInfo.healthy``): a device can fail
     after allocation, and it is the server's readiness, not its start-up, that should say so.
     """
+    if mount_root is None:
+        mount_root = Path(env.get(ENV_DEVICE_MOUNT_ROOT) or DEVICE_MOUNT_ROOT)
     ids = [device_id.strip() for device_id in env.get(ENV_DEVICE_IDS, "").split(",") if device_id.strip()]
     if not ids:
         if _required(env):

@@ -12,6 +12,7 @@ __all__ = [
     "DEVICE_MOUNT_ROOT",
     "ENV_DEVICE_IDS",
     "ENV_DEVICE_MODEL",
+    "ENV_DEVICE_MOUNT_ROOT",
     "ENV_REQUIRE_DEVICE",
 ]
 
@@ -28,3 +29,6 @@ ENV_REQUIRE_DEVICE = "FPGASERVE_REQUIRE_DEVICE"
 
 # Each allocated device's state directory is mounted read-only at DEVICE_MOUNT_ROOT/<device id>.
 DEVICE_MOUNT_ROOT = "/var/run/fpgaserve/devices"
+# Where the server looks for those directories instead (running a pod template as local
+# processes, where a mount is a directory of the host).
+ENV_DEVICE_MOUNT_ROOT = "FPGASERVE_DEVICE_MOUNT_ROOT"

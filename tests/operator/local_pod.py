@@ -1,0 +1,142 @@
+"""Run an operator-generated pod as local processes (see test_pod_contract.py)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from fpgaserve.api import serving
+from fpgaserve.api.constants import DEVICE_MOUNT_ROOT, ENV_DEVICE_MOUNT_ROOT
+from fpgaserve.api.crd_models import FpgaModelSpec, FpgaWebserviceSpec
+from fpgaserve.deviceplugin.allocation import allocate_container
+from fpgaserve.deviceplugin.state import DeviceStore
+from fpgaserve.npu.device import get_device_model
+from fpgaserve.operator.config import OperatorConfig
+from fpgaserve.operator.secrets import build_keys_secret, build_tls_secret
+from fpgaserve.operator.workload import build_deployment
+from fpgaserve.sdk.client import score
+from tests.operator.helpers import model_body, owner, webservice_body
+from tests.runtime.tiny import LABELS, encode, tiny_classifier, tiny_definition, tiny_featurizer
+
+
+def _materialise_secret(secret: dict[str, Any], volume: dict[str, Any], into: Path) -> None:
+    into.mkdir(parents=True)
+    items = volume["secret"].get("items") or [{"key": k, "path": k} for k in secret["data"]]
+    for item in items:
+        (into / item["path"]).write_bytes(base64.b64decode(secret["data"][item["key"]]))
+
+
+def _host_path(container_path: str, mounts: dict[str, Path]) -> str:
+    """Map a container path onto the host directory mounted there (longest mount path first)."""
+    for mount in sorted(mounts, key=len, reverse=True):
+        if container_path == mount or container_path.startswith(mount + "/"):
+            return str(mounts[mount]) + container_path[len(mount) :]
+    return container_path
+
+
+def _argv(container: dict[str, Any], mounts: dict[str, Path]) -> list[str]:
+    args = []
+    for arg in container["args"]:
+        if arg.startswith("file://"):
+            args.append("file://" + _host_path(arg.removeprefix("file://"), mounts))
+        else:
+            args.append(_host_path(arg, mounts))
+    return [sys.executable, "-m", "fpgaserve.cli.main", *args]
+
+
+def run_pod_locally(tmp_path: Path) -> None:
+    # A package on "the node", registered as an FpgaModel with a file:// source (as on kind).
+    node_dir = tmp_path / "node" / "models"
+    node_dir.mkdir(parents=True)
+    info = tiny_definition(tiny_featurizer(), tiny_classifier()).save(node_dir / "service_def.zip")
+    model = model_body(source={"uri": f"file://{info.path}", "sha256": info.sha256})
+    web = owner(webservice_body(tls={"mode": "SelfSigned"}))
+    deployment = build_deployment(
+        owner=web, spec=FpgaWebserviceSpec.model_validate(web["spec"]),
+        model=FpgaModelSpec.model_validate(model["spec"]), config=OperatorConfig(),
+    )  # fmt: skip
+    pod = deployment["spec"]["template"]["spec"]
+    secrets = {
+        "keys": build_keys_secret(owner=web),
+        "tls": build_tls_secret(owner=web, hosts=["localhost"]),
+    }
+    # Volumes as directories: emptyDirs empty, Secrets as files, hostPaths as they are on the node.
+    volumes: dict[str, Path] = {}
+    for volume in pod["volumes"]:
+        where = tmp_path / "volumes" / volume["name"]
+        if "emptyDir" in volume:
+            where.mkdir(parents=True)
+        elif "secret" in volume:
+            _materialise_secret(secrets[volume["name"]], volume, where)
+        elif "hostPath" in volume:
+            where = Path(volume["hostPath"]["path"])
+        else:
+            raise AssertionError(f"volume type of {volume['name']} not materialised")
+        volumes[volume["name"]] = where
+    # The device plugin's Allocate answer for the server container's FPGA.
+    store_dir = tmp_path / "plugin-state"
+    devices = DeviceStore(store_dir).create(node_name="kind-node", count=1, model=get_device_model("pbs-s10"))
+    allocation = allocate_container(
+        requested=[devices[0].device_id], devices=devices, host_state_dir=PurePosixPath(store_dir)
+    )
+
+    def run_env(container: dict[str, Any], extra: dict[str, str]) -> dict[str, str]:
+        env = {**os.environ, **{e["name"]: e["value"] for e in container.get("env", [])}, **extra}
+        env["TMPDIR"] = str(volumes["tmp"])  # the only writable mount
+        return env
+
+    (init,) = pod["initContainers"]
+    init_mounts = {m["mountPath"]: volumes[m["name"]] for m in init["volumeMounts"]}
+    done = subprocess.run(_argv(init, init_mounts), env=run_env(init, {}), capture_output=True, text=True,
+                          timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    (server,) = pod["containers"]
+    server_mounts = {m["mountPath"]: volumes[m["name"]] for m in server["volumeMounts"]}
+    device_env = {**allocation.envs, ENV_DEVICE_MOUNT_ROOT: str(store_dir)}
+    assert all(m.container_path.startswith(DEVICE_MOUNT_ROOT) for m in allocation.mounts)
+    port = server["ports"][0]["containerPort"]
+    with socket.socket() as probe_port:
+        if probe_port.connect_ex(("127.0.0.1", port)) == 0:
+            raise AssertionError(f"port {port} is taken on this machine; the pod's port cannot be used")
+    log = (tmp_path / "server.log").open("wb")
+    process = subprocess.Popen(_argv(server, server_mounts), env=run_env(server, device_env), stdout=log,
+                               stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        cert = volumes["tls"] / "tls.crt"
+        context = ssl.create_default_context(cafile=str(cert))
+        probe = server["readinessProbe"]["httpGet"]
+        url = f"{probe['scheme'].lower()}://localhost:{port}{probe['path']}"
+        deadline = time.monotonic() + 300
+        while True:
+            assert process.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(url, timeout=5, context=context) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the pod never became ready"
+            time.sleep(0.2)
+        import skimage.data
+
+        key = base64.b64decode(secrets["keys"]["data"]["keys.json"]).decode()
+        import json
+
+        primary = json.loads(key)[serving.KEYS_PRIMARY]
+        answer = score(f"https://localhost:{port}", encode(skimage.data.chelsea(), "jpeg"), key=primary,
+                       cafile=cert)  # fmt: skip
+        assert answer["results"][0]["top5"][0]["label"] in LABELS
+        assert answer["deviceSeconds"] > 0
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+        log.close()
