@@ -17,10 +17,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from fpgaserve.api.certs import CERT_VALIDITY, self_signed_certificate
 from fpgaserve.api.serving import KEYS_PRIMARY, KEYS_SECONDARY
 from fpgaserve.operator.naming import keys_secret_name, object_meta, tls_secret_name
 from fpgaserve.operator.workload import KEYS_FILENAME, TLS_SECRET_CERT, TLS_SECRET_KEY
@@ -39,7 +37,6 @@ __all__ = [
 
 KeySlot = Literal["primary", "secondary"]
 TLS_HOSTS_ANNOTATION = "fpgaserve.io/tls-hosts"
-CERT_VALIDITY = datetime.timedelta(days=365)
 RENEW_BEFORE = datetime.timedelta(days=30)
 _SLOTS: dict[str, str] = {"primary": KEYS_PRIMARY, "secondary": KEYS_SECONDARY}
 
@@ -107,26 +104,7 @@ def build_tls_secret(
     *, owner: Mapping[str, Any], hosts: Sequence[str], now: datetime.datetime | None = None
 ) -> dict[str, Any]:
     """A kubernetes.io/tls Secret with a new self-signed certificate (ECDSA P-256) for ``hosts``."""
-    now = now or datetime.datetime.now(datetime.timezone.utc)
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0][:64])])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))  # tolerate clock skew
-        .not_valid_after(now + CERT_VALIDITY)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in hosts]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    cert_pem, key_pem = self_signed_certificate(hosts, now=now, validity=CERT_VALIDITY)
     return {
         "apiVersion": "v1",
         "kind": "Secret",
