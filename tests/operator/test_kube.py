@@ -85,3 +85,21 @@ async def test_unreachable_api_is_a_transient_error(kube: Kube) -> None:
         assert info.value.status == 0 and info.value.transient
     finally:
         dead.close()
+
+
+async def test_apply_removes_annotations_dropped_from_the_desired_object(
+    cluster: Cluster, kube: Kube
+) -> None:
+    first = service()
+    first["metadata"]["annotations"] = {"a": "1", "b": "2"}
+    await kube.apply(first, owner_uid="u1")
+    await kube.patch(SERVICE, NAMESPACE, "svc", {"metadata": {"annotations": {"someone-else": "x"}}})
+    second = service()
+    second["metadata"]["annotations"] = {"a": "1"}
+    live, change = await kube.apply(second, owner_uid="u1")
+    assert change is Change.UPDATED
+    annotations = live["metadata"]["annotations"]
+    assert "b" not in annotations  # ours, dropped from the spec: removed
+    assert annotations["a"] == "1" and annotations["someone-else"] == "x"  # theirs: kept
+    _, change = await kube.apply(second, owner_uid="u1")
+    assert change is Change.UNCHANGED

@@ -11,6 +11,7 @@ and reason, never an object's content, so that a Secret cannot leak into a log o
 from __future__ import annotations
 
 import asyncio
+import copy
 import enum
 import json
 from collections.abc import Mapping, Sequence
@@ -104,6 +105,10 @@ class NotOwnedError(Exception):
         self.name = name
 
 
+# Lists the annotation keys fpgaserve set on an object (see with_managed_annotations).
+MANAGED_ANNOTATIONS = "fpgaserve.io/managed-annotations"
+
+
 class Change(enum.Enum):
     """What ``Kube.apply`` did."""
 
@@ -129,6 +134,23 @@ def is_subset(desired: Any, live: Any) -> bool:
             and all(is_subset(d, v) for d, v in zip(desired, live, strict=True))
         )
     return bool(desired == live)
+
+
+def with_managed_annotations(desired: Mapping[str, Any]) -> dict[str, Any]:
+    """``desired`` plus an annotation listing the annotation keys the operator sets, so that a key
+    dropped from the spec later (e.g. from ``ingress.annotations``) can be removed from the object."""
+    out = copy.deepcopy(dict(desired))
+    annotations = out["metadata"].setdefault("annotations", {})
+    annotations[MANAGED_ANNOTATIONS] = ",".join(sorted(k for k in annotations if k != MANAGED_ANNOTATIONS))
+    return out
+
+
+def removed_annotations(desired: Mapping[str, Any], live: Mapping[str, Any]) -> list[str]:
+    """Annotation keys the operator set before (per ``live``) that ``desired`` no longer has."""
+    live_annotations = (live.get("metadata") or {}).get("annotations") or {}
+    managed_before = {k for k in live_annotations.get(MANAGED_ANNOTATIONS, "").split(",") if k}
+    wanted = set((desired.get("metadata") or {}).get("annotations") or {})
+    return sorted(k for k in managed_before - wanted if k in live_annotations)
 
 
 def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
@@ -212,6 +234,7 @@ class Kube:
     ) -> tuple[dict[str, Any], Change]:
         """Make the object match ``desired``: create it, or merge-patch it when it has drifted. With
         ``owner_uid``, an existing object must be owned by that object (else NotOwnedError)."""
+        desired = with_managed_annotations(desired)
         kind, meta = kind_of(desired), desired["metadata"]
         live = await self.get(kind, meta["namespace"], meta["name"])
         if live is None:
@@ -226,9 +249,13 @@ class Kube:
                     raise
         if owner_uid is not None and not owned_by(live, owner_uid):
             raise NotOwnedError(kind, meta["name"])
-        if is_subset(desired, live):
+        removed = removed_annotations(desired, live)
+        if is_subset(desired, live) and not removed:
             return live, Change.UNCHANGED
-        return await self.patch(kind, meta["namespace"], meta["name"], desired), Change.UPDATED
+        patch = copy.deepcopy(dict(desired))
+        if removed:  # a merge patch keeps keys it does not mention: null removes them
+            patch["metadata"].setdefault("annotations", {}).update(dict.fromkeys(removed))
+        return await self.patch(kind, meta["namespace"], meta["name"], patch), Change.UPDATED
 
     async def _request(
         self,
