@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -163,3 +164,68 @@ async def test_unreachable_source_does_not_hold_the_model(cluster: Cluster, kube
     assert outcome.error is None and outcome.status["phase"] == "Ready"
     read = {c["type"]: c for c in outcome.status["conditions"]}["ManifestRead"]
     assert (read["status"], read["reason"]) == ("Unknown", "Unreachable")
+
+
+ACCESS_KEY, SECRET_KEY = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+
+
+async def start_fake_s3(body: bytes) -> tuple[TestServer, list[str]]:
+    """An S3-compatible endpoint serving /models/pkg.zip that recomputes each SigV4 signature."""
+    from datetime import datetime, timezone
+    from urllib.parse import unquote
+
+    from fpgaserve.package.sigv4 import Credentials, sign
+
+    verdicts: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        authorization = request.headers.get("Authorization", "")
+        signed = authorization.split("SignedHeaders=")[1].split(",")[0].split(";") if authorization else []
+        headers = {n: request.headers[n] for n in signed if n not in ("host", "x-amz-date")}
+        when = datetime.strptime(request.headers.get("x-amz-date", "19700101T000000Z"), "%Y%m%dT%H%M%SZ")
+        expected = sign(method="GET", host=request.host, path=unquote(request.path), headers=headers,
+                        credentials=Credentials(ACCESS_KEY, SECRET_KEY), region="us-east-1",
+                        now=when.replace(tzinfo=timezone.utc))  # fmt: skip
+        if expected.headers["authorization"] != authorization:
+            verdicts.append("forbidden")
+            return web.Response(status=403, text="<Error><Code>SignatureDoesNotMatch</Code></Error>")
+        verdicts.append("ok")
+        end = min(int(request.headers["Range"].split("-")[1]), len(body) - 1)
+        return web.Response(
+            status=206, body=body[: end + 1], headers={"Content-Range": f"bytes 0-{end}/{len(body)}"}
+        )
+
+    app = web.Application()
+    app.router.add_get("/models/pkg.zip", handler)
+    server = TestServer(app)
+    await server.start_server()
+    return server, verdicts
+
+
+@pytest.mark.parametrize("secret_key", [SECRET_KEY, "wrong-secret"], ids=["signed", "bad-signature"])
+async def test_s3_manifest_read_through_a_custom_endpoint(
+    cluster: Cluster, kube: Kube, secret_key: str
+) -> None:
+    server, verdicts = await start_fake_s3(package())
+    try:
+        endpoint = str(server.make_url("")).rstrip("/")
+        source = {
+            "uri": "s3://models/pkg.zip",
+            "sha256": "d" * 64,
+            "endpoint": endpoint,
+            "secretRef": {"name": "s3"},
+        }
+        body = await create(cluster, model_body(source=source))
+        data = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": secret_key}
+        await kube.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3", "namespace": NAMESPACE},
+                           "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}})  # fmt: skip
+        outcome = await reconcile_model(kube=kube, config=OperatorConfig(), body=body)
+    finally:
+        await server.close()
+    read = {c["type"]: c for c in outcome.status["conditions"]}["ManifestRead"]
+    if secret_key == SECRET_KEY:
+        assert verdicts == ["ok"] and read["status"] == "True"
+        assert outcome.status["deviceMemoryBytes"] == 4_000_000
+    else:
+        assert verdicts == ["forbidden"] and read["status"] == "Unknown" and "403" in read["message"]
+        assert secret_key not in json.dumps(outcome.status)

@@ -17,10 +17,11 @@ from fpgaserve.api.crd_models import FpgaModelSpec
 from fpgaserve.api.manifest import ManifestError
 from fpgaserve.operator.config import OperatorConfig
 from fpgaserve.operator.kube import FPGAWEBSERVICE, SECRET, ApiError, Kube
-from fpgaserve.operator.packages import PackageUnreachable, read_package_info
+from fpgaserve.operator.packages import PackageUnreachable, read_package_info, s3_head_request
 from fpgaserve.operator.reconcile import Event, Outcome, api_check, identity, transition_events
 from fpgaserve.operator.status import Check, model_status, now_iso, status_patch
 from fpgaserve.operator.validation import SpecError, parse_model
+from fpgaserve.package.sigv4 import Credentials
 
 __all__ = ["reconcile_model", "release_model", "users_of_model"]
 
@@ -36,19 +37,30 @@ async def users_of_model(kube: Kube, namespace: str, name: str) -> list[str]:
 async def _inspect_package(
     kube: Kube, namespace: str, spec: FpgaModelSpec, previous: Mapping[str, Any], digest: str
 ) -> tuple[Check | None, dict[str, Any]]:
-    """Read the manifest of an http(s) package, once per digest; None when the operator cannot."""
-    if spec.source.scheme not in ("http", "https"):
+    """Read the manifest of an http(s) or s3 package, once per digest; None when the operator cannot."""
+    if spec.source.scheme not in ("http", "https", "s3"):
         return None, {}
     known = {k: previous.get(k) for k in _PACKAGE_FIELDS}
     if previous.get("digest") == digest and previous.get("pipeline"):
         return _previous_check(previous, "ManifestRead"), known
-    token = None
+    data: dict[str, str] = {}
     if spec.source.secret_ref is not None:
         secret = await kube.get(SECRET, namespace, spec.source.secret_ref.name)
-        encoded = ((secret or {}).get("data") or {}).get("token")
-        token = base64.b64decode(encoded).decode().strip() if encoded else None
+        encoded = (secret or {}).get("data") or {}
+        data = {k: base64.b64decode(v).decode().strip() for k, v in encoded.items()}
+    uri, headers, token = spec.source.uri, None, data.get("token")
+    if spec.source.scheme == "s3":
+        key_id, secret_key = data.get("AWS_ACCESS_KEY_ID"), data.get("AWS_SECRET_ACCESS_KEY")
+        credentials = (
+            Credentials(key_id, secret_key, data.get("AWS_SESSION_TOKEN")) if key_id and secret_key else None
+        )
+        region = data.get("AWS_REGION") or data.get("AWS_DEFAULT_REGION")
+        uri, headers = s3_head_request(
+            uri, endpoint=spec.source.endpoint, credentials=credentials, region=region
+        )
+        token = None
     try:
-        info = await read_package_info(spec.source.uri, token=token)
+        info = await read_package_info(uri, token=token, headers=headers)
     except PackageUnreachable as exc:
         return Check(None, "Unreachable", f"{exc}; storage-init will try from the pod"), {}
     except ManifestError as exc:

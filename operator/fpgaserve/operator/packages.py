@@ -1,7 +1,7 @@
 """Reading a service package's manifest where it lives, without downloading the package.
 
-Role: called by ``fpgaserve.operator.reconcile.reconcile_model`` for http(s):// sources (the only
-ones the operator itself can reach: s3:// needs the store's signing, pvc:// and file:// a mount).
+Role: called by ``fpgaserve.operator.models`` for http(s):// and s3:// sources (the ones the
+operator itself can reach; pvc:// and file:// need a mount, so storage-init checks them in the pod).
 ``manifest.json`` is the first member of every ``service_def.zip``, so one ranged GET of the first
 bytes is enough: ``manifest_from_head`` takes that member out of the zip's local header, and
 ``fpgaserve.api.manifest`` parses it. Errors never repeat the URI (a presigned URL's query is a
@@ -14,12 +14,21 @@ import re
 import struct
 import zlib
 from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
 
 from fpgaserve.api.manifest import MANIFEST_NAME, Manifest, ManifestError, parse_manifest
+from fpgaserve.package.sigv4 import EMPTY_SHA256, Credentials, canonical_path, sign
 
-__all__ = ["HEAD_BYTES", "PackageInfo", "PackageUnreachable", "manifest_from_head", "read_package_info"]
+__all__ = [
+    "HEAD_BYTES",
+    "PackageInfo",
+    "PackageUnreachable",
+    "manifest_from_head",
+    "read_package_info",
+    "s3_head_request",
+]
 
 # How much of the package is fetched: the local header and the manifest must fit.
 HEAD_BYTES = 1024 * 1024
@@ -74,16 +83,40 @@ def manifest_from_head(head: bytes) -> bytes:
     return data
 
 
-async def read_package_info(uri: str, *, token: str | None = None, timeout: float = 10.0) -> PackageInfo:
-    """Fetch the head of an http(s):// package and parse its manifest (ManifestError when the
-    package is bad, PackageUnreachable when it cannot be fetched)."""
-    headers = {"Range": f"bytes=0-{HEAD_BYTES - 1}"}
+def s3_head_request(
+    uri: str, *, endpoint: str | None, credentials: Credentials | None, region: str | None
+) -> tuple[str, dict[str, str]]:
+    """URL and (SigV4-signed, when there are credentials) headers of a ranged GET of an s3:// object:
+    path-style on a custom endpoint (MinIO and other S3-compatible stores), else AWS's host."""
+    parts = urlsplit(uri)
+    bucket, key = parts.netloc, unquote(parts.path).lstrip("/")
+    region = region or "us-east-1"
+    if endpoint:
+        base = urlsplit(endpoint)
+        scheme, host, path = base.scheme, base.netloc, f"{base.path.rstrip('/')}/{bucket}/{key}"
+    else:
+        scheme, host, path = "https", f"s3.{region}.amazonaws.com", f"/{bucket}/{key}"
+    headers = {"range": f"bytes=0-{HEAD_BYTES - 1}", "x-amz-content-sha256": EMPTY_SHA256}
+    if credentials is not None:
+        headers = sign(method="GET", host=host, path=path, headers=headers, credentials=credentials,
+                       region=region).headers  # fmt: skip
+        headers.pop("host")  # sent from the URL
+    return urlunsplit((scheme, host, canonical_path(path), "", "")), headers
+
+
+async def read_package_info(
+    uri: str, *, token: str | None = None, headers: dict[str, str] | None = None, timeout: float = 10.0
+) -> PackageInfo:
+    """Fetch the head of a package over HTTP(S) and parse its manifest (ManifestError when the
+    package is bad, PackageUnreachable when it cannot be fetched). ``headers`` replace the default
+    Range header (a signed S3 request brings its own)."""
+    headers = dict(headers) if headers else {"Range": f"bytes=0-{HEAD_BYTES - 1}"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
-            session.get(uri, headers=headers) as response,
+            session.get(uri, headers=headers, allow_redirects=False) as response,
         ):
             if response.status not in (200, 206):
                 raise PackageUnreachable(f"GET of the package answered {response.status} {response.reason}")
