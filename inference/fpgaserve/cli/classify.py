@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fpgaserve.cli.errors import UserError
+from fpgaserve.cli.output import print_top
 
 __all__ = ["add_parser", "classify"]
 
@@ -130,8 +131,7 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     print(f"{report['image']}: {report['model']} on {report['device']['model']} ({report['format']})")
-    for rank, entry in enumerate(report["top"], 1):
-        print(f"  {rank}. {entry['label']:<40} {entry['confidence']:7.2%}")
+    print_top(report["top"])
     print(
         f"featurizer: modeled device time {report['deviceSeconds'] * 1e3:.3f} ms, "
         f"emulation wall time {report['featurizerWallSeconds'] * 1e3:.1f} ms"

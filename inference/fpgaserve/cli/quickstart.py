@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fpgaserve.cli.errors import UserError
+from fpgaserve.cli.output import print_top
 
 __all__ = ["add_parser", "quickstart"]
 
@@ -102,8 +103,7 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     print(f"{report['image']}: {report['model']} ({report['format']}) served at {report['scoringUri']}")
-    for rank, entry in enumerate(report["top"], 1):
-        print(f"  {rank}. {entry['label']:<40} {entry['confidence']:7.2%}")
+    print_top(report["top"])
     seconds = report["seconds"]
     print(
         f"modeled FPGA time {report['deviceSeconds'] * 1e3:.3f} ms; build {seconds['build']} s, "

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from fpgaserve.cli.errors import UserError
+from fpgaserve.cli.output import print_top
 
 __all__ = ["add_parser"]
 
@@ -49,10 +50,9 @@ def _run(args: argparse.Namespace) -> int:
     result = answer["results"][0]
     top = result.get("top5")
     if top:
-        for rank, entry in enumerate(top, 1):
-            print(f"  {rank}. {entry['label']:<40} {entry['probability']:7.2%}")
+        print_top(top, value="probability")
     else:  # a package without labels: the five largest outputs by index
         probs = result["probabilities"]
-        for rank, index in enumerate(sorted(range(len(probs)), key=lambda i: -probs[i])[:5], 1):
-            print(f"  {rank}. class {index:<34} {probs[index]:7.2%}")
+        ranked = sorted(range(len(probs)), key=lambda i: -probs[i])[:5]
+        print_top([{"label": f"class {i}", "p": probs[i]} for i in ranked], value="p")
     return 0
