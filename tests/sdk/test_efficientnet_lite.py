@@ -19,7 +19,6 @@ from fpgaserve.sdk.efficientnet_lite import (
     NUM_CLASSES,
     build_efficientnet_lite0,
     preprocess_efficientnet_lite0,
-    tf_preprocess_efficientnet_lite0,
 )
 from fpgaserve.sdk.labels import imagenet_labels
 from fpgaserve.sdk.torch_weights import TorchFormatError
@@ -100,9 +99,16 @@ def test_padding_follows_tensorflow_same(lite0: Any) -> None:
 
 @pytest.mark.parametrize("photo", ["chelsea", "rocket"])
 def test_numpy_and_tensorflow_preprocessing_agree(photos: dict[str, np.ndarray], photo: str) -> None:
+    import imageio.v3 as iio
+
+    from fpgaserve.sdk.preprocessing import preprocess_array
+
     image = photos[photo]
     ours = preprocess_efficientnet_lite0(image)
-    theirs = np.asarray(tf_preprocess_efficientnet_lite0(image))
+    # The pipeline's TensorFlow stage, fed the photo losslessly encoded as a client would send it.
+    theirs = np.asarray(
+        preprocess_array([iio.imwrite("<bytes>", image, extension=".png")], model="efficientnet-lite0")
+    )
     assert ours.shape == theirs.shape == (1, INPUT_SIZE, INPUT_SIZE, 3) and ours.dtype == np.float32
     np.testing.assert_allclose(ours, theirs, atol=2e-3)
 

@@ -21,7 +21,6 @@ from typing import Any
 import keras
 import numpy as np
 import numpy.typing as npt
-import tensorflow as tf
 
 from fpgaserve.sdk.imageproc import center_crop_resize
 from fpgaserve.sdk.torch_weights import load_torch_state_dict
@@ -36,7 +35,6 @@ __all__ = [
     "build_efficientnet_lite0",
     "default_weights_path",
     "preprocess_efficientnet_lite0",
-    "tf_preprocess_efficientnet_lite0",
 ]
 
 INPUT_SIZE = 224
@@ -237,26 +235,10 @@ def preprocess_efficientnet_lite0(images: npt.ArrayLike) -> npt.NDArray[np.float
     """Centre-crop, bicubic-resize and normalise uint8 RGB images for the featurizer.
 
     Takes ``(H, W, 3)`` or ``(N, H, W, 3)`` uint8; returns ``(N, 224, 224, 3)`` float32. Matches
-    :func:`tf_preprocess_efficientnet_lite0` (TensorFlow's half-pixel Keys bicubic) to float rounding.
+    the TensorFlow preprocessing stage (``fpgaserve.sdk.preprocessing.preprocess_array``) to float rounding.
     """
     resized = center_crop_resize(images, size=INPUT_SIZE, crop_padding=CROP_PADDING)
     mean = np.asarray(MEAN_RGB, dtype=np.float32)
     std = np.asarray(STDDEV_RGB, dtype=np.float32)
     normalized: npt.NDArray[np.float32] = ((resized - mean) / std).astype(np.float32)
     return normalized
-
-
-def tf_preprocess_efficientnet_lite0(images: Any) -> Any:
-    """TensorFlow twin of :func:`preprocess_efficientnet_lite0`, usable in ``tf.data`` and ``tf.function``."""
-    images = tf.convert_to_tensor(images)
-    if images.shape.rank == 3:
-        images = images[tf.newaxis]
-    shape = tf.shape(images)
-    height, width = shape[1], shape[2]
-    ratio = INPUT_SIZE / (INPUT_SIZE + CROP_PADDING)
-    crop = tf.cast(ratio * tf.cast(tf.minimum(height, width), tf.float32), tf.int32)
-    images = tf.image.crop_to_bounding_box(
-        images, (height - crop + 1) // 2, (width - crop + 1) // 2, crop, crop
-    )
-    images = tf.image.resize(tf.cast(images, tf.float32), [INPUT_SIZE, INPUT_SIZE], method="bicubic")
-    return (images - tf.constant(MEAN_RGB)) / tf.constant(STDDEV_RGB)
