@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import socket
 import ssl
@@ -12,6 +13,8 @@ import time
 import urllib.request
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+import skimage.data
 
 from fpgaserve.api import serving
 from fpgaserve.api.constants import DEVICE_MOUNT_ROOT, ENV_DEVICE_MOUNT_ROOT
@@ -126,11 +129,7 @@ def run_pod_locally(tmp_path: Path) -> None:
                 pass
             assert time.monotonic() < deadline, "the pod never became ready"
             time.sleep(0.2)
-        import skimage.data
-
         key = base64.b64decode(secrets["keys"]["data"]["keys.json"]).decode()
-        import json
-
         primary = json.loads(key)[serving.KEYS_PRIMARY]
         answer = score(f"https://localhost:{port}", encode(skimage.data.chelsea(), "jpeg"), key=primary,
                        cafile=cert)  # fmt: skip

@@ -8,14 +8,12 @@ numpy and numba's thread pool are not loaded yet; explicit environment settings 
 """
 
 import os
-import sys
 
 THREAD_DEFAULTS = {"OPENBLAS_THREAD_TIMEOUT": "4", "OMP_WAIT_POLICY": "PASSIVE"}
 
 for _key, _value in THREAD_DEFAULTS.items():
     os.environ.setdefault(_key, _value)
 
-THREAD_DEFAULTS_APPLIED = "numpy" not in sys.modules
 
 import importlib  # noqa: E402
 from typing import Any  # noqa: E402
@@ -29,7 +27,7 @@ _EXPORTS = {
     "Program": "program", "ProgramFormatError": "program", "load_program": "program", "save_program": "program",
 }  # fmt: skip
 
-__all__ = ["THREAD_DEFAULTS", "THREAD_DEFAULTS_APPLIED", *sorted(_EXPORTS)]
+__all__ = ["THREAD_DEFAULTS", *sorted(_EXPORTS)]
 
 
 def __getattr__(name: str) -> Any:

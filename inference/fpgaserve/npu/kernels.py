@@ -10,10 +10,9 @@ import logging
 import os
 from types import ModuleType
 
-__all__ = ["KernelSet", "load_kernels"]
+__all__ = ["load_kernels"]
 
 logger = logging.getLogger(__name__)
-KernelSet = ModuleType
 
 
 def load_kernels(name: str | None = None) -> ModuleType:
