@@ -6,7 +6,7 @@ flips and scales of them), modeled device latency, and emulation wall latency at
 to the float TensorFlow model measured in the same run (interleaved, median of repeats).
 
     python bench/fpga.py                       # everything (~3 minutes on 2 cores)
-    python bench/fpga.py --models efficientnet-lite0 --formats msfp16 --json out.json
+    python bench/fpga.py --models efficientnet-lite0 --formats int12-bfp msfp16 --json out.json
 
 ResNet-50 uses seeded random weights here (Keras's ImageNet weights need a network), so its
 agreement numbers measure numerical fidelity, not accuracy on a trained model.
@@ -29,7 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from fpgaserve.npu import EmulatedDevice, Executor, get_format
+from fpgaserve.npu import DEFAULT_FORMAT, FORMATS, EmulatedDevice, Executor, get_format
 from fpgaserve.sdk.zoo import QuantizedModel, get_zoo_model
 
 # Inputs where the float model's top-1 beats its top-2 by more than this are "decisive": there a
@@ -166,7 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--models", nargs="+", default=["efficientnet-lite0", "resnet50"])
-    parser.add_argument("--formats", nargs="+", default=["msfp16", "msfp12", "ms-fp9", "ms-fp8"])
+    parser.add_argument(
+        "--formats",
+        nargs="+",
+        default=[DEFAULT_FORMAT.name, *(f for f in FORMATS if f != DEFAULT_FORMAT.name)],
+    )
     parser.add_argument("--repeats", type=int, default=15, help="timed runs per batch size")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args(argv)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from fpgaserve.cli.main import SUBCOMMANDS, build_parser, main
+from fpgaserve.npu.formats import FORMATS
 
 
 def fpgaserve(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -53,7 +54,7 @@ def test_classify_refuses_a_non_image_cleanly(tmp_path: Path, capsys: pytest.Cap
 
 def test_classify_refuses_unknown_format(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["classify", "sample:coffee", "--format", "fp4"]) == 2
-    assert "known formats: ms-fp8, ms-fp9, msfp12, msfp16" in capsys.readouterr().err
+    assert f"known formats: {', '.join(FORMATS)}" in capsys.readouterr().err
 
 
 def test_compile_writes_a_program_that_loads(tmp_path: Path) -> None:

@@ -127,6 +127,12 @@ def test_blocks_along_a_non_last_axis() -> None:
         ("msfp12", [3.0, 2.25, 1.4, 0.2], [3.0, 2.5, 1.5, 0.0]),
         # Max 1.0: e = 0, 7 bits, quantum 2**-6: 0.01 -> 0.64 -> 1 quantum, 2**-7 is a tie -> 1.
         ("msfp16", [1.0, 0.01, 2.0**-7, 2.0**-8, -0.5], [1.0, 2.0**-6, 2.0**-6, 0.0, -0.5]),
+        # int7-bfp: max 1.0, 6 bits, quantum 2**-5: 0.05 -> 1.6 quanta -> 2 -> 2**-4; 2**-6 is a tie -> 1.
+        ("int7-bfp", [1.0, 0.05, 2.0**-6, 2.0**-7, -0.75], [1.0, 2.0**-4, 2.0**-5, 0.0, -0.75]),
+        # int12-bfp: max 3.0, e = 1, 11 bits, quantum 2**-9: 0.001 -> 0.512 quanta -> 1 -> 2**-9,
+        # 2**-11 -> 0.25 quanta -> 0; a 5-bit exponent tops out at 2**15 * 2047/1024: 1e6 saturates.
+        ("int12-bfp", [3.0, 0.001, 2.0**-11, -1.5], [3.0, 2.0**-9, 0.0, -1.5]),
+        ("int12-bfp", [1e6, 1.0], [2.0**15 * 2047 / 1024, 0.0]),
     ],
 )
 def test_presets_on_hand_computed_vectors(name: str, x: list[float], expected: list[float]) -> None:
@@ -140,6 +146,8 @@ def test_presets_on_hand_computed_vectors(name: str, x: list[float], expected: l
         ("ms-fp9", 128, 5, 3, 4 + 5 / 128),
         ("msfp12", 16, 8, 3, 4.5),
         ("msfp16", 16, 8, 7, 8.5),
+        ("int7-bfp", 16, 5, 6, 7 + 5 / 16),
+        ("int12-bfp", 16, 5, 11, 12 + 5 / 16),
     ],
 )
 def test_presets(name: str, block: int, ebits: int, mbits: int, bits_per_value: float) -> None:
@@ -150,8 +158,9 @@ def test_presets(name: str, block: int, ebits: int, mbits: int, bits_per_value: 
     assert get_format(name.upper()) is fmt
 
 
-def test_default_format_is_msfp16() -> None:
-    assert DEFAULT_FORMAT is FORMATS["msfp16"]
+def test_default_format_is_int12_bfp() -> None:
+    # docs/numerics.md explains the choice; the figures behind it come from bench/fpga.py.
+    assert DEFAULT_FORMAT is FORMATS["int12-bfp"]
 
 
 def test_exponent_and_mantissa_ranges() -> None:

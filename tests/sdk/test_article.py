@@ -18,6 +18,7 @@ import pytest
 import skimage.data
 
 from fpgaserve.api.manifest import FpgaStageSpec
+from fpgaserve.npu.formats import DEFAULT_FORMAT
 from fpgaserve.package import verify_package
 from tests.runtime.tiny import encode
 
@@ -106,7 +107,7 @@ def test_only_imports_and_downloads_change() -> None:
 def test_article_code_saves_a_package(article_run: tuple[Path, list[str]]) -> None:
     package, stdout = article_run
     assert stdout[0] == "(?, 224, 224, 3)"
-    assert stdout[1] == "resnet50-1.0-random-0-msfp16"
+    assert stdout[1] == f"resnet50-1.0-random-0-{DEFAULT_FORMAT.name}"
     assert stdout[2:4] == ["resnet50/Identity:0", "(?, 2048)"]
     assert stdout[-1] == str(package)
     manifest = verify_package(package)

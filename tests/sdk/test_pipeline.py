@@ -12,6 +12,7 @@ import pytest
 import skimage.data
 
 from fpgaserve.api.manifest import FpgaStageSpec, TensorSpecModel
+from fpgaserve.npu.formats import DEFAULT_FORMAT
 from fpgaserve.package import load_service_definition, verify_package
 from fpgaserve.sdk import (
     BrainWaveStage,
@@ -69,7 +70,11 @@ def test_saved_package_lists_every_member_with_its_digest(tmp_path: Path, models
     assert manifest.pipeline[0].output.shape == (SIZE, SIZE, 3)
     fpga = manifest.pipeline[1]
     assert isinstance(fpga, FpgaStageSpec)
-    assert fpga.format.name == "msfp16" and fpga.weight_bytes > 0 and fpga.path.endswith("program.fpga")
+    assert (
+        fpga.format.name == DEFAULT_FORMAT.name
+        and fpga.weight_bytes > 0
+        and fpga.path.endswith("program.fpga")
+    )
     assert manifest.output == TensorSpecModel(name="probabilities", dtype="float32", shape=(len(LABELS),))
     with zipfile.ZipFile(info.path) as zf:
         assert zf.namelist()[0] == "manifest.json"

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from fpgaserve.cli.errors import UserError
+from fpgaserve.npu.formats import DEFAULT_FORMAT, FORMATS
 
 __all__ = ["add_parser"]
 
@@ -21,7 +22,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("model", help="a Keras model file (.keras or .h5)")
     p.add_argument("-o", "--output", required=True, help="where to write the program (.fpga)")
     p.add_argument(
-        "--format", default="msfp16", dest="fmt", help="BFP format: msfp16, msfp12, ms-fp9, ms-fp8"
+        "--format",
+        default=DEFAULT_FORMAT.name,
+        dest="fmt",
+        help=f"BFP format: {', '.join(FORMATS)} (default: %(default)s)",
     )
     p.add_argument(
         "--rounding", choices=("nearest", "even", "zero"), default=None, help="override the rounding"

@@ -20,7 +20,7 @@ from typing import Any  # noqa: E402
 
 # Exports resolve lazily: the device plugin imports fpgaserve.npu.device and must not load numpy.
 _EXPORTS = {
-    "DEFAULT_FORMAT": "bfp", "FORMATS": "bfp", "BfpFormat": "bfp", "get_format": "bfp",
+    "DEFAULT_FORMAT": "formats", "FORMATS": "formats", "BfpFormat": "formats", "get_format": "formats",
     "DEFAULT_DEVICE_MODEL": "device", "DEVICE_MODELS": "device", "DeviceMemoryError": "device",
     "DeviceModel": "device", "EmulatedDevice": "device", "get_device_model": "device",
     "ExecutionResult": "executor", "Executor": "executor", "InputShapeError": "executor",

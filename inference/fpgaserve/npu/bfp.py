@@ -29,15 +29,17 @@ integer form that device memory holds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Literal
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
+from fpgaserve.npu.formats import DEFAULT_FORMAT, FORMATS, ROUNDING_MODES, BfpFormat, Rounding, get_format
+
 __all__ = [
     "DEFAULT_FORMAT",
     "FORMATS",
+    "ROUNDING_MODES",
     "BfpFormat",
     "BfpTensor",
     "Rounding",
@@ -47,76 +49,7 @@ __all__ = [
     "quantize",
 ]
 
-Rounding = Literal["nearest", "even", "zero"]
-ROUNDING_MODES: tuple[Rounding, ...] = ("nearest", "even", "zero")
 FloatArray = npt.NDArray[np.float32]
-
-
-@dataclass(frozen=True)
-class BfpFormat:
-    """A block floating point format: block size, shared exponent width, per-element mantissa."""
-
-    name: str
-    block_size: int
-    exponent_bits: int
-    mantissa_bits: int
-    rounding: Rounding = "nearest"
-
-    def __post_init__(self) -> None:
-        if self.block_size < 1:
-            raise ValueError(f"block_size must be >= 1, got {self.block_size}")
-        if not 2 <= self.exponent_bits <= 8:
-            raise ValueError(f"exponent_bits must be in [2, 8], got {self.exponent_bits}")
-        if not 1 <= self.mantissa_bits <= 15:
-            raise ValueError(f"mantissa_bits must be in [1, 15], got {self.mantissa_bits}")
-        if self.rounding not in ROUNDING_MODES:
-            raise ValueError(f"rounding must be one of {ROUNDING_MODES}, got {self.rounding!r}")
-
-    @property
-    def emin(self) -> int:
-        return -(1 << (self.exponent_bits - 1))
-
-    @property
-    def emax(self) -> int:
-        return (1 << (self.exponent_bits - 1)) - 1
-
-    @property
-    def max_mantissa(self) -> int:
-        return (1 << self.mantissa_bits) - 1
-
-    @property
-    def bits_per_value(self) -> float:
-        """Average storage bits per element: sign + mantissa + the block's share of the exponent."""
-        return 1 + self.mantissa_bits + self.exponent_bits / self.block_size
-
-    def storage_bytes(self, *, values: int, blocks: int) -> int:
-        """Bytes that ``values`` elements in ``blocks`` blocks occupy in device memory."""
-        bits = values * (1 + self.mantissa_bits) + blocks * self.exponent_bits
-        return (bits + 7) // 8
-
-    def with_rounding(self, rounding: Rounding) -> BfpFormat:
-        return replace(self, rounding=rounding)
-
-
-# Published formats. ms-fp8/ms-fp9: Brainwave (Chung et al., IEEE Micro 2018; Fowers et al., ISCA 2018).
-# MSFP12/MSFP16: Darvish Rouhani et al., "Pushing the Limits of Narrow Precision Inferencing at Cloud
-# Scale with Microsoft Floating Point", NeurIPS 2020.
-FORMATS: dict[str, BfpFormat] = {
-    "ms-fp8": BfpFormat("ms-fp8", block_size=128, exponent_bits=5, mantissa_bits=2),
-    "ms-fp9": BfpFormat("ms-fp9", block_size=128, exponent_bits=5, mantissa_bits=3),
-    "msfp12": BfpFormat("msfp12", block_size=16, exponent_bits=8, mantissa_bits=3),
-    "msfp16": BfpFormat("msfp16", block_size=16, exponent_bits=8, mantissa_bits=7),
-}
-# MSFP16 is the format that keeps post-training accuracy without fine-tuning (see docs/numerics.md).
-DEFAULT_FORMAT = FORMATS["msfp16"]
-
-
-def get_format(name: str) -> BfpFormat:
-    """Look up a named format (case-insensitive); the error lists the known names."""
-    try:
-        return FORMATS[name.lower()]
-    except KeyError:
-        raise ValueError(f"unknown BFP format {name!r}; known formats: {', '.join(FORMATS)}") from None
 
 
 @dataclass(frozen=True)

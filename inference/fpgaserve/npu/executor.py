@@ -21,6 +21,7 @@ from types import ModuleType
 import numpy as np
 import numpy.typing as npt
 
+from fpgaserve.npu.allocator import tune_allocator
 from fpgaserve.npu.device import DeviceModel, EmulatedDevice
 from fpgaserve.npu.kernels import load_kernels
 from fpgaserve.npu.program import Op, Program
@@ -86,6 +87,7 @@ class Executor:
     def __init__(
         self, program: Program, *, device: EmulatedDevice | None = None, kernels: ModuleType | None = None
     ) -> None:
+        tune_allocator()  # reuse freed activation buffers: see allocator.py
         self.program = program
         self.device = device if device is not None else EmulatedDevice()
         self._k = kernels if kernels is not None else load_kernels()

@@ -94,22 +94,19 @@ def _window_kernel(block: int) -> Callable[..., None]:
                 # floor(log2(max|x|)) is the largest exponent field; maxing the fields alone
                 # vectorises better than maxing magnitudes (measured 2x on blocks of 16).
                 m = np.uint32(0)
+                nonzero = np.uint32(0)
                 for i in range(block):
                     m = max(m, brow[lo + i] & _EXP_MASK)
+                    nonzero |= brow[lo + i] & _ABS_MASK
                 e = np.int64(m >> 23) - 127
                 qe = min(max(e, emin), emax) - (mbits - 1)
-                if m == 0:  # zeros and subnormals only
-                    nonzero = np.uint32(0)
-                    for i in range(block):
-                        nonzero |= brow[lo + i] & _ABS_MASK
-                    if nonzero == 0:  # an all-zero block (common after ReLU) quantizes to zeros
-                        dblk[:] = 0.0
-                    else:
-                        _block_slow(sblk, dblk, mbits, emin, emax, mode)
-                    continue
-                if m == _EXP_MASK or qe < -126 or qe > 126:  # inf/NaN, or a scale outside float32
+                # Slow: subnormals only (m == 0 but not all zero), inf/NaN, or a scale outside float32.
+                # All-zero blocks (common after ReLU) stay on the fast path, which maps them to zeros at
+                # any scale: a branch on them would mispredict.
+                if ((m == 0) & (nonzero != 0)) | (m == _EXP_MASK) | ((m != 0) & ((qe < -126) | (qe > 126))):
                     _block_slow(sblk, dblk, mbits, emin, emax, mode)
                     continue
+                qe = min(max(qe, -126), 126)
                 scale = pow2[qe + 150]
                 inv = pow2[150 - qe]
                 if mode == 1:
@@ -162,31 +159,46 @@ def im2col(xp: F32, *, kh: int, kw: int, stride: int, out_h: int, out_w: int) ->
     return out
 
 
+@numba.njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def _quantize_block(blk, bits, size, mbits, emin, emax, mode, qmax, half, pow2):  # type: ignore[no-untyped-def]
+    """In place: BFP-quantize one block (``bits`` is its uint32 view; ``size`` its length)."""
+    m = np.uint32(0)
+    for i in range(size):
+        m = max(m, bits[i] & _ABS_MASK)
+    qe = min(max(np.int64(m >> 23) - 127, emin), emax) - (mbits - 1)
+    # All-zero blocks (half of them after ReLU) take the fast path: any scale maps zeros to zeros,
+    # and a branch on them mispredicts. The slow-path branch is almost never taken.
+    if (m >= np.uint32(0x7F800000)) | ((m != 0) & ((m < _MIN_NORMAL) | (qe < -126) | (qe > 126))):
+        _block_slow(blk.copy(), blk, mbits, emin, emax, mode)
+        return
+    qe = min(max(qe, -126), 126)
+    scale = pow2[qe + 150]
+    inv = pow2[150 - qe]
+    for i in range(size):
+        v = blk[i] * inv
+        q = np.rint(np.abs(v)) if mode == 1 else np.floor(np.abs(v) + half)
+        blk[i] = np.copysign(min(q, qmax) * scale, v)
+
+
 @numba.njit(nogil=True, cache=True, error_model="numpy")
 def _quantize_row(row, block, mbits, emin, emax, mode, pow2):  # type: ignore[no-untyped-def]
     """In place: BFP-quantize one channel vector in blocks of ``block`` (the rules of
-    ``_window_kernel``, unspecialised; used in kernel epilogues)."""
+    ``_window_kernel``; used in kernel epilogues)."""
     c = row.shape[0]
+    bits = row.view(np.uint32)
     qmax = np.float32((1 << mbits) - 1)
     half = np.float32(0.49999997) if mode == 0 else np.float32(0.0)  # see _window_kernel
-    for lo in range(0, c, block):
+    lo = 0
+    if block == 16:  # every MSFP and int-bfp preset: a constant trip count lets the loops vectorise (3x)
+        while lo + 16 <= c:
+            _quantize_block(
+                row[lo : lo + 16], bits[lo : lo + 16], 16, mbits, emin, emax, mode, qmax, half, pow2
+            )
+            lo += 16
+    while lo < c:
         hi = min(lo + block, c)
-        blk = row[lo:hi]
-        m = np.uint32(0)
-        for i in range(hi - lo):
-            m = max(m, blk.view(np.uint32)[i] & _ABS_MASK)
-        if m == 0:
-            continue
-        qe = min(max(np.int64(m >> 23) - 127, emin), emax) - (mbits - 1)
-        if m < _MIN_NORMAL or m >= np.uint32(0x7F800000) or qe < -126 or qe > 126:
-            _block_slow(blk.copy(), blk, mbits, emin, emax, mode)
-            continue
-        scale = pow2[qe + 150]
-        inv = pow2[150 - qe]
-        for i in range(hi - lo):
-            v = blk[i] * inv
-            q = np.rint(np.abs(v)) if mode == 1 else np.floor(np.abs(v) + half)
-            blk[i] = np.copysign(min(q, qmax) * scale, v)
+        _quantize_block(row[lo:hi], bits[lo:hi], hi - lo, mbits, emin, emax, mode, qmax, half, pow2)
+        lo = hi
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
@@ -210,7 +222,7 @@ def _depthwise_bfp(  # type: ignore[no-untyped-def]
         amax = np.empty((nblk, c), np.uint32)  # per block of taps and channel
         qbits = np.empty((nblk, c), np.uint32)  # float32 bit patterns of 2**qe and 2**-qe, built as integers
         ibits = np.empty((nblk, c), np.uint32)
-        slow = np.empty(c, np.bool_)
+        slow = np.empty(c, np.uint8)
         window = np.empty(taps, np.float32)
         qwin = np.empty(taps, np.float32)
         for xo in range(ow):
@@ -229,16 +241,19 @@ def _depthwise_bfp(  # type: ignore[no-untyped-def]
                     am = amax[(i * kw + j) // block]
                     for ch in range(c):
                         am[ch] = max(am[ch], row[ch] & _ABS_MASK)
-            slow[:] = False
-            any_slow = False
+            slow[:] = 0
+            any_slow = np.uint8(0)
             for k in range(nblk):
                 for ch in range(c):
                     m = amax[k, ch]
                     qe = min(max(np.int64(m >> 23) - 127, emin), emax) - (mbits - 1)
                     # An all-zero window quantizes to zeros at any scale, so it never needs the slow path.
-                    if m != 0 and (m < _MIN_NORMAL or m >= np.uint32(0x7F800000) or qe < -126 or qe > 126):
-                        slow[ch] = True
-                        any_slow = True
+                    # Branch-free: ReLU zeros make a branch here mispredict often (measured 1.7x slower).
+                    flag = np.uint8(m != 0) & np.uint8(
+                        (m < _MIN_NORMAL) | (m >= np.uint32(0x7F800000)) | (qe < -126) | (qe > 126)
+                    )
+                    slow[ch] |= flag
+                    any_slow |= flag
                     qe = min(max(qe, -126), 126)
                     qbits[k, ch] = np.uint32(qe + 127) << 23
                     ibits[k, ch] = np.uint32(127 - qe) << 23
@@ -268,7 +283,7 @@ def _depthwise_bfp(  # type: ignore[no-untyped-def]
                             )
             if any_slow:
                 for ch in range(c):
-                    if not slow[ch]:
+                    if slow[ch] == 0:
                         continue
                     # Rare: redo this channel's window on the exact path.
                     for i in range(kh):
