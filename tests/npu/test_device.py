@@ -64,6 +64,13 @@ def test_matrix_cycles_count_native_tiles_per_activation_vector() -> None:
     assert DEVICE_MODELS["pbs-s10"].matrix_cycles(rows=196, reduction=576, outputs=64) == 228
 
 
+@pytest.mark.parametrize(("bits", "passes"), [(3, 1), (8, 1), (9, 4), (12, 4), (16, 4), (17, 9)])
+def test_wider_elements_take_more_passes(bits: int, passes: int) -> None:
+    # 8-bit lanes: a 12-bit element splits into two limbs per operand, 2 x 2 partial products.
+    assert SMALL.matrix_passes(bits) == passes
+    assert SMALL.matrix_cycles(rows=10, reduction=9, outputs=5, element_bits=bits) == 30 * passes + 64
+
+
 def test_vector_cycles_and_time_conversions() -> None:
     assert SMALL.vector_cycles(elements=17) == 3 + 64  # ceil(17 / 8 lanes) + overhead
     assert SMALL.vector_cycles(elements=0) == 64
@@ -80,6 +87,7 @@ def test_describe_lists_the_hardware() -> None:
         "nativeDim": 4,
         "vectorLanes": 8,
         "clockMHz": 100.0,
+        "nativeElementBits": 8,
     }
 
 

@@ -352,6 +352,18 @@ def test_modeled_device_time_follows_the_cycle_model() -> None:
         assert result.wall_seconds > 0
 
 
+def test_wider_formats_model_more_matrix_passes() -> None:
+    narrow, _, _ = conv_program(fmt=FORMATS["msfp16"])  # sign + 7 bits: one pass of 8-bit lanes
+    wide, _, _ = conv_program(fmt=FORMATS["int12-bfp"])  # sign + 11 bits: 2 x 2 limb products
+    transfer = 2 * (180 + 144) * 2 * 8 / 64e9
+    with (
+        Executor(narrow, device=EmulatedDevice(model=BIG)) as a,
+        Executor(wide, device=EmulatedDevice(model=BIG)) as b,
+    ):
+        assert a.modeled_seconds(2) == pytest.approx((432 + 64) / 100e6 + transfer, rel=1e-12)
+        assert b.modeled_seconds(2) == pytest.approx((4 * 432 + 64) / 100e6 + transfer, rel=1e-12)
+
+
 def test_modeled_time_is_positive_and_grows_with_batch() -> None:
     with Executor(residual_program(), device=EmulatedDevice(model=DEVICE_MODELS["pbs-a10"])) as ex:
         times = [ex.modeled_seconds(n) for n in (1, 2, 4, 8, 32)]

@@ -36,4 +36,7 @@ def test_operator_command_imports_nothing_heavy() -> None:
     modules = loaded_after(
         "from fpgaserve.cli.main import build_parser\nbuild_parser().parse_args(['operator', '--namespace', 'x'])"
     )
-    assert matching(modules, HEAVY) == []
+    # The shared parser lists the BFP formats (classify, compile, quickstart): their numpy-free
+    # definitions may load; nothing that computes may.
+    light = {"fpgaserve.npu", "fpgaserve.npu.formats"}
+    assert [m for m in matching(modules, HEAVY) if m not in light] == []

@@ -9,7 +9,10 @@ Cycle model (documented in docs/device.md):
 * A matrix-unit op (conv, dense) is a GEMM of ``rows x K`` activations by ``K x N`` weights. Each
   matrix unit retires one ``native_dim x native_dim`` weight tile against one activation vector per
   cycle, so the op takes ``rows * ceil(K/D) * ceil(N/D) / matrix_units`` cycles, plus a pipeline
-  fill of ``op_overhead_cycles``.
+  fill of ``op_overhead_cycles``. A lane multiplies ``native_element_bits``-bit elements (sign +
+  mantissa) in one pass; wider formats split both operands into limbs and take
+  ``ceil(bits / native_element_bits) ** 2`` passes (4x for twice the width, as Intel's high-precision
+  BFP costs).
 * Depthwise convolutions and elementwise work (bias, activation, add, pooling) run on the vector
   units at ``vector_lanes`` elements per cycle, plus the same per-op overhead.
 * Input and output tensors cross the host link at ``host_link_gbps`` (bytes/s = gbps * 1e9 / 8).
@@ -44,17 +47,22 @@ class DeviceModel:
     clock_mhz: float
     op_overhead_cycles: int = 64
     host_link_gbps: float = 64.0
+    native_element_bits: int = 8  # sign + mantissa bits a matrix lane multiplies in one pass
 
     def __post_init__(self) -> None:
-        for attr in ("weight_memory_bytes", "matrix_units", "native_dim", "vector_lanes"):
+        for attr in ("weight_memory_bytes", "matrix_units", "native_dim", "vector_lanes", "native_element_bits"):
             if getattr(self, attr) < 1:
                 raise ValueError(f"DeviceModel.{attr} must be >= 1")
         if self.clock_mhz <= 0:
             raise ValueError("DeviceModel.clock_mhz must be > 0")
 
-    def matrix_cycles(self, *, rows: int, reduction: int, outputs: int) -> int:
+    def matrix_passes(self, element_bits: int) -> int:
+        """Passes through the matrix lanes per tile for elements of ``element_bits`` (sign + mantissa)."""
+        return ceil(element_bits / self.native_element_bits) ** 2
+
+    def matrix_cycles(self, *, rows: int, reduction: int, outputs: int, element_bits: int = 8) -> int:
         tiles = ceil(reduction / self.native_dim) * ceil(outputs / self.native_dim)
-        return ceil(rows * tiles / self.matrix_units) + self.op_overhead_cycles
+        return ceil(rows * tiles * self.matrix_passes(element_bits) / self.matrix_units) + self.op_overhead_cycles
 
     def vector_cycles(self, *, elements: int) -> int:
         return ceil(elements / self.vector_lanes) + self.op_overhead_cycles
@@ -73,6 +81,7 @@ class DeviceModel:
             "nativeDim": self.native_dim,
             "vectorLanes": self.vector_lanes,
             "clockMHz": self.clock_mhz,
+            "nativeElementBits": self.native_element_bits,
         }
 
 

@@ -154,6 +154,7 @@ class Executor:
         k = self._k
 
         fmt = self.program.fmt
+        element_bits = 1 + fmt.mantissa_bits
         pointwise = kh == 1 and kw == 1 and not any(pads)
         prequantized = src in self._prequantized
 
@@ -172,7 +173,9 @@ class Executor:
             env[dst] = y.reshape(n, ho, wo, cout)
 
         def cycles(batch: int, model: DeviceModel) -> int:
-            return model.matrix_cycles(rows=batch * ho * wo, reduction=kh * kw * cin, outputs=cout)
+            return model.matrix_cycles(
+                rows=batch * ho * wo, reduction=kh * kw * cin, outputs=cout, element_bits=element_bits
+            )
 
         return _Step(run, cycles)
 
@@ -208,8 +211,8 @@ class Executor:
         act = op.attrs.get("activation", "linear")
         src, dst = op.inputs[0], op.output
         k = self._k
-
         fmt = self.program.fmt
+        element_bits = 1 + fmt.mantissa_bits
 
         def run(env: Env) -> None:
             x = env[src]
@@ -219,7 +222,9 @@ class Executor:
             env[dst] = y
 
         def cycles(batch: int, model: DeviceModel) -> int:
-            return model.matrix_cycles(rows=batch, reduction=wmat.shape[0], outputs=wmat.shape[1])
+            return model.matrix_cycles(
+                rows=batch, reduction=wmat.shape[0], outputs=wmat.shape[1], element_bits=element_bits
+            )
 
         return _Step(run, cycles)
 
