@@ -50,7 +50,13 @@ class DeviceModel:
     native_element_bits: int = 8  # sign + mantissa bits a matrix lane multiplies in one pass
 
     def __post_init__(self) -> None:
-        for attr in ("weight_memory_bytes", "matrix_units", "native_dim", "vector_lanes", "native_element_bits"):
+        for attr in (
+            "weight_memory_bytes",
+            "matrix_units",
+            "native_dim",
+            "vector_lanes",
+            "native_element_bits",
+        ):
             if getattr(self, attr) < 1:
                 raise ValueError(f"DeviceModel.{attr} must be >= 1")
         if self.clock_mhz <= 0:
@@ -62,7 +68,10 @@ class DeviceModel:
 
     def matrix_cycles(self, *, rows: int, reduction: int, outputs: int, element_bits: int = 8) -> int:
         tiles = ceil(reduction / self.native_dim) * ceil(outputs / self.native_dim)
-        return ceil(rows * tiles * self.matrix_passes(element_bits) / self.matrix_units) + self.op_overhead_cycles
+        return (
+            ceil(rows * tiles * self.matrix_passes(element_bits) / self.matrix_units)
+            + self.op_overhead_cycles
+        )
 
     def vector_cycles(self, *, elements: int) -> int:
         return ceil(elements / self.vector_lanes) + self.op_overhead_cycles
