@@ -39,6 +39,37 @@ def test_chelsea_is_a_cat_in_float_and_on_the_fpga(lite0: QuantizedEfficientNetL
     assert result.device_seconds > 0
 
 
+# The bundled real photos of bench/fpga.py, without its crops, flips and scales.
+PHOTOS = (
+    "astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "hubble_deep_field", "immunohistochemistry",
+    "retina", "moon", "brick", "grass", "gravel", "page", "text",
+)  # fmt: skip
+
+
+def test_default_format_keeps_the_float_answers(lite0: QuantizedEfficientNetLite0) -> None:
+    # The reason int12-bfp is the default (docs/numerics.md); MSFP16 on the same inputs must be
+    # measurably further from float, or the comparison proves nothing.
+    images = [getattr(skimage.data, name)() for name in PHOTOS]
+    x = np.concatenate(
+        [lite0.preprocess(np.stack([im] * 3, -1) if im.ndim == 2 else im[..., :3]) for im in images]
+    )
+    ref = lite0.featurizer(x).numpy()
+
+    def run(fmt: str) -> tuple[np.ndarray, np.ndarray]:
+        program = QuantizedEfficientNetLite0(lite0.model_path, fmt=fmt).program
+        with Executor(program, device=EmulatedDevice()) as fpga:
+            feats = np.concatenate([fpga.run(x[i : i + 8]).outputs for i in range(0, len(x), 8)])
+        cos = (feats * ref).sum(1) / np.linalg.norm(feats, axis=1) / np.linalg.norm(ref, axis=1)
+        return cos, lite0.classifier(feats).numpy().argmax(1)
+
+    assert lite0.fmt.name == "int12-bfp"
+    default_cos, default_top = run("int12-bfp")
+    msfp16_cos, _ = run("msfp16")
+    assert (default_top == lite0.classifier(ref).numpy().argmax(1)).all()
+    assert default_cos.min() > 0.999
+    assert msfp16_cos.mean() < 0.995 < default_cos.mean()
+
+
 def test_compiled_program_is_cached_in_model_path(lite0: QuantizedEfficientNetLite0) -> None:
     program = lite0.program
     assert lite0.program_path.is_file()
