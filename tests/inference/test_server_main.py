@@ -95,6 +95,38 @@ def test_https_with_keys_then_a_graceful_drain(tmp_path: Path, tls_files: tuple[
     assert KEY not in server.log
 
 
+def test_a_rotated_certificate_is_served_without_a_restart(tmp_path: Path) -> None:
+    pairs = []
+    for name in ("old", "new"):
+        (tmp_path / name).mkdir()
+        pairs.append(self_signed_cert(tmp_path / name))
+    (old_cert, old_key), (new_cert, new_key) = pairs
+    mount = SecretMount(tmp_path / "tls", {"tls.crt": old_cert.read_text(), "tls.key": old_key.read_text()})
+    settings = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "tls_cert": str(mount.root / "tls.crt"),
+        "tls_key": str(mount.root / "tls.key"),
+        "tls_check_interval_s": 0.05,
+    }
+    with ServerProcess.fake(settings=settings) as server:
+        trusts_old, trusts_new = _client_context(old_cert), _client_context(new_cert)
+        wait_until(lambda: http_get(f"{server.url}/readyz", context=trusts_old)[0] == 200, what="ready")
+        mount.update({"tls.crt": new_cert.read_text(), "tls.key": new_key.read_text()})
+
+        def serves_new() -> bool:
+            try:
+                return http_get(f"{server.url}/healthz", context=trusts_new)[0] == 200
+            except urllib.error.URLError:
+                return False
+
+        wait_until(serves_new, what="the new certificate")
+        with pytest.raises(urllib.error.URLError):
+            http_get(f"{server.url}/healthz", context=trusts_old)
+        assert server.stop() == 0
+    assert "TLS certificate" in server.log and "reloaded" in server.log
+
+
 def test_plain_http_and_a_failed_load_exits_1() -> None:
     with ServerProcess.fake(
         settings={"host": "127.0.0.1", "port": 0}, load_error="no such package"

@@ -20,7 +20,7 @@ from aiohttp import web
 from fpgaserve.inference.dataplane import RuntimeSource
 from fpgaserve.inference.rest_common import DATAPLANE_KEY
 from fpgaserve.inference.settings import ServerSettings
-from fpgaserve.inference.tls import build_ssl_context
+from fpgaserve.inference.tls import CertificateReloader, build_ssl_context
 from fpgaserve.inference.web_app import LOAD_TASK_KEY, make_app
 
 __all__ = ["GIL_SWITCH_INTERVAL_S", "run", "serve"]
@@ -46,6 +46,7 @@ async def serve(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
     status = 0
+    reload_task: asyncio.Task[None] | None = None
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context)
@@ -54,6 +55,11 @@ async def serve(
         for address in runner.addresses:
             host, port = address[0], address[1]
             logger.info("listening on %s://%s:%d", scheme, f"[{host}]" if ":" in host else host, port)
+        if ssl_context is not None and settings.tls_cert is not None and settings.tls_key is not None:
+            reloader = CertificateReloader(
+                ssl_context, cert_file=settings.tls_cert, key_file=settings.tls_key
+            )
+            reload_task = loop.create_task(reloader.watch(settings.tls_check_interval_s))
         waiters: list[asyncio.Future[Any]] = [loop.create_task(stop.wait())]
         load_task = app.get(LOAD_TASK_KEY)
         if load_task is not None:
@@ -73,6 +79,8 @@ async def serve(
         for waiter in waiters:
             waiter.cancel()
     finally:
+        if reload_task is not None:
+            reload_task.cancel()
         app[DATAPLANE_KEY].drain()
         await runner.cleanup()
         logger.info("stopped")

@@ -31,6 +31,7 @@ class ServerSettings:
     request_timeout_s: float = 30.0
     shutdown_timeout_s: float = 10.0  # how long in-flight requests may finish on SIGTERM
     keys_check_interval_s: float = 1.0  # how often the keys file is checked for a rotation
+    tls_check_interval_s: float = 5.0  # how often the TLS files are checked for a rotation
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -45,7 +46,11 @@ class ServerSettings:
             raise ValueError("max queue must be at least 1")
         if self.max_body_bytes < 1024:
             raise ValueError("max body bytes must be at least 1024")
-        if self.request_timeout_s <= 0 or self.shutdown_timeout_s < 0 or self.keys_check_interval_s < 0:
+        if (
+            self.request_timeout_s <= 0
+            or self.shutdown_timeout_s < 0
+            or min(self.keys_check_interval_s, self.tls_check_interval_s) < 0
+        ):
             raise ValueError("timeouts must be positive (and intervals >= 0)")
 
     @property
