@@ -36,11 +36,33 @@ def test_committed_files_match_the_generator() -> None:
     assert not stale, f"regenerate with `python -m fpgaserve.api.crdgen`: {stale}"
 
 
-def test_check_mode_reports_drift(tmp_path: Path) -> None:
+@pytest.mark.parametrize("directory", crdgen.CRD_DIRS, ids=str)
+def test_check_mode_reports_drift(tmp_path: Path, directory: Path) -> None:
     assert crdgen.main(["--root", str(tmp_path)]) == 0  # writes
     assert crdgen.main(["--root", str(tmp_path), "--check"]) == 0
-    (tmp_path / "crds" / "fpgamodels.yaml").write_text("edited by hand\n")
+    (tmp_path / directory / "fpgamodels.yaml").write_text("edited by hand\n")
     assert crdgen.main(["--root", str(tmp_path), "--check"]) == 1
+    assert crdgen.main(["--root", str(tmp_path)]) == 0  # rewrites
+    assert crdgen.main(["--root", str(tmp_path), "--check"]) == 0
+
+
+def test_a_crd_file_it_no_longer_writes_is_reported_then_removed(tmp_path: Path) -> None:
+    assert crdgen.main(["--root", str(tmp_path)]) == 0
+    stray = tmp_path / crdgen.CRD_DIRS[1] / "fpgaoldkinds.yaml"
+    stray.write_text("a kind since renamed\n")
+    assert crdgen.main(["--root", str(tmp_path), "--check"]) == 1
+    assert stray.exists()
+    assert crdgen.main(["--root", str(tmp_path)]) == 0
+    assert not stray.exists()
+
+
+def test_the_chart_ships_the_same_crds() -> None:
+    kubectl_dir, chart_dir = (ROOT / directory for directory in crdgen.CRD_DIRS)
+    names = sorted(path.name for path in kubectl_dir.glob("*.yaml"))
+    assert names == sorted(info.filename for info in crdgen.CRDS)
+    assert sorted(path.name for path in chart_dir.glob("*.yaml")) == names
+    for name in names:
+        assert (chart_dir / name).read_bytes() == (kubectl_dir / name).read_bytes(), name
 
 
 def test_module_entry_point(tmp_path: Path) -> None:

@@ -1,8 +1,8 @@
 """The DaemonSet that runs the device plugin on every node.
 
 Role: a pure builder (no client, no I/O) used by ``fpgaserve device-plugin manifest``, by the
-rendered ``docs/device-plugin-daemonset.yaml`` (a drift test keeps them equal) and later by the Helm
-chart. The container mounts only the kubelet's device-plugins host directory: the plugin's socket
+rendered ``docs/device-plugin-daemonset.yaml`` (a drift test keeps them equal), and the reference the
+Helm chart's template is tested against. The container mounts only the kubelet's device-plugins host directory: the plugin's socket
 lives there, and so do the devices' state directories (the kubelet's restart clean-up removes
 sockets, never directories), so that ``Allocate`` can mount them into pods by host path.
 """
