@@ -2,9 +2,10 @@
 
 kmock stores objects as they are posted and merge-patches them. A real API server also assigns a
 uid, a creationTimestamp and a resourceVersion on every write (here: on creations and merge patches), bumps metadata.generation when the
-spec changes, names objects from generateName (kopf's Events), and its garbage collector deletes
-objects whose owners are gone. ``Cluster`` adds exactly those, so tests can assert on the
-operator's real behaviour; ``collect_garbage`` runs the garbage collector once, when a test asks.
+spec changes, names objects from generateName (kopf's Events), serves the resource of a created
+CustomResourceDefinition, and its garbage collector deletes objects whose owners are gone.
+``Cluster`` adds exactly those, so tests can assert on the operator's real behaviour;
+``collect_garbage`` runs the garbage collector once, when a test asks.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import kmock
 
 from fpgaserve.api.crd_models import API_VERSION, MODEL_KIND, MODEL_PLURAL, WEBSERVICE_KIND, WEBSERVICE_PLURAL
 
-__all__ = ["Cluster", "declare_resources"]
+__all__ = ["Cluster", "declare_crd", "declare_resources"]
 
 _VERBS = {"get", "list", "watch", "create", "patch", "delete"}
 
@@ -58,6 +59,8 @@ class Cluster(kmock.KubernetesEmulator):
                 meta["creationTimestamp"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
                 meta["generation"] = 1
                 meta["resourceVersion"] = str(next(self._versions))
+                if request.resource.plural == "customresourcedefinitions":
+                    declare_crd(self, data)
             elif request.action == kmock.action.UPDATE and self._exists(request):
                 live = self.objects[request.resource, request.namespace, request.name].raw
                 meta["resourceVersion"] = str(next(self._versions))
@@ -77,7 +80,7 @@ class Cluster(kmock.KubernetesEmulator):
         key = (request.resource, request.namespace, request.name)
         return key in self.objects and not self.objects[key].deleted
 
-    def live(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
+    def live(self, resource: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         """The object's current state, or None when absent or deleted."""
         key = (kmock.resource(resource), namespace, name)
         if key not in self.objects or self.objects[key].deleted:
@@ -112,3 +115,17 @@ def declare_resources(cluster: kmock.KubernetesEmulator) -> None:
         cluster.resources[f"{API_VERSION}/{plural}"] = info(
             kind=kind, singular=kind.lower(), namespaced=True, verbs=_VERBS, subresources={"status"}
         )
+
+
+def declare_crd(cluster: kmock.KubernetesEmulator, crd: Mapping[str, Any]) -> None:
+    """Discovery for a CRD's served versions (what the API server does once the CRD is created)."""
+    spec, names = crd["spec"], crd["spec"]["names"]
+    for version in spec["versions"]:
+        if version.get("served"):
+            cluster.resources[f"{spec['group']}/{version['name']}/{names['plural']}"] = kmock.ResourceInfo(
+                kind=names["kind"],
+                singular=names.get("singular"),
+                namespaced=spec["scope"] == "Namespaced",
+                verbs=_VERBS,
+                subresources=set(version.get("subresources") or {}),
+            )

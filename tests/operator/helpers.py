@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import jsonschema
+import kmock
 import kubernetes_validate
 import yaml
 
@@ -120,12 +121,21 @@ def events_for(cluster: Cluster, name: str) -> list[tuple[str, str, str]]:
     return out
 
 
-def writes_to(cluster: Cluster, *plurals: str) -> list[str]:
-    """POST/PATCH/DELETE requests so far to these resources (all when none given)."""
+def writes_to(cluster: Cluster, *plurals: str, by: str | None = None) -> list[str]:
+    """POST/PATCH/DELETE requests so far to these resources (all when none given); only those of
+    the operator started with ``token=by`` when given."""
     return [
         f"{r.method.value} {r.url.path}"
         for r in cluster
         if r.method.value in ("POST", "PATCH", "DELETE")
         and r.resource is not None
         and (not plurals or r.resource.plural in plurals)
+        and (by is None or sent_by(r) == by)
     ]
+
+
+def sent_by(request: kmock.Request) -> str | None:
+    """The bearer token of a request: which operator sent it (see ``start_operator``)."""
+    headers = {key.lower(): value for key, value in request.headers.items()}
+    auth = headers.get("authorization", "")
+    return auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None

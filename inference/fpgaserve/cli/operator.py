@@ -87,7 +87,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--peering", metavar="NAME", help="peer with other replicas through kopf's peering object NAME"
     )
     p.add_argument(
-        "--priority", type=int, default=0, help="peering priority; the highest is active (default: 0)"
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority; the highest is active (default: random, since kopf freezes replicas "
+        "that tie for the highest)",
     )
     p.set_defaults(func=_run)
 

@@ -9,6 +9,8 @@ annotations (never in the status, which the CRD declares field by field), its fi
 from __future__ import annotations
 
 import asyncio
+import logging
+import secrets
 import threading
 from collections.abc import Callable, Collection
 from typing import Any
@@ -20,13 +22,15 @@ from fpgaserve.operator.config import OperatorConfig
 from fpgaserve.operator.handlers import register
 from fpgaserve.operator.kube import Kube
 
-__all__ = ["FINALIZER", "make_registry", "make_settings", "run"]
+__all__ = ["FINALIZER", "make_registry", "make_settings", "peering_priority", "run"]
 
 FINALIZER = f"{GROUP}/finalizer"
 # kopf ignores every annotation under its storage prefix when it compares objects, so it must not
 # be the API group: users set fpgaserve.io/regenerate-key, and kopf must see that change.
 KOPF_PREFIX = f"kopf.{GROUP}"
 LoginFn = Callable[..., Any]
+
+logger = logging.getLogger(__name__)
 
 
 def make_settings() -> kopf.OperatorSettings:
@@ -53,6 +57,13 @@ def make_registry(
     return registry
 
 
+def peering_priority() -> int:
+    """A random peering priority. kopf freezes every replica that shares the highest priority (none
+    may act), so replicas started from one template must not all get the same default; a 31-bit
+    draw makes a tie between a handful of replicas vanishingly unlikely."""
+    return 1 + secrets.randbelow(2**31 - 2)
+
+
 async def run(
     *,
     kube: Kube,
@@ -61,22 +72,33 @@ async def run(
     clusterwide: bool = False,
     liveness_endpoint: str | None = None,
     peering_name: str | None = None,
-    priority: int = 0,
+    priority: int | None = None,
+    peering_lifetime: int = 60,
     login: LoginFn | None = None,
     stop_flag: asyncio.Event | threading.Event | None = None,
     ready_flag: asyncio.Event | threading.Event | None = None,
 ) -> None:
     """Run the operator until ``stop_flag`` is set (or a signal arrives). Without ``peering_name``
-    it runs standalone: one replica only."""
+    it runs standalone: one replica only.
+
+    ``peering_lifetime`` (seconds, kopf's default 60) is how long this replica's keep-alive in the
+    peering object counts for its peers: a standby takes over that long after an active replica
+    that died without a clean exit (which removes its record at once). The tests shorten it.
+    ``priority`` defaults to a random one (``peering_priority``)."""
+    if peering_name is not None and priority is None:
+        priority = peering_priority()
+        logger.info("peering as %r with random priority %d", peering_name, priority)
+    settings = make_settings()
+    settings.peering.lifetime = peering_lifetime
     await kopf.operator(
         registry=make_registry(kube=kube, config=config, login=login),
-        settings=make_settings(),
+        settings=settings,
         namespaces=list(namespaces),
         clusterwide=clusterwide,
         liveness_endpoint=liveness_endpoint,
         standalone=peering_name is None,
         peering_name=peering_name,
-        priority=priority,
+        priority=priority or 0,
         stop_flag=stop_flag,
         ready_flag=ready_flag,
     )
