@@ -14,7 +14,8 @@ It measures, on this machine:
 
 Without ``--model-dir`` the runtime is ``fpgaserve.inference.testing.FakeRuntime``: it decodes the
 JPEG, then does a fixed amount of CPU work (GEMMs) per batch and per input, by default the emulated
-EfficientNet-Lite0's measured cost (docs/benchmarks.md: ~31 ms per input, linear in the batch).
+EfficientNet-Lite0's cost before the executor's speed-ups (~31 ms per input, linear in the batch;
+about 15 ms today: ``--item-cost-ms 15``; docs/benchmarks.md).
 """
 
 from __future__ import annotations
