@@ -49,7 +49,7 @@ def test_predict_matches_the_float_pipeline(tiny: PipelineRuntime, tiny_models: 
     expected = classifier(featurizer(preprocess_array(tf.constant(images), model="none", size=SIZE))).numpy()
     assert result.outputs.shape == (3, len(LABELS)) and result.outputs.dtype == np.float32
     np.testing.assert_allclose(result.outputs.sum(axis=1), 1.0, rtol=1e-5)
-    np.testing.assert_allclose(result.outputs, expected, atol=0.02)  # BFP (MSFP16) featurizer vs float
+    np.testing.assert_allclose(result.outputs, expected, atol=0.02)  # BFP featurizer vs float
     assert result.device_seconds > 0
 
 
