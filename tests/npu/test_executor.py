@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 
@@ -333,6 +334,45 @@ def test_concurrent_runs_give_the_same_results(kernels: ModuleType) -> None:
     for offset, outs in enumerate(results):
         for i, out in enumerate(outs):
             assert_bits_equal(out, expected[(offset + i) % 6])
+
+
+@KERNELS
+@pytest.mark.parametrize("make", [residual_program, mobile_program])
+@pytest.mark.parametrize(("n", "parts"), [(2, "2"), (3, "2"), (8, "auto"), (7, "3"), (5, "8")])
+def test_a_split_batch_gives_the_unsplit_outputs(
+    make: Callable[[], Program], kernels: ModuleType, n: int, parts: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    program = make()
+    x = batch(30 + n, n, program.input_shape)
+    with Executor(program, device=EmulatedDevice(model=BIG), kernels=kernels) as ex:
+        monkeypatch.setenv("FPGASERVE_DATA_PARALLEL", "0")
+        whole = ex.run(x).outputs
+        monkeypatch.setenv("FPGASERVE_DATA_PARALLEL", parts)
+        split = ex.run(x).outputs
+    assert split.flags.c_contiguous
+    assert split.view(np.uint32).tobytes() == whole.view(np.uint32).tobytes()  # -0.0 included
+
+
+def test_batches_of_one_and_the_opt_out_run_unsplit(monkeypatch: pytest.MonkeyPatch) -> None:
+    program = residual_program()
+    with Executor(program, device=EmulatedDevice(model=BIG)) as ex:
+        monkeypatch.setattr(ex, "_run_split", lambda *a: pytest.fail("split"))
+        ex.run(batch(40, 1, program.input_shape))
+        monkeypatch.setenv("FPGASERVE_DATA_PARALLEL", "off")
+        ex.run(batch(41, 4, program.input_shape))
+
+
+def test_a_split_run_restores_the_thread_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    import numba
+
+    from fpgaserve.npu import threads
+
+    monkeypatch.setenv("FPGASERVE_DATA_PARALLEL", "2")
+    blas = threads._openblas()
+    before = (numba.get_num_threads(), blas[0]() if blas else None)
+    with Executor(residual_program(), device=EmulatedDevice(model=BIG), kernels=NUMBA) as ex:
+        ex.run(batch(42, 4, (8, 8, 6)))
+    assert (numba.get_num_threads(), blas[0]() if blas else None) == before
 
 
 # -- timing ----------------------------------------------------------------------------------------
