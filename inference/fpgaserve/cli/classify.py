@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from fpgaserve.cli.errors import UserError
+from fpgaserve.cli.options import add_format_option
 from fpgaserve.cli.output import print_top
-from fpgaserve.npu.formats import DEFAULT_FORMAT, FORMATS
 
 __all__ = ["add_parser", "classify"]
 
@@ -33,12 +33,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--model", default="efficientnet-lite0", help="zoo model (efficientnet-lite0, resnet50)")
     p.add_argument("--weights", default=None, help="'imagenet' (default), 'random', or a weights file")
-    p.add_argument(
-        "--format",
-        default=DEFAULT_FORMAT.name,
-        dest="fmt",
-        help=f"BFP format: {', '.join(FORMATS)} (default: %(default)s)",
-    )
+    add_format_option(p)
     p.add_argument(
         "--device-model", default="pbs-s10", help="emulated device model (pbs-s10, pbs-a10, pbs-tiny)"
     )

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from fpgaserve.cli.errors import UserError
-from fpgaserve.npu.formats import DEFAULT_FORMAT, FORMATS
+from fpgaserve.cli.options import add_format_option
 
 __all__ = ["add_parser"]
 
@@ -21,12 +21,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("model", help="a Keras model file (.keras or .h5)")
     p.add_argument("-o", "--output", required=True, help="where to write the program (.fpga)")
-    p.add_argument(
-        "--format",
-        default=DEFAULT_FORMAT.name,
-        dest="fmt",
-        help=f"BFP format: {', '.join(FORMATS)} (default: %(default)s)",
-    )
+    add_format_option(p)
     p.add_argument(
         "--rounding", choices=("nearest", "even", "zero"), default=None, help="override the rounding"
     )

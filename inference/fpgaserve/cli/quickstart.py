@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from fpgaserve.cli.errors import UserError
+from fpgaserve.cli.options import add_format_option
 from fpgaserve.cli.output import print_top
-from fpgaserve.npu.formats import DEFAULT_FORMAT, FORMATS
 
 __all__ = ["add_parser", "quickstart"]
 
@@ -33,12 +33,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--image", default="sample:chelsea", help="a JPEG/PNG file, or sample:NAME (default: chelsea)"
     )
-    p.add_argument(
-        "--format",
-        default=DEFAULT_FORMAT.name,
-        dest="fmt",
-        help=f"BFP format of the featurizer: {', '.join(FORMATS)} (default: %(default)s)",
-    )
+    add_format_option(p, what="BFP format of the featurizer")
     p.add_argument(
         "--model-path", default="~/.cache/fpgaserve/models", help="where compiled programs are kept"
     )
