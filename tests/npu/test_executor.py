@@ -362,6 +362,13 @@ def test_batches_of_one_and_the_opt_out_run_unsplit(monkeypatch: pytest.MonkeyPa
         ex.run(batch(41, 4, program.input_shape))
 
 
+def test_a_bad_data_parallel_setting_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FPGASERVE_DATA_PARALLEL", "lots")
+    program = residual_program()
+    with Executor(program, device=EmulatedDevice(model=BIG)) as ex, pytest.raises(ValueError, match="lots"):
+        ex.run(batch(43, 2, program.input_shape))
+
+
 def test_a_split_run_restores_the_thread_counts(monkeypatch: pytest.MonkeyPatch) -> None:
     import numba
 

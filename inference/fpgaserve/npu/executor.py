@@ -148,7 +148,14 @@ class Executor:
         setting = os.environ.get("FPGASERVE_DATA_PARALLEL", "auto").strip().lower()
         if setting in ("0", "1", "off", "false", "no"):
             return 1
-        wanted = available_cores() if setting in ("auto", "on", "true", "yes", "") else int(setting)
+        if setting in ("auto", "on", "true", "yes", ""):
+            wanted = available_cores()
+        elif setting.isdigit():
+            wanted = int(setting)
+        else:
+            raise ValueError(
+                f"FPGASERVE_DATA_PARALLEL must be auto, off or a number of parts, got {setting!r}"
+            )
         return max(1, min(n, wanted))
 
     def _run_steps(self, x: F32) -> F32:
