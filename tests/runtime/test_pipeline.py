@@ -174,3 +174,29 @@ def test_package_directory_survives_runtime_close(tiny_package: Path, tmp_path: 
     with load_pipeline(copy, env={}, warmup=False):
         pass
     assert copy.is_file()
+
+
+async def test_a_damaged_image_is_named_once_in_its_own_request(
+    tiny_package: Path, aiohttp_client: Any
+) -> None:
+    # The image passes the cheap header check, then fails to decode inside a batch shared with
+    # another request: only its request fails, naming it by that request's numbering, once.
+    import asyncio
+    import base64
+
+    from fpgaserve.inference.settings import ServerSettings
+    from fpgaserve.inference.web_app import make_app
+
+    good = sample_images()[0]
+    damaged = good[: len(good) // 3]
+    runtime = load_pipeline(tiny_package, env={})
+    client = await aiohttp_client(make_app(runtime=runtime, settings=ServerSettings(max_batch_delay_ms=50)))
+
+    async def score(*images: bytes) -> tuple[int, Any]:
+        body = {"images": [base64.b64encode(i).decode() for i in images]}
+        response = await client.post("/score", json=body)
+        return response.status, await response.json()
+
+    (ok, answer), (bad, error) = await asyncio.gather(score(good), score(good, damaged))
+    assert ok == 200 and len(answer["results"]) == 1
+    assert (bad, error["error"]) == (400, "input 1: not a decodable image (its data is damaged)")

@@ -239,12 +239,13 @@ class DynamicBatcher:
         """Fail the request that holds the bad input; return the parts of the batch to run again."""
         if exc.index is not None and 0 <= exc.index < len(batch):
             culprit = batch[exc.index]
-            culprit.group.fail(InvalidInput(str(exc), index=culprit.index))
+            # exc.index counts inputs of the batch; the request knows its input by culprit.index.
+            culprit.group.fail(InvalidInput(exc.message, index=culprit.index))
             rest = [e for e in batch if e.group is not culprit.group]
             return [rest] if rest else []
         groups = list(dict.fromkeys(e.group for e in batch))
         if len(groups) == 1:
-            groups[0].fail(InvalidInput(str(exc)))
+            groups[0].fail(InvalidInput(exc.message))
             return []
         # The runtime did not say which input was bad: run each request alone to find out (rare).
         return [[e for e in batch if e.group is group] for group in groups]

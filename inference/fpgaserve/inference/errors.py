@@ -126,8 +126,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             logger.warning("%s %s: %s", request.method, request.path, exc.message)
         return error_response(exc.status, exc.message, headers=exc.headers)
     except InvalidInput as exc:
-        prefix = f"input {exc.index}: " if exc.index is not None else ""
-        return error_response(400, f"{prefix}{exc}")
+        return error_response(400, str(exc))  # names the input when it is known
     except web.HTTPException as exc:
         if exc.status < 400:
             raise  # redirects and other non-errors pass through untouched

@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from fpgaserve.runtime.images import check_image_header
 from fpgaserve.runtime.protocol import InvalidInput, PredictResult, TensorSpec
 
 __all__ = ["FakeRuntime", "encode_jpeg", "encode_png", "gemms_per_second_here", "sample_image"]
@@ -78,21 +79,7 @@ class FakeRuntime:
             return
         if not isinstance(item, bytes):
             raise InvalidInput("expected an encoded image", index=index)
-        from PIL import Image
-
-        try:
-            with Image.open(io.BytesIO(item)) as image:
-                if image.format not in ("JPEG", "PNG"):
-                    raise InvalidInput(
-                        f"{image.format} images are not supported; send JPEG or PNG", index=index
-                    )
-                image.verify()
-        except InvalidInput:
-            raise
-        except Exception as exc:  # Pillow raises many types for a bad file
-            raise InvalidInput(
-                f"not a decodable JPEG or PNG image ({type(exc).__name__})", index=index
-            ) from None
+        check_image_header(item, index=index, formats=("JPEG", "PNG"))
 
     def predict(self, batch: list[bytes] | npt.NDArray[np.float32]) -> PredictResult:
         start = time.perf_counter()

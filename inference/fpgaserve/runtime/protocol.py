@@ -19,12 +19,18 @@ __all__ = ["InvalidInput", "ModelRuntime", "PredictResult", "TensorSpec"]
 class InvalidInput(ValueError):
     """An input the model cannot take (undecodable image, wrong shape or dtype); maps to HTTP 400.
 
-    ``index`` names which input of the request was bad, when known.
+    ``index`` names which input of the request was bad, when known; ``str()`` then reads
+    ``input <index>: <message>``, so messages never name the position themselves (a batcher that
+    moves the error to another request's numbering re-raises ``message`` with the new index).
     """
 
     def __init__(self, message: str, *, index: int | None = None) -> None:
         super().__init__(message)
+        self.message = message
         self.index = index
+
+    def __str__(self) -> str:
+        return self.message if self.index is None else f"input {self.index}: {self.message}"
 
 
 @dataclass(frozen=True)
