@@ -102,7 +102,7 @@ async def _start_operator(kubeconfig: Path) -> asyncio.subprocess.Process:
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     env.pop("KUBERNETES_SERVICE_HOST", None)
     # A long resync: the figures are about reacting to changes, not about periodic drift checks.
-    command = [sys.executable, "-m", "fpgaserve.cli.main", "operator", "--namespace", NAMESPACE,
+    command = [sys.executable, "-m", "fpgaserve.operator", "--namespace", NAMESPACE,
                "--resync-seconds", "3600", "--retry-seconds", "0.5"]  # fmt: skip
     return await asyncio.create_subprocess_exec(
         *command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

@@ -12,7 +12,7 @@ It measures, on this machine:
     python bench/serving.py --item-cost-ms 1 --batch-cost-ms 1    # a fast model: server overhead shows
     python bench/serving.py --model-dir /path/service_def.zip     # a real package (fpgaserve serve)
 
-Without ``--model-dir`` the runtime is ``fpgaserve.inference.testing.FakeRuntime``: it decodes the
+Without ``--model-dir`` the runtime is ``fpgaserve.server.testing.FakeRuntime``: it decodes the
 JPEG, then does a fixed amount of CPU work (GEMMs) per batch and per input, by default the emulated
 EfficientNet-Lite0's cost before the executor's speed-ups (~31 ms per input, linear in the batch;
 about 15 ms today: ``--item-cost-ms 15``; docs/benchmarks.md).
@@ -40,7 +40,7 @@ LISTENING = re.compile(r"listening on (https?://[^\s]+)")
 
 
 def _fake_options(args: argparse.Namespace) -> dict[str, Any]:
-    from fpgaserve.inference.testing import gemms_per_second_here
+    from fpgaserve.server.testing import gemms_per_second_here
 
     return {
         "classes": 1000,
@@ -54,10 +54,10 @@ def _fake_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _runtime(args: argparse.Namespace) -> Any:
     if args.model_dir:
-        from fpgaserve.runtime.pipeline import load_runtime
+        from fpgaserve.runtime.pipeline import load_pipeline
 
-        return load_runtime(Path(args.model_dir))
-    from fpgaserve.inference.testing import FakeRuntime
+        return load_pipeline(Path(args.model_dir))
+    from fpgaserve.server.testing import FakeRuntime
 
     return FakeRuntime(**_fake_options(args))
 
@@ -67,7 +67,7 @@ def _image(args: argparse.Namespace) -> bytes:
         return Path(args.image).read_bytes()
     import skimage.data
 
-    from fpgaserve.inference.testing import encode_jpeg
+    from fpgaserve.server.testing import encode_jpeg
 
     return encode_jpeg(skimage.data.chelsea())  # a real 451x300 photo, ~35 KB as JPEG
 
@@ -116,8 +116,8 @@ def _serve_fake(options: dict[str, Any], argv: list[str]) -> int:
 
     from fpgaserve.cli.main import build_parser
     from fpgaserve.cli.serve import settings_from_args
-    from fpgaserve.inference.server_main import run
-    from fpgaserve.inference.testing import FakeRuntime
+    from fpgaserve.server.server_main import run
+    from fpgaserve.server.testing import FakeRuntime
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = settings_from_args(build_parser().parse_args(["serve", "fake", *argv]))

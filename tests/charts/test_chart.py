@@ -18,9 +18,15 @@ import pytest
 import yaml
 
 from fpgaserve.api import crdgen
-from fpgaserve.deviceplugin.manifest import build_daemonset
+from fpgaserve.deviceplugin.daemonset import build_daemonset
 from fpgaserve.operator.config import DEFAULT_IMAGE
-from fpgaserve.operator.manifest import DEFAULT_NAME, DEFAULT_NAMESPACE, LIVENESS_PORT, RULES, build_manifest
+from fpgaserve.operator.install_objects import (
+    DEFAULT_NAME,
+    DEFAULT_NAMESPACE,
+    LIVENESS_PORT,
+    RULES,
+    build_manifest,
+)
 from tests.operator.helpers import ROOT, assert_valid
 
 CHART_DIR = ROOT / "charts" / "fpgaserve"

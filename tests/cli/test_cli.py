@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fpgaserve.cli.main import SUBCOMMANDS, build_parser, main
+from fpgaserve.cli.main import build_parser, command_names, main
 from fpgaserve.npu.formats import FORMATS
 
 
@@ -19,7 +19,7 @@ def fpgaserve(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[s
     )
 
 
-@pytest.mark.parametrize("command", [name.replace("_", "-") for name in SUBCOMMANDS])
+@pytest.mark.parametrize("command", command_names())
 def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as done:
         build_parser().parse_args([command, "--help"])

@@ -148,11 +148,11 @@ def test_compiled_program_round_trips_through_a_file(keras: Any, tmp_path: Path)
 def test_depthwise_epilogue_quantization_changes_no_bit(keras: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     # The executor lets a depthwise conv quantize its output for a sole pointwise consumer; the
     # result must be exactly what the pointwise conv would have computed quantizing it itself.
-    from fpgaserve.npu import executor as executor_module
+    from fpgaserve.npu import lowering
 
     program = compile_keras(every_layer_model(keras))
-    assert executor_module._prequantized_tensors(program)  # the model has such a pair
+    assert lowering._prequantized_tensors(program)  # the model has such a pair
     x = np.random.default_rng(6).normal(size=(2, 19, 17, 3)).astype(np.float32)
     fused = run(program, x)
-    monkeypatch.setattr(executor_module, "_prequantized_tensors", lambda program: set())
+    monkeypatch.setattr(lowering, "_prequantized_tensors", lambda program: set())
     np.testing.assert_array_equal(run(program, x), fused)

@@ -7,7 +7,6 @@ import shutil
 import stat
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -24,17 +23,7 @@ from fpgaserve.deviceplugin.server import PluginServer
 from fpgaserve.deviceplugin.state import DeviceStore
 from fpgaserve.deviceplugin.v1beta1 import API_VERSION, KUBELET_SOCKET_NAME, api_pb2, api_pb2_grpc
 from fpgaserve.npu.device import get_device_model
-
-DEADLINE = 5.0
-
-
-def wait_until(predicate: Callable[[], bool], *, timeout: float = DEADLINE, what: str = "condition") -> None:
-    """Poll ``predicate`` until it holds or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
+from tests.support.polling import DEADLINE
 
 
 class FakeKubelet(api_pb2_grpc.RegistrationServicer):

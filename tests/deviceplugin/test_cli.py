@@ -14,12 +14,13 @@ import yaml
 from fpgaserve.api.constants import DEFAULT_RESOURCE_NAME
 from fpgaserve.cli import device_plugin
 from fpgaserve.cli.main import build_parser, main
-from fpgaserve.deviceplugin.manifest import DEFAULT_STATE_DIR, build_daemonset
+from fpgaserve.deviceplugin.daemonset import DEFAULT_STATE_DIR, build_daemonset
 from fpgaserve.deviceplugin.state import DeviceStore, device_ids
 from fpgaserve.deviceplugin.v1beta1 import DEFAULT_SOCKET_DIR
 from fpgaserve.npu.device import DEVICE_MODELS
+from tests.support.polling import wait_until
 
-from .conftest import FakeKubelet, wait_until
+from .conftest import FakeKubelet
 
 
 def test_parser_defaults_agree_with_the_library() -> None:

@@ -11,8 +11,9 @@ import pytest
 from fpgaserve.api.constants import DEFAULT_RESOURCE_NAME, ENV_DEVICE_IDS
 from fpgaserve.deviceplugin.server import RegistrationError, check_resource_name, socket_name_for
 from fpgaserve.deviceplugin.v1beta1 import api_pb2
+from tests.support.polling import wait_until
 
-from .conftest import FakeKubelet, RunningPlugin, wait_until
+from .conftest import FakeKubelet, RunningPlugin
 
 
 def _healthy(ids: list[str]) -> dict[str, str]:

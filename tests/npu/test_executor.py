@@ -11,7 +11,6 @@ import itertools
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from types import ModuleType
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ import pytest
 from fpgaserve.npu.bfp import FORMATS, BfpFormat, quantize
 from fpgaserve.npu.device import DEVICE_MODELS, DeviceMemoryError, DeviceModel, EmulatedDevice
 from fpgaserve.npu.executor import Executor, InputShapeError
-from fpgaserve.npu.kernels import load_kernels
+from fpgaserve.npu.kernels import Kernels, load_kernels
 from fpgaserve.npu.program import Op, Program
 from tests.npu.helpers import assert_bits_equal, make_program
 
@@ -245,7 +244,7 @@ def batch(seed: int, n: int, shape: tuple[int, ...]) -> np.ndarray:
     ],
 )
 def test_conv2d_matches_reference(
-    kernels: ModuleType, h: int, cin: int, k: int, stride: int, pads: tuple[int, int, int, int]
+    kernels: Kernels, h: int, cin: int, k: int, stride: int, pads: tuple[int, int, int, int]
 ) -> None:
     program, w, b = conv_program(h=h, cin=cin, k=k, stride=stride, pads=pads)
     x = batch(10, 2, (h, h, cin))
@@ -259,7 +258,7 @@ def test_conv2d_matches_reference(
 
 
 @KERNELS
-def test_dense_matches_reference(kernels: ModuleType) -> None:
+def test_dense_matches_reference(kernels: Kernels) -> None:
     w = weights(8, 37, 6)
     program = make_program(
         fmt=FMT,
@@ -276,7 +275,7 @@ def test_dense_matches_reference(kernels: ModuleType) -> None:
 
 
 @KERNELS
-def test_residual_program_matches_reference(kernels: ModuleType) -> None:
+def test_residual_program_matches_reference(kernels: Kernels) -> None:
     program = residual_program()
     x = batch(12, 2, (8, 8, 6))
     with Executor(program, device=EmulatedDevice(model=BIG), kernels=kernels) as ex:
@@ -286,7 +285,7 @@ def test_residual_program_matches_reference(kernels: ModuleType) -> None:
 
 
 @KERNELS
-def test_depthwise_program_matches_reference(kernels: ModuleType) -> None:
+def test_depthwise_program_matches_reference(kernels: Kernels) -> None:
     x = batch(13, 2, (7, 7, 4))
     with Executor(mobile_program(), device=EmulatedDevice(model=BIG), kernels=kernels) as ex:
         out = ex.run(x).outputs
@@ -318,7 +317,7 @@ def test_examples_in_a_batch_are_independent() -> None:
 
 
 @KERNELS
-def test_concurrent_runs_give_the_same_results(kernels: ModuleType) -> None:
+def test_concurrent_runs_give_the_same_results(kernels: Kernels) -> None:
     program = residual_program()
     inputs = [batch(20 + i, 1 + i % 3, (8, 8, 6)) for i in range(6)]
     with Executor(program, device=EmulatedDevice(model=BIG), kernels=kernels) as ex:
@@ -340,7 +339,7 @@ def test_concurrent_runs_give_the_same_results(kernels: ModuleType) -> None:
 @pytest.mark.parametrize("make", [residual_program, mobile_program])
 @pytest.mark.parametrize(("n", "parts"), [(2, "2"), (3, "2"), (8, "auto"), (7, "3"), (5, "8")])
 def test_a_split_batch_gives_the_unsplit_outputs(
-    make: Callable[[], Program], kernels: ModuleType, n: int, parts: str, monkeypatch: pytest.MonkeyPatch
+    make: Callable[[], Program], kernels: Kernels, n: int, parts: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     program = make()
     x = batch(30 + n, n, program.input_shape)

@@ -24,7 +24,8 @@ from fpgaserve.operator.config import OperatorConfig
 from fpgaserve.operator.kube import Kube
 from fpgaserve.operator.runner import run
 from tests.operator.cluster import Cluster, declare_resources
-from tests.operator.helpers import DEADLINE, NAMESPACE
+from tests.operator.helpers import NAMESPACE
+from tests.support.polling import DEADLINE
 
 
 @pytest.fixture

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,7 +26,6 @@ CRDS_DIR = ROOT / "crds"
 NAMESPACE = "ns1"
 MODEL_URI = "s3://models/resnet/service_def.zip"
 DIGEST = "0123456789abcdef" * 4
-DEADLINE = 15.0
 T = TypeVar("T")
 
 
@@ -59,22 +55,6 @@ def owner(body: dict[str, Any], uid: str = "uid-1") -> dict[str, Any]:
     out = copy.deepcopy(body)
     out["metadata"]["uid"] = uid
     return out
-
-
-async def eventually(
-    probe: Callable[[], T | Awaitable[T]], *, timeout: float = DEADLINE, what: str = ""
-) -> T:
-    """Poll ``probe`` until it returns something truthy; fail with its last value at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if asyncio.iscoroutine(value) or isinstance(value, Awaitable):
-            value = await value
-        if value:
-            return value  # type: ignore[return-value]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what or probe}; last: {value!r}")
-        await asyncio.sleep(0.05)
 
 
 def assert_valid(obj: dict[str, Any]) -> None:

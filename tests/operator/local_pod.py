@@ -9,7 +9,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -28,6 +27,7 @@ from fpgaserve.operator.workload import build_deployment
 from fpgaserve.sdk.client import score
 from tests.operator.helpers import model_body, owner, webservice_body
 from tests.runtime.tiny import LABELS, encode, tiny_classifier, tiny_definition, tiny_featurizer
+from tests.support.polling import wait_until
 
 
 def _materialise_secret(secret: dict[str, Any], volume: dict[str, Any], into: Path) -> None:
@@ -118,17 +118,16 @@ def run_pod_locally(tmp_path: Path) -> None:
         context = ssl.create_default_context(cafile=str(cert))
         probe = server["readinessProbe"]["httpGet"]
         url = f"{probe['scheme'].lower()}://localhost:{port}{probe['path']}"
-        deadline = time.monotonic() + 300
-        while True:
+
+        def ready() -> bool:
             assert process.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
             try:
                 with urllib.request.urlopen(url, timeout=5, context=context) as response:
-                    if response.status == 200:
-                        break
+                    return bool(response.status == 200)
             except OSError:
-                pass
-            assert time.monotonic() < deadline, "the pod never became ready"
-            time.sleep(0.2)
+                return False
+
+        wait_until(ready, timeout=300, what="the pod's readiness probe")
         key = base64.b64decode(secrets["keys"]["data"]["keys.json"]).decode()
         primary = json.loads(key)[serving.KEYS_PRIMARY]
         answer = score(f"https://localhost:{port}", encode(skimage.data.chelsea(), "jpeg"), key=primary,

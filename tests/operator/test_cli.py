@@ -13,16 +13,17 @@ import aiohttp
 import pytest
 import yaml
 
-from fpgaserve.cli import operator as cli
 from fpgaserve.cli.main import build_parser, main
+from fpgaserve.operator import cli
 from fpgaserve.operator.config import DEFAULT_IMAGE
-from fpgaserve.operator.manifest import DEFAULT_NAMESPACE
+from fpgaserve.operator.install_objects import DEFAULT_NAMESPACE
 from tests.operator.cluster import Cluster
-from tests.operator.helpers import NAMESPACE, assert_valid, create, eventually, model_body, webservice_body
+from tests.operator.helpers import NAMESPACE, assert_valid, create, model_body, webservice_body
+from tests.support.polling import eventually
 
 
 def test_parser_defaults_agree_with_the_library() -> None:
-    assert (cli.DEFAULT_IMAGE, cli.DEFAULT_NAMESPACE) == (DEFAULT_IMAGE, DEFAULT_NAMESPACE)
+    assert cli.DEFAULT_NAMESPACE == DEFAULT_NAMESPACE
     args = build_parser().parse_args(["operator", "-n", "a", "-n", "b"])
     assert args.namespace == ["a", "b"] and not args.all_namespaces and args.image == DEFAULT_IMAGE
 
@@ -74,7 +75,8 @@ async def test_runs_as_a_process(cluster: Cluster, tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "KUBECONFIG": str(kubeconfig(tmp_path / "config", str(cluster.url).rstrip("/")))}
     env.pop("KUBERNETES_SERVICE_HOST", None)  # never in-cluster here
-    command = [sys.executable, "-m", "fpgaserve.cli.main", "operator", "--namespace", NAMESPACE,
+    # The operator Deployment's own command (install_objects and the chart), not the console script.
+    command = [sys.executable, "-m", "fpgaserve.operator", "--namespace", NAMESPACE,
                "--liveness", f"http://127.0.0.1:{port}/healthz", "--resync-seconds", "1"]  # fmt: skip
     process = await asyncio.create_subprocess_exec(
         *command, env=env, stdout=subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE

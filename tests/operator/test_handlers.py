@@ -17,11 +17,11 @@ from tests.operator.helpers import (
     NAMESPACE,
     create,
     events_for,
-    eventually,
     model_body,
     webservice_body,
     writes_to,
 )
+from tests.support.polling import eventually
 
 WS = f"{API_VERSION}/fpgawebservices"
 MODELS = f"{API_VERSION}/fpgamodels"

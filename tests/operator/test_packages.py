@@ -17,8 +17,8 @@ from aiohttp.test_utils import TestServer
 from fpgaserve.api.manifest import ManifestError
 from fpgaserve.operator.config import OperatorConfig
 from fpgaserve.operator.kube import SECRET, Kube
-from fpgaserve.operator.models import reconcile_model
 from fpgaserve.operator.packages import HEAD_BYTES, PackageUnreachable, manifest_from_head, read_package_info
+from fpgaserve.operator.reconcile_model import reconcile_model
 from tests.operator.cluster import Cluster
 from tests.operator.helpers import NAMESPACE, create, model_body
 
@@ -174,7 +174,7 @@ async def start_fake_s3(body: bytes) -> tuple[TestServer, list[str]]:
     from datetime import datetime, timezone
     from urllib.parse import unquote
 
-    from fpgaserve.package.sigv4 import Credentials, sign
+    from fpgaserve.api.sigv4 import Credentials, sign
 
     verdicts: list[str] = []
 

@@ -15,19 +15,11 @@ from typing import Any
 import kmock
 import pytest
 
-from fpgaserve.operator.manifest import DEFAULT_NAME, build_manifest, build_peering_crds
+from fpgaserve.operator.install_objects import DEFAULT_NAME, build_manifest, build_peering_crds
 from tests.operator.cluster import Cluster
 from tests.operator.conftest import StartOperator
-from tests.operator.helpers import (
-    DEADLINE,
-    NAMESPACE,
-    create,
-    eventually,
-    model_body,
-    sent_by,
-    webservice_body,
-    writes_to,
-)
+from tests.operator.helpers import NAMESPACE, create, model_body, sent_by, webservice_body, writes_to
+from tests.support.polling import DEADLINE, eventually
 
 ACTIVE, STANDBY = "active", "standby"  # the replicas' bearer tokens (see start_operator)
 # Short, so that a lapsed record is taken over from within the test; long enough that a busy

@@ -12,7 +12,7 @@ from typing import Any
 
 from fpgaserve.api import serving
 from fpgaserve.api.crd_models import FpgaModelSpec, FpgaWebserviceSpec
-from fpgaserve.cli.main import SUBCOMMANDS, build_parser
+from fpgaserve.cli.main import build_parser, command_names
 from fpgaserve.operator.config import OperatorConfig
 from fpgaserve.operator.workload import build_deployment
 from tests.operator.helpers import model_body, owner, webservice_body
@@ -33,7 +33,7 @@ def pod(**spec: Any) -> dict[str, Any]:
 
 
 def parse(command: str, argv: list[str]) -> argparse.Namespace:
-    assert command.replace("-", "_") in SUBCOMMANDS, f"`fpgaserve {command}` is not a command"
+    assert command in command_names(), f"`fpgaserve {command}` is not a command"
     return build_parser().parse_args(argv)
 
 

@@ -14,11 +14,11 @@ from urllib.parse import unquote
 
 import pytest
 
-from fpgaserve.cli.errors import UserError
+from fpgaserve.api.errors import UserError
+from fpgaserve.api.sigv4 import Credentials, sign
 from fpgaserve.cli.main import main
 from fpgaserve.cli.storage_init import MARKER_FILE, storage_init
 from fpgaserve.package.fetch import FetchOptions, fetch, redact
-from fpgaserve.package.sigv4 import Credentials, sign
 from tests.package.hostile import package
 
 ACCESS_KEY = "AKIDFPGASERVETEST"

@@ -15,7 +15,7 @@ import skimage.data
 
 from fpgaserve.npu import EmulatedDevice, get_device_model
 from fpgaserve.package import load_service_definition
-from fpgaserve.runtime.pipeline import PipelineRuntime, load_pipeline, load_runtime
+from fpgaserve.runtime.pipeline import PipelineRuntime, load_pipeline
 from fpgaserve.runtime.protocol import InvalidInput, ModelRuntime, TensorSpec
 from tests.runtime.tiny import LABELS, SIZE, encode, sample_images
 
@@ -110,7 +110,7 @@ def test_batches_take_the_devices_in_turn(tiny_package: Path) -> None:
 
 
 def test_device_model_from_the_environment(tiny_package: Path) -> None:
-    with load_runtime(tiny_package, env={"FPGASERVE_DEVICE_MODEL": "pbs-a10"}, warmup=False) as runtime:
+    with load_pipeline(tiny_package, env={"FPGASERVE_DEVICE_MODEL": "pbs-a10"}, warmup=False) as runtime:
         assert [d.model.name for d in runtime.devices] == ["pbs-a10"]
 
 
@@ -184,8 +184,8 @@ async def test_a_damaged_image_is_named_once_in_its_own_request(
     import asyncio
     import base64
 
-    from fpgaserve.inference.settings import ServerSettings
-    from fpgaserve.inference.web_app import make_app
+    from fpgaserve.server.settings import ServerSettings
+    from fpgaserve.server.web_app import make_app
 
     good = sample_images()[0]
     damaged = good[: len(good) // 3]

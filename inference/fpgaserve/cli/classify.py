@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fpgaserve.cli.errors import UserError
+from fpgaserve.api.errors import UserError
 from fpgaserve.cli.options import add_format_option
 from fpgaserve.cli.output import print_top
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from fpgaserve.cli.errors import UserError
+from fpgaserve.api.errors import UserError
 from fpgaserve.cli.options import add_format_option
 
 __all__ = ["add_parser"]

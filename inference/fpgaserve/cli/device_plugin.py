@@ -162,7 +162,7 @@ def _add_state_dir(p: argparse.ArgumentParser, *, suppress: bool) -> None:
 
 
 def _user_error(message: str) -> Exception:
-    from fpgaserve.cli.errors import UserError
+    from fpgaserve.api.errors import UserError
 
     return UserError(message)
 
@@ -268,7 +268,7 @@ def _restore(args: argparse.Namespace) -> int:
 
 
 def _manifest(args: argparse.Namespace) -> int:
-    from fpgaserve.deviceplugin.manifest import build_daemonset, render_yaml
+    from fpgaserve.deviceplugin.daemonset import build_daemonset, render_yaml
     from fpgaserve.deviceplugin.server import check_resource_name
     from fpgaserve.npu.device import get_device_model
 

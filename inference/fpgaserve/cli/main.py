@@ -1,33 +1,34 @@
 """The ``fpgaserve`` console script.
 
 Role: parse the command line and dispatch to one subcommand module. Each subcommand lives in its
-own module under ``fpgaserve.cli`` with ``add_parser(subparsers)``; those modules import nothing heavy
-at import time, so ``fpgaserve --help`` and ``fpgaserve operator`` never load TensorFlow.
+own module with ``add_parser(subparsers)`` (under ``fpgaserve.cli``, and ``fpgaserve.operator.cli``
+for ``operator``); those modules import nothing heavy at import time, so ``fpgaserve --help`` and
+``fpgaserve operator`` never load TensorFlow.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from collections.abc import Sequence
 
-from fpgaserve.cli.errors import UserError
-
-__all__ = ["UserError", "build_parser", "main"]
-
-# Module names under fpgaserve.cli, in the order --help lists them.
-SUBCOMMANDS: tuple[str, ...] = (
-    "quickstart",
-    "classify",
-    "score",
-    "serve",
-    "compile",
-    "storage_init",
-    "device_plugin",
-    "operator",
+from fpgaserve.api.errors import UserError
+from fpgaserve.cli import (
+    classify,
+    compile,
+    device_plugin,
+    quickstart,
+    score,
+    serve,
+    storage_init,
 )
+from fpgaserve.operator import cli as operator_cli
+
+__all__ = ["UserError", "build_parser", "command_names", "main"]
+
+# In the order --help lists them.
+SUBCOMMANDS = (quickstart, classify, score, serve, compile, storage_init, device_plugin, operator_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,9 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in SUBCOMMANDS:
-        importlib.import_module(f"fpgaserve.cli.{name}").add_parser(sub)
+    for module in SUBCOMMANDS:
+        module.add_parser(sub)
     return parser
+
+
+def command_names() -> list[str]:
+    """The subcommands, as typed on the command line (``storage-init``, ``device-plugin``...)."""
+    actions = build_parser()._actions
+    return [name for a in actions if isinstance(a, argparse._SubParsersAction) for name in a.choices]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from fpgaserve.cli.errors import UserError
+from fpgaserve.api.errors import UserError
 from fpgaserve.cli.output import print_top
 
 __all__ = ["add_parser"]

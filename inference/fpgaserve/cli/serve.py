@@ -1,26 +1,27 @@
 """``fpgaserve serve MODEL_DIR``: serve a model package over HTTP(S).
 
-Role: the command line of ``fpgaserve.inference`` (the container command the operator generates
+Role: the command line of ``fpgaserve.server`` (the container command the operator generates
 with ``fpgaserve.api.serving.serve_argv``). It parses exactly those flags into ``ServerSettings``,
-checks what can be checked before listening (the model directory, TLS files, the keys file, that
-a model runtime is installed), then runs the server; the runtime (``fpgaserve.runtime.pipeline``,
-which brings TensorFlow) is imported and loaded in the background while the probes answer.
+checks what can be checked before listening (the model directory, TLS files, the keys file), then
+runs the server; the runtime (``fpgaserve.runtime.pipeline``, which brings TensorFlow) is imported
+and loaded in the background while the probes answer. Tests pass their own ``load`` to
+``run_serve``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from fpgaserve.cli.errors import UserError
-from fpgaserve.inference.settings import ServerSettings as _Defaults  # a light module: dataclass only
+from fpgaserve.api.errors import UserError
+from fpgaserve.server.settings import ServerSettings as _Defaults  # a light module: dataclass only
 
-__all__ = ["add_parser", "settings_from_args"]
+if TYPE_CHECKING:
+    from fpgaserve.runtime.protocol import ModelRuntime
 
-PIPELINE_MODULE = "fpgaserve.runtime.pipeline"
+__all__ = ["add_parser", "run_serve", "settings_from_args"]
 
 DESCRIPTION = """\
 Serve a model package (service_def.zip, or the directory storage-init unpacked it into) on one
@@ -121,33 +122,30 @@ def settings_from_args(args: argparse.Namespace) -> _Defaults:
         raise UserError(str(exc)) from None
 
 
-def _loader(model_dir: Path) -> Any:
-    def load() -> Any:
-        # In the load thread: importing the pipeline brings TensorFlow, which takes seconds.
-        pipeline = importlib.import_module(PIPELINE_MODULE)
-        load_runtime = getattr(pipeline, "load_runtime", None)
-        if load_runtime is None:
-            raise RuntimeError(f"{PIPELINE_MODULE} has no load_runtime(model_dir); this build is incomplete")
-        return load_runtime(model_dir)
-
-    return load
-
-
-def _run(args: argparse.Namespace) -> int:
+def run_serve(args: argparse.Namespace, *, load: Callable[[Path], ModelRuntime] | None = None) -> int:
+    """Run ``fpgaserve serve`` with parsed ``args``; ``load`` (default: the package pipeline) makes
+    the runtime from the model directory in the server's load thread."""
     settings = settings_from_args(args)
     model_dir = Path(args.model_dir)
     if not model_dir.exists():
         raise UserError(f"{model_dir}: no such package file or directory")
-    if importlib.util.find_spec(PIPELINE_MODULE) is None:
-        raise UserError(
-            f"this installation has no model runtime ({PIPELINE_MODULE} is missing), so it cannot "
-            "load packages; install a complete fpgaserve"
-        )
-    from fpgaserve.inference.auth import KeyFileError
-    from fpgaserve.inference.server_main import run
-    from fpgaserve.inference.tls import TlsConfigError
+    from fpgaserve.server.auth import KeyFileError
+    from fpgaserve.server.server_main import run
+    from fpgaserve.server.tls import TlsConfigError
 
+    loader = _load_pipeline if load is None else load
     try:
-        return run(runtime=_loader(model_dir), settings=settings)
+        return run(runtime=lambda: loader(model_dir), settings=settings)
     except (KeyFileError, TlsConfigError, OSError) as exc:
         raise UserError(str(exc)) from None
+
+
+def _load_pipeline(model_dir: Path) -> ModelRuntime:
+    # In the load thread: importing the pipeline brings TensorFlow, which takes seconds.
+    from fpgaserve.runtime.pipeline import load_pipeline
+
+    return load_pipeline(model_dir)
+
+
+def _run(args: argparse.Namespace) -> int:
+    return run_serve(args)

@@ -16,8 +16,8 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fpgaserve.api.errors import UserError
 from fpgaserve.api.serving import PACKAGE_FILENAME, SOURCE_DIR
-from fpgaserve.cli.errors import UserError
 
 if TYPE_CHECKING:
     from fpgaserve.api.manifest import Manifest

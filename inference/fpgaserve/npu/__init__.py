@@ -16,7 +16,7 @@ for _key, _value in THREAD_DEFAULTS.items():
 
 
 import importlib  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
 
 # Exports resolve lazily: the device plugin imports fpgaserve.npu.device and must not load numpy.
 _EXPORTS = {
@@ -26,6 +26,25 @@ _EXPORTS = {
     "ExecutionResult": "executor", "Executor": "executor", "InputShapeError": "executor",
     "Program": "program", "ProgramFormatError": "program", "load_program": "program", "save_program": "program",
 }  # fmt: skip
+
+if TYPE_CHECKING:  # the same names, eagerly, for type checkers and readers
+    from fpgaserve.npu.device import DEFAULT_DEVICE_MODEL as DEFAULT_DEVICE_MODEL
+    from fpgaserve.npu.device import DEVICE_MODELS as DEVICE_MODELS
+    from fpgaserve.npu.device import DeviceMemoryError as DeviceMemoryError
+    from fpgaserve.npu.device import DeviceModel as DeviceModel
+    from fpgaserve.npu.device import EmulatedDevice as EmulatedDevice
+    from fpgaserve.npu.device import get_device_model as get_device_model
+    from fpgaserve.npu.executor import ExecutionResult as ExecutionResult
+    from fpgaserve.npu.executor import Executor as Executor
+    from fpgaserve.npu.executor import InputShapeError as InputShapeError
+    from fpgaserve.npu.formats import DEFAULT_FORMAT as DEFAULT_FORMAT
+    from fpgaserve.npu.formats import FORMATS as FORMATS
+    from fpgaserve.npu.formats import BfpFormat as BfpFormat
+    from fpgaserve.npu.formats import get_format as get_format
+    from fpgaserve.npu.program import Program as Program
+    from fpgaserve.npu.program import ProgramFormatError as ProgramFormatError
+    from fpgaserve.npu.program import load_program as load_program
+    from fpgaserve.npu.program import save_program as save_program
 
 __all__ = ["THREAD_DEFAULTS", *sorted(_EXPORTS)]
 

@@ -2,7 +2,7 @@
 
 Role: what ``storage-init`` and the pipeline runtime use to turn a ``service_def.zip`` into a
 verified directory (``reader``), and to download one from file://, pvc://, http(s):// or s3://
-(``fetch``, with ``sigv4``). The writing side is ``fpgaserve.sdk``; the format is
+(``fetch``, with ``fpgaserve.api.sigv4``). The writing side is ``fpgaserve.sdk``; the format is
 ``fpgaserve.api.manifest``. No TensorFlow and no numpy here.
 """
 

@@ -23,7 +23,7 @@ from typing import BinaryIO
 from urllib.parse import unquote, urlsplit, urlunsplit
 from urllib.request import url2pathname
 
-from fpgaserve.package.sigv4 import EMPTY_SHA256, Credentials, canonical_path, sign
+from fpgaserve.api.sigv4 import EMPTY_SHA256, Credentials, canonical_path, sign
 
 __all__ = ["FetchError", "FetchOptions", "fetch", "read_s3_credentials", "redact"]
 

@@ -30,7 +30,7 @@ from fpgaserve.package.reader import DEFAULT_LIMITS, PackageLimits, ServiceDefin
 from fpgaserve.runtime.images import check_image_header
 from fpgaserve.runtime.protocol import InvalidInput, PredictResult, TensorSpec
 
-__all__ = ["PipelineRuntime", "load_pipeline", "load_runtime"]
+__all__ = ["PipelineRuntime", "load_pipeline"]
 
 logger = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]
@@ -311,10 +311,6 @@ def load_pipeline(
         if owned is not None:
             shutil.rmtree(owned, ignore_errors=True)
         raise
-
-
-# The name ``fpgaserve serve`` looks up.
-load_runtime = load_pipeline
 
 
 def _mkdtemp() -> str:

@@ -1,6 +1,6 @@
 """What the inference server needs from a loaded model: the ``ModelRuntime`` protocol.
 
-Role: the seam between the server (``fpgaserve.inference``, which owns HTTP, auth, batching and
+Role: the seam between the server (``fpgaserve.server``, which owns HTTP, auth, batching and
 metrics) and a loaded service definition (``fpgaserve.runtime.pipeline``, which owns TensorFlow
 stages and the emulated FPGA). Tests drive the real server with fakes that implement this protocol.
 """

@@ -10,7 +10,7 @@ The notebooks' import paths have twins: ``fpgaserve.sdk.models`` (and ``.models.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "BrainWaveStage": "fpgaserve.sdk.pipeline",
@@ -29,6 +29,23 @@ _EXPORTS = {
     "get_zoo_model": "fpgaserve.sdk.zoo",
     "imagenet_labels": "fpgaserve.sdk.labels",
 }
+
+if TYPE_CHECKING:  # the same names, eagerly, for type checkers and readers
+    from fpgaserve.sdk.labels import imagenet_labels as imagenet_labels
+    from fpgaserve.sdk.pipeline import BrainWaveStage as BrainWaveStage
+    from fpgaserve.sdk.pipeline import FpgaStage as FpgaStage
+    from fpgaserve.sdk.pipeline import KerasStage as KerasStage
+    from fpgaserve.sdk.pipeline import ModelDefinition as ModelDefinition
+    from fpgaserve.sdk.pipeline import PackageInfo as PackageInfo
+    from fpgaserve.sdk.pipeline import TensorflowStage as TensorflowStage
+    from fpgaserve.sdk.pipeline import zoo_pipeline as zoo_pipeline
+    from fpgaserve.sdk.preprocessing import preprocess_array as preprocess_array
+    from fpgaserve.sdk.zoo import QuantizedEfficientNetLite0 as QuantizedEfficientNetLite0
+    from fpgaserve.sdk.zoo import QuantizedModel as QuantizedModel
+    from fpgaserve.sdk.zoo import QuantizedResnet50 as QuantizedResnet50
+    from fpgaserve.sdk.zoo import Resnet50 as Resnet50
+    from fpgaserve.sdk.zoo import WeightsUnavailableError as WeightsUnavailableError
+    from fpgaserve.sdk.zoo import get_zoo_model as get_zoo_model
 
 __all__ = sorted(_EXPORTS)
 

@@ -24,9 +24,10 @@ from fpgaserve.api.crd_models import (
     WEBSERVICE_PLURAL,
 )
 from fpgaserve.operator.config import OperatorConfig
+from fpgaserve.operator.cycle import Outcome
 from fpgaserve.operator.kube import ApiError, Kube
-from fpgaserve.operator.models import reconcile_model, release_model
-from fpgaserve.operator.reconcile import Outcome, reconcile_webservice, regenerate_key
+from fpgaserve.operator.reconcile_model import reconcile_model, release_model
+from fpgaserve.operator.reconcile_webservice import reconcile_webservice, regenerate_key
 
 __all__ = ["register"]
 

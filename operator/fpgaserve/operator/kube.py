@@ -1,6 +1,6 @@
 """The one small wrapper through which the operator talks to the Kubernetes API.
 
-Role: everything the reconcilers (``fpgaserve.operator.reconcile``) read or write goes through
+Role: everything the reconcilers (``fpgaserve.operator.reconcile_webservice``) read or write goes through
 ``Kube``: get, list, create, merge-patch, delete, and ``apply`` (create when absent, patch only when
 the live object differs from the desired one, so that a resync or a restart writes nothing). It is
 a thin layer over the ``kubernetes`` client's ``ApiClient`` (which brings in-cluster and kubeconfig

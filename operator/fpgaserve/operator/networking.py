@@ -1,6 +1,6 @@
 """The Service, Ingress, HorizontalPodAutoscaler and PodDisruptionBudget of an FpgaWebservice.
 
-Role: pure builders (no kopf, no client, no I/O) called by ``fpgaserve.operator.reconcile``, next
+Role: pure builders (no kopf, no client, no I/O) called by ``fpgaserve.operator.reconcile_webservice``, next
 to ``workload.build_deployment``. Each returns None when the spec does not ask for the object, so
 that the reconciler deletes one left over from an earlier spec.
 """

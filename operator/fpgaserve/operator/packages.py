@@ -1,6 +1,6 @@
 """Reading a service package's manifest where it lives, without downloading the package.
 
-Role: called by ``fpgaserve.operator.models`` for http(s):// and s3:// sources (the ones the
+Role: called by ``fpgaserve.operator.reconcile_model`` for http(s):// and s3:// sources (the ones the
 operator itself can reach; pvc:// and file:// need a mount, so storage-init checks them in the pod).
 ``manifest.json`` is the first member of every ``service_def.zip``, so one ranged GET of the first
 bytes is enough: ``manifest_from_head`` takes that member out of the zip's local header, and
@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import aiohttp
 
 from fpgaserve.api.manifest import MANIFEST_NAME, Manifest, ManifestError, parse_manifest
-from fpgaserve.package.sigv4 import EMPTY_SHA256, Credentials, canonical_path, sign
+from fpgaserve.api.sigv4 import EMPTY_SHA256, Credentials, canonical_path, sign
 
 __all__ = [
     "HEAD_BYTES",

@@ -1,6 +1,6 @@
 """Assembling and running the operator: kopf settings, a registry of handlers, and the run loop.
 
-Role: called by ``fpgaserve operator`` (``fpgaserve.cli.operator``), and by the tests and the
+Role: called by ``python -m fpgaserve.operator`` and ``fpgaserve operator`` (``fpgaserve.operator.cli``), and by the tests and the
 benchmark with a Kube wrapper pointed at kmock. Kopf keeps its bookkeeping in ``kopf.fpgaserve.io/``
 annotations (never in the status, which the CRD declares field by field), its finalizer is
 ``fpgaserve.io/finalizer``, and it posts only the Events the handlers post themselves.

@@ -1,6 +1,6 @@
 """The keys Secret and the self-signed TLS Secret of an FpgaWebservice.
 
-Role: builders for ``fpgaserve.operator.reconcile``. Unlike the other builders these make secrets
+Role: builders for ``fpgaserve.operator.reconcile_webservice``. Unlike the other builders these make secrets
 (random keys, a private key), so they are created once and then left alone: the reconciler only
 creates them when absent, replaces one key on request (``regenerated``), and re-issues the
 certificate when the names it must cover change. Nothing here logs, and no error message carries a

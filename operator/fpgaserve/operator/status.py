@@ -1,6 +1,6 @@
 """Status of FpgaModels and FpgaWebservices: conditions, phase, and the patch that updates them.
 
-Role: pure functions for ``fpgaserve.operator.reconcile``. A reconciler collects ``Check`` results
+Role: pure functions for ``fpgaserve.operator.reconcile_webservice``. A reconciler collects ``Check`` results
 (is the model ready, is everything deployed), these turn them into the status the CRD declares,
 keeping a condition's lastTransitionTime while its status holds, and ``status_patch`` yields only
 the fields that changed, so that a resync that finds nothing new writes nothing.

@@ -1,6 +1,6 @@
 """Checking FpgaModel and FpgaWebservice objects before anything is built from them.
 
-Role: called first by every reconciler (``fpgaserve.operator.reconcile``). It parses the spec with
+Role: called first by every reconciler (``fpgaserve.operator.reconcile_webservice``). It parses the spec with
 the CRD's own pydantic models and adds the checks a schema cannot make (the object's name must
 suit a Service, a source URI must have the parts its scheme needs). A failure is a ``SpecError``
 with a CamelCase reason and a message that names the field, never its value.

@@ -1,6 +1,6 @@
 """The Deployment of an FpgaWebservice: ``storage-init`` then ``serve``, exactly per the contract.
 
-Role: a pure builder (no kopf, no client, no I/O) called by ``fpgaserve.operator.reconcile``. Every
+Role: a pure builder (no kopf, no client, no I/O) called by ``fpgaserve.operator.reconcile_webservice``. Every
 path, port and flag comes from ``fpgaserve.api.serving``; the init container downloads and
 verifies the package into an emptyDir the server container reads. Pods run as the image's
 non-root user with a read-only root filesystem and no capabilities.

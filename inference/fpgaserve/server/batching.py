@@ -1,0 +1,276 @@
+"""Dynamic batching: inputs of concurrent requests gathered into batches run in a worker thread.
+
+Role: the data plane submits each request's validated inputs; ``DynamicBatcher`` queues them
+(bounded: a full queue refuses the whole request with ``QueueFull``), forms batches of up to
+``max_batch_size`` inputs and runs ``runtime.predict`` in one worker thread, so compute never blocks
+the event loop. A batch is dispatched when it is full, when it holds as many inputs as were recently
+in flight (a lone client never waits for company), or when its oldest input has waited
+``max_batch_delay_s``. A bad input found by ``predict`` fails only its own request; the rest of the
+batch is run again without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from fpgaserve.runtime.protocol import InvalidInput, ModelRuntime
+from fpgaserve.server.errors import ModelNotReady, PayloadTooLarge, QueueFull
+from fpgaserve.server.metrics import ServerMetrics
+
+__all__ = ["BatchOutput", "DynamicBatcher", "Item"]
+
+logger = logging.getLogger(__name__)
+
+Item = bytes | npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class BatchOutput:
+    """The outputs of one request's inputs, in order, and the modeled device time of its batches."""
+
+    outputs: npt.NDArray[np.float32]  # (inputs, *output_spec.shape)
+    device_seconds: float
+
+
+@dataclass(eq=False)
+class _Group:
+    """The inputs of one request; its future resolves once every input has its output row."""
+
+    future: asyncio.Future[BatchOutput]
+    rows: list[npt.NDArray[np.float32] | None]
+    pending: int
+    device_seconds: float = 0.0
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
+@dataclass(eq=False)
+class _Entry:
+    group: _Group
+    index: int  # position of the input in its request
+    payload: Item
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class DynamicBatcher:
+    """Batches inputs for one runtime. ``start`` in the app's start-up, ``close`` in its cleanup."""
+
+    def __init__(
+        self,
+        *,
+        runtime: ModelRuntime,
+        metrics: ServerMetrics,
+        max_batch_size: int,
+        max_batch_delay_s: float,
+        max_queue: int,
+    ) -> None:
+        self.runtime = runtime
+        self.metrics = metrics
+        self.max_batch_size = max_batch_size
+        self.max_batch_delay_s = max_batch_delay_s
+        self.max_queue = max_queue
+        self._queue: collections.deque[_Entry] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._executor: ThreadPoolExecutor | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._inflight = 0  # inputs between ``inflight()`` entry and their answer
+        self._peak = 1  # most inputs in flight since the last dispatch
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fpgaserve-batch")
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="fpgaserve-batcher")
+
+    async def close(self) -> None:
+        """Refuse new inputs, fail the queued ones, let the running batch finish, stop the thread."""
+        self._closing = True
+        while self._queue:
+            self._queue.popleft().group.fail(ModelNotReady("the server is shutting down"))
+        self.metrics.queue_depth.set(0)
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+        if self._executor is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
+            self._executor = None
+
+    # -- submitting --------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def inflight(self, count: int) -> Iterator[None]:
+        """Count ``count`` inputs as in flight (validating, queued or running) while inside."""
+        self._inflight += count
+        self._peak = max(self._peak, self._inflight)
+        self.metrics.inflight.inc(count)
+        try:
+            yield
+        finally:
+            self._inflight -= count
+            self.metrics.inflight.dec(count)
+
+    async def submit(self, items: list[Item], *, timeout_s: float | None) -> BatchOutput:
+        """Queue one request's inputs and wait for their outputs (``InferenceTimeout`` is the caller's)."""
+        if self._closing or self._task is None:
+            raise ModelNotReady(
+                "the server is shutting down" if self._closing else "the batcher is not running"
+            )
+        if len(items) > self.max_queue:
+            raise PayloadTooLarge(
+                f"{len(items)} inputs in one request; this server takes at most {self.max_queue} "
+                "(--max-queue): split the request"
+            )
+        if len(self._queue) + len(items) > self.max_queue:
+            self.metrics.rejected.labels("queue_full").inc(len(items))
+            raise QueueFull(f"the queue is full ({self.max_queue} inputs waiting); retry shortly")
+        loop = asyncio.get_running_loop()
+        group = _Group(future=loop.create_future(), rows=[None] * len(items), pending=len(items))
+        for index, payload in enumerate(items):
+            self._queue.append(_Entry(group=group, index=index, payload=payload))
+        self.metrics.queue_depth.set(len(self._queue))
+        self._wakeup.set()
+        try:
+            return await asyncio.wait_for(group.future, timeout_s)
+        except asyncio.TimeoutError:
+            self.metrics.rejected.labels("timeout").inc(len(items))
+            raise
+        finally:
+            if group.pending:  # timed out, cancelled or failed: nothing queued may run for it
+                self._drop(group)
+
+    def _drop(self, group: _Group) -> None:
+        if any(entry.group is group for entry in self._queue):
+            self._queue = collections.deque(e for e in self._queue if e.group is not group)
+            self.metrics.queue_depth.set(len(self._queue))
+
+    # -- the batching loop -------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while not self._closing:
+            batch = await self._collect()
+            if not batch:
+                continue  # closing
+            try:
+                await self._execute(batch)
+            except asyncio.CancelledError:
+                for entry in batch:
+                    entry.group.fail(ModelNotReady("the server is shutting down"))
+                raise
+            except Exception as exc:  # a broken runtime must not stop the loop
+                logger.exception("batch of %d failed", len(batch))
+                for entry in batch:
+                    entry.group.fail(exc)
+
+    async def _collect(self) -> list[_Entry]:
+        while not self._queue:
+            if self._closing:
+                return []
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        loop = asyncio.get_running_loop()
+        target = min(self.max_batch_size, self._peak)
+        # perf_counter and the loop clock differ in origin; convert the oldest input's age once.
+        deadline = loop.time() + self.max_batch_delay_s - (time.perf_counter() - self._queue[0].enqueued)
+        while len(self._queue) < target and loop.time() < deadline:
+            self._wakeup.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), deadline - loop.time())
+            if not self._queue:  # everything queued was cancelled meanwhile, or we are closing
+                return await self._collect()
+        batch = [self._queue.popleft()]
+        skipped: list[_Entry] = []  # tensors of another shape wait for a batch of their own
+        while self._queue and len(batch) < self.max_batch_size:
+            entry = self._queue.popleft()
+            (batch if _stackable(batch[0].payload, entry.payload) else skipped).append(entry)
+        self._queue.extendleft(reversed(skipped))
+        self.metrics.queue_depth.set(len(self._queue))
+        self._peak = max(1, self._inflight)  # measure concurrency afresh for the next batch
+        return batch
+
+    async def _execute(self, batch: list[_Entry]) -> None:
+        now = time.perf_counter()
+        for entry in batch:
+            self.metrics.queue_wait_seconds.observe(now - entry.enqueued)
+        loop = asyncio.get_running_loop()
+        work = [batch]
+        while work:
+            part = work.pop()
+            start = time.perf_counter()
+            try:
+                outputs, device_seconds = await loop.run_in_executor(
+                    self._executor, self._predict, [e.payload for e in part]
+                )
+            except InvalidInput as exc:
+                work.extend(self._isolate(part, exc))
+                continue
+            self.metrics.batch_seconds.observe(time.perf_counter() - start)
+            self._deliver(part, outputs, device_seconds)
+
+    def _predict(self, payloads: list[Item]) -> tuple[npt.NDArray[np.float32], float]:
+        """Worker thread: one ``runtime.predict`` call, its output checked against the batch."""
+        batch: list[bytes] | npt.NDArray[np.float32]
+        if isinstance(payloads[0], bytes):
+            batch = [p for p in payloads if isinstance(p, bytes)]
+        else:
+            batch = np.stack(payloads).astype(np.float32, copy=False)
+        result = self.runtime.predict(batch)
+        outputs = np.asarray(result.outputs, dtype=np.float32)
+        if outputs.ndim < 1 or outputs.shape[0] != len(payloads):
+            raise RuntimeError(
+                f"runtime {self.runtime.name!r} returned outputs of shape {outputs.shape} "
+                f"for a batch of {len(payloads)}"
+            )
+        return outputs, float(result.device_seconds)
+
+    def _isolate(self, batch: list[_Entry], exc: InvalidInput) -> list[list[_Entry]]:
+        """Fail the request that holds the bad input; return the parts of the batch to run again."""
+        if exc.index is not None and 0 <= exc.index < len(batch):
+            culprit = batch[exc.index]
+            # exc.index counts inputs of the batch; the request knows its input by culprit.index.
+            culprit.group.fail(InvalidInput(exc.message, index=culprit.index))
+            rest = [e for e in batch if e.group is not culprit.group]
+            return [rest] if rest else []
+        groups = list(dict.fromkeys(e.group for e in batch))
+        if len(groups) == 1:
+            groups[0].fail(InvalidInput(exc.message))
+            return []
+        # The runtime did not say which input was bad: run each request alone to find out (rare).
+        return [[e for e in batch if e.group is group] for group in groups]
+
+    def _deliver(self, batch: list[_Entry], outputs: npt.NDArray[np.float32], device_seconds: float) -> None:
+        self.metrics.batch_size.observe(len(batch))
+        self.metrics.inputs.inc(len(batch))
+        self.metrics.device_seconds.inc(device_seconds)
+        self.metrics.batch_device_seconds.observe(device_seconds)
+        seen: set[int] = set()
+        for entry, row in zip(batch, outputs, strict=True):
+            group = entry.group
+            if id(group) not in seen:
+                seen.add(id(group))
+                group.device_seconds += device_seconds
+            group.rows[entry.index] = row
+            group.pending -= 1
+            if group.pending == 0 and not group.future.done():
+                rows = [r for r in group.rows if r is not None]
+                group.future.set_result(
+                    BatchOutput(outputs=np.stack(rows), device_seconds=group.device_seconds)
+                )
+
+
+def _stackable(a: Item, b: Item) -> bool:
+    if isinstance(a, bytes) or isinstance(b, bytes):
+        return isinstance(a, bytes) and isinstance(b, bytes)
+    return a.shape == b.shape

@@ -1,0 +1,28 @@
+"""Kubernetes probes: ``GET /healthz`` (the process serves) and ``GET /readyz`` (the model is ready).
+
+Role: open routes (no key) that the pod's liveness and readiness probes call. ``/readyz`` answers
+503 until the model is loaded and warmed up, and again from SIGTERM on, so that Kubernetes sends
+traffic only to a server that can answer it.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from fpgaserve.api.serving import LIVENESS_PATH, READINESS_PATH
+from fpgaserve.server.rest_common import DATAPLANE_KEY
+
+__all__ = ["healthz", "readyz", "routes"]
+
+
+def routes() -> list[web.RouteDef]:
+    return [web.get(LIVENESS_PATH, healthz), web.get(READINESS_PATH, readyz)]
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    runtime = request.app[DATAPLANE_KEY].model()  # ModelNotReady -> 503 with the reason
+    return web.json_response({"status": "ready", "model": runtime.name, "version": runtime.version})

@@ -1,0 +1,1 @@
+"""Tests of fpgaserve.server (a package so that test modules can import ``helpers``)."""
