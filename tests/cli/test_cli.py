@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +15,12 @@ from fpgaserve.npu.formats import FORMATS
 
 
 def fpgaserve(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    # As a user runs it: without the test session's own TensorFlow log setting (tests/conftest.py).
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     return subprocess.run(
-        [sys.executable, "-m", "fpgaserve.cli.main", *args], capture_output=True, text=True, timeout=timeout
-    )
+        [sys.executable, "-m", "fpgaserve.cli.main", *args], capture_output=True, text=True, timeout=timeout,
+        env=env,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("command", command_names())
@@ -36,6 +40,8 @@ def test_help_does_not_import_tensorflow() -> None:
 def test_classify_prints_top5_json_with_a_cat(tmp_path: Path) -> None:
     done = fpgaserve("classify", "sample:chelsea", "--json", "--model-path", str(tmp_path))
     assert done.returncode == 0, done.stderr
+    # A quiet command line: none of TensorFlow's start-up notices.
+    assert "cpu_feature_guard" not in done.stderr and "absl::" not in done.stderr, done.stderr
     report = json.loads(done.stdout)
     assert len(report["top"]) == 5
     assert "cat" in report["top"][0]["label"]

@@ -9,11 +9,11 @@ for ``operator``); those modules import nothing heavy at import time, so ``fpgas
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 import sys
 from collections.abc import Sequence
 
-from fpgaserve.api.errors import UserError
+from fpgaserve.api.errors import UserError, run_command
 from fpgaserve.cli import (
     classify,
     compile,
@@ -51,19 +51,12 @@ def command_names() -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        return 130
-    except UserError as exc:
-        print(f"fpgaserve {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    args = build_parser().parse_args(argv)
+    if not args.verbose:
+        # TensorFlow's C++ start-up lines (CPU feature notices, oneDNN, absl) are for its
+        # developers; errors still show. Set before any command imports TensorFlow.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return run_command(args, name=f"fpgaserve {args.command}")
 
 
 if __name__ == "__main__":

@@ -11,11 +11,10 @@ Deployment. kopf and the kubernetes client are imported only when a command runs
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
-from fpgaserve.api.errors import UserError
+from fpgaserve.api.errors import UserError, run_command
 from fpgaserve.operator.config import DEFAULT_IMAGE
 
 __all__ = ["DEFAULT_NAMESPACE", "add_parser", "build_parser", "main"]
@@ -69,18 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m fpgaserve.operator``; exit code 2 for a user's mistake."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        return 130
-    except UserError as exc:
-        print(f"fpgaserve operator: error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(build_parser().parse_args(argv), name="fpgaserve operator")
 
 
 def _add_options(p: argparse.ArgumentParser) -> None:
