@@ -3,7 +3,8 @@
 Role: ``web_app.make_app`` creates one ``ServerMetrics`` per application (never the global
 registry, so that two apps in one process, e.g. in tests, count separately); the batcher and the
 data plane record batch sizes, queue depth and modeled device time into it; ``metrics_middleware``
-records every request by route template and status.
+records every request by route template and status; ``grpc_common`` records every gRPC call
+beside them by method and status code.
 """
 
 from __future__ import annotations
@@ -88,11 +89,29 @@ class ServerMetrics:
         self.auth_failures = Counter(
             "fpgaserve_auth_failures", "Requests refused for a missing or wrong key", registry=r
         )
+        grpc_labels = ("method", "code")
+        self.grpc_requests = Counter(
+            "fpgaserve_grpc_requests",
+            "gRPC calls answered, by full method name and status code",
+            grpc_labels,
+            registry=r,
+        )
+        self.grpc_request_seconds = Histogram(
+            "fpgaserve_grpc_request_duration_seconds",
+            "Time to answer a gRPC call, by full method name and status code",
+            grpc_labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         ProcessCollector(registry=r)  # process_resident_memory_bytes and friends
 
     def observe_request(self, *, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()
         self.request_seconds.labels(route, method, str(status)).observe(seconds)
+
+    def observe_grpc(self, *, method: str, code: str, seconds: float) -> None:
+        self.grpc_requests.labels(method, code).inc()
+        self.grpc_request_seconds.labels(method, code).observe(seconds)
 
 
 METRICS_KEY = web.AppKey("metrics", ServerMetrics)

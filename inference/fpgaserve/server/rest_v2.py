@@ -4,14 +4,15 @@ Role: a thin face over the data plane. ``BYTES`` inputs carry encoded images (ba
 JSON, or raw length-prefixed elements in the binary extension that ``tritonclient.http`` uses by
 default); ``FP32`` inputs carry tensors for models that take them. Outputs are ``FP32``, as JSON or,
 when asked for (``binary_data_output`` / ``binary_data``), as raw little-endian bytes after the JSON
-header with ``Inference-Header-Content-Length``.
+header with ``Inference-Header-Content-Length``. The classification extension (output parameter
+``classification: k``) answers ``BYTES`` strings ``value:index:label`` of the ``k`` best classes
+per input instead, as JSON strings or binary elements.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import struct
 from typing import Any
 
 import numpy as np
@@ -19,9 +20,17 @@ import numpy.typing as npt
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fpgaserve.runtime.protocol import InvalidInput, ModelRuntime, TensorSpec
+from fpgaserve.runtime.protocol import ModelRuntime, TensorSpec
 from fpgaserve.server.batching import Item
-from fpgaserve.server.codec import check_shape, decode_base64, floats_json
+from fpgaserve.server.codec import (
+    V2_DATATYPES,
+    check_shape,
+    classification_strings,
+    decode_base64,
+    floats_json,
+    pack_bytes_elements,
+    unpack_bytes_elements,
+)
 from fpgaserve.server.errors import InvalidRequest
 from fpgaserve.server.rest_common import (
     DATAPLANE_KEY,
@@ -35,7 +44,7 @@ from fpgaserve.server.rest_common import (
 __all__ = ["InferenceRequest", "routes"]
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-DATATYPES = {"string": "BYTES", "float32": "FP32", "int64": "INT64"}
+DATATYPES = V2_DATATYPES
 
 
 class _Tensor(BaseModel):
@@ -79,7 +88,11 @@ def routes() -> list[web.RouteDef]:
 
 async def server_metadata(request: web.Request) -> web.Response:
     return web.json_response(
-        {"name": "fpgaserve", "version": package_version(), "extensions": ["binary_tensor_data"]}
+        {
+            "name": "fpgaserve",
+            "version": package_version(),
+            "extensions": ["binary_tensor_data", "classification"],
+        }
     )
 
 
@@ -130,21 +143,26 @@ async def infer(request: web.Request) -> web.Response:
     except ValidationError as exc:
         raise InvalidRequest(f"not an inference request: {_first_error(exc)}") from None
     items = _inputs(req, binary, runtime.input_spec)
-    want_binary = _binary_output(req, runtime.output_spec)
+    want_binary, top_k = _requested_output(req, runtime.output_spec)
     result = await plane.infer(items)
     outputs = np.ascontiguousarray(result.outputs, dtype="<f4")
+    document: dict[str, Any] = {"model_name": runtime.name, "model_version": runtime.version}
+    if req.id is not None:
+        document["id"] = req.id
+    if top_k is not None:
+        return _classification_response(document, outputs, runtime, top_k=top_k, binary=want_binary)
     output: dict[str, Any] = {
         "name": runtime.output_spec.name,
         "datatype": "FP32",
         "shape": list(outputs.shape),
     }
-    document: dict[str, Any] = {"model_name": runtime.name, "model_version": runtime.version}
-    if req.id is not None:
-        document["id"] = req.id
     if not want_binary:
         output_text = json_text(output, data=floats_json(outputs.reshape(-1)))
         return json_text_response(json_text(document, outputs=f"[{output_text}]"))
-    raw = outputs.tobytes()
+    return _binary_response(document, output, outputs.tobytes())
+
+
+def _binary_response(document: dict[str, Any], output: dict[str, Any], raw: bytes) -> web.Response:
     output["parameters"] = {"binary_data_size": len(raw)}
     document["outputs"] = [output]
     head = json.dumps(document).encode()
@@ -153,6 +171,29 @@ async def infer(request: web.Request) -> web.Response:
         content_type="application/octet-stream",
         headers={HEADER_LENGTH: str(len(head))},
     )
+
+
+def _classification_response(
+    document: dict[str, Any],
+    outputs: npt.NDArray[np.float32],
+    runtime: ModelRuntime,
+    *,
+    top_k: int,
+    binary: bool,
+) -> web.Response:
+    """The classification extension: the ``top_k`` best classes per input as BYTES strings."""
+    strings = classification_strings(outputs, runtime.labels, k=top_k)
+    per_input = len(strings) // max(outputs.shape[0], 1)
+    output: dict[str, Any] = {
+        "name": runtime.output_spec.name,
+        "datatype": "BYTES",
+        "shape": [outputs.shape[0], per_input],
+    }
+    if binary:
+        return _binary_response(document, output, pack_bytes_elements(strings))
+    output["data"] = [s.decode() for s in strings]
+    document["outputs"] = [output]
+    return web.json_response(document)
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -173,14 +214,20 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     return body[:length], body[length:]
 
 
-def _binary_output(req: InferenceRequest, spec: TensorSpec) -> bool:
+def _requested_output(req: InferenceRequest, spec: TensorSpec) -> tuple[bool, int | None]:
+    """Whether the output goes as binary data, and the ``k`` of the classification extension."""
     for wanted in req.outputs or []:
         if wanted.name != spec.name:
             raise InvalidRequest(f"unknown output {wanted.name!r}; this model has one output, {spec.name!r}")
-        if (wanted.parameters or {}).get("classification"):
-            raise InvalidRequest("the classification extension is not supported; ask for probabilities")
-        return bool((wanted.parameters or {}).get("binary_data", False))
-    return bool((req.parameters or {}).get("binary_data_output", False))
+        parameters = wanted.parameters or {}
+        binary = bool(parameters.get("binary_data", False))
+        k = parameters.get("classification")
+        if k is None:
+            return binary, None
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InvalidRequest(f"classification is the number of best classes to return (>= 1), got {k!r}")
+        return binary, k
+    return bool((req.parameters or {}).get("binary_data_output", False)), None
 
 
 def _inputs(req: InferenceRequest, binary: bytes, spec: TensorSpec) -> list[Item]:
@@ -204,7 +251,7 @@ def _inputs(req: InferenceRequest, binary: bytes, spec: TensorSpec) -> list[Item
             )
         raw = binary[:size]
         elements: list[Any] | npt.NDArray[np.float32] = (
-            _unpack_bytes(raw) if expected == "BYTES" else _unpack_numbers(raw, expected)
+            unpack_bytes_elements(raw) if expected == "BYTES" else _unpack_numbers(raw, expected)
         )
     else:
         if tensor.data is None:
@@ -241,21 +288,6 @@ def _flatten(data: Any) -> list[Any]:
         else:
             stack.pop()
     return flat
-
-
-def _unpack_bytes(raw: bytes) -> list[Any]:
-    elements: list[Any] = []
-    offset = 0
-    while offset < len(raw):
-        if offset + 4 > len(raw):
-            raise InvalidRequest("truncated BYTES element length in the binary data")
-        (length,) = struct.unpack_from("<I", raw, offset)
-        offset += 4
-        if offset + length > len(raw):
-            raise InvalidInput("truncated BYTES element in the binary data", index=len(elements))
-        elements.append(raw[offset : offset + length])
-        offset += length
-    return elements
 
 
 def _unpack_numbers(raw: bytes, datatype: str) -> npt.NDArray[np.float32]:

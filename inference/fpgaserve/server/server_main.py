@@ -1,4 +1,4 @@
-"""Run the inference server: listen (HTTP or HTTPS), serve until SIGTERM, drain, release the model.
+"""Run the inference server: listen (HTTP(S), and gRPC with --grpc-port), serve until SIGTERM, drain.
 
 Role: what ``fpgaserve serve`` calls after parsing its command line. ``AppRunner`` + ``TCPSite``
 keep the app apart from its listener: on SIGTERM or SIGINT the server turns unready, stops
@@ -17,7 +17,9 @@ from typing import Any
 
 from aiohttp import web
 
+from fpgaserve.server.auth import KEYSTORE_KEY
 from fpgaserve.server.dataplane import RuntimeSource
+from fpgaserve.server.metrics import METRICS_KEY
 from fpgaserve.server.rest_common import DATAPLANE_KEY
 from fpgaserve.server.settings import ServerSettings
 from fpgaserve.server.tls import CertificateReloader, build_ssl_context
@@ -47,8 +49,20 @@ async def serve(
             loop.add_signal_handler(signum, stop.set)
     status = 0
     reload_task: asyncio.Task[None] | None = None
+    grpc_server = None
     await runner.setup()
     try:
+        if settings.grpc_port is not None:
+            # Imported only when asked for: grpc.aio and the protocol descriptors are not free.
+            from fpgaserve.server.grpc_server import GrpcServer
+
+            grpc_server = GrpcServer(
+                plane=app[DATAPLANE_KEY],
+                settings=settings,
+                metrics=app[METRICS_KEY],
+                keystore=app.get(KEYSTORE_KEY),
+            )
+            await grpc_server.start()
         site = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context)
         await site.start()
         scheme = "https" if ssl_context else "http"
@@ -82,6 +96,8 @@ async def serve(
         if reload_task is not None:
             reload_task.cancel()
         app[DATAPLANE_KEY].drain()
+        if grpc_server is not None:
+            await grpc_server.stop()  # before the data plane closes: its calls in flight finish
         await runner.cleanup()
         logger.info("stopped")
     return status

@@ -21,6 +21,7 @@ class ServerSettings:
 
     host: str = "0.0.0.0"
     port: int = HTTP_PORT
+    grpc_port: int | None = None  # None: no gRPC port (OIP v2 gRPC, TF Serving Predict, health)
     tls_cert: Path | None = None
     tls_key: Path | None = None
     keys_file: Path | None = None  # None: no key auth (local use only)
@@ -38,6 +39,10 @@ class ServerSettings:
             raise ValueError("--tls-cert and --tls-key go together: give both or neither")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} is out of range 0-65535")
+        if self.grpc_port is not None and not 0 <= self.grpc_port <= 65535:
+            raise ValueError(f"gRPC port {self.grpc_port} is out of range 0-65535")
+        if self.grpc_port is not None and self.grpc_port != 0 and self.grpc_port == self.port:
+            raise ValueError(f"--grpc-port {self.grpc_port} is the HTTP port too: give it a port of its own")
         if self.max_batch_size < 1:
             raise ValueError("max batch size must be at least 1")
         if self.max_batch_delay_ms < 0:
