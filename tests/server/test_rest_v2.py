@@ -225,3 +225,45 @@ async def test_the_triton_asyncio_client_works(server: TestServer, png: bytes) -
         assert result.as_numpy("probabilities").shape == (1, 10)
     finally:
         await client.close()
+
+
+def _triton_classification(url: str, images: list[bytes]) -> dict[str, Any]:
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(url=url)
+    try:
+        tensor = httpclient.InferInput("image", [len(images)], "BYTES")
+        tensor.set_data_from_numpy(np.array(images, dtype=np.object_))  # binary input data
+        binary = httpclient.InferRequestedOutput("probabilities", binary_data=True, class_count=3)
+        as_json = httpclient.InferRequestedOutput("probabilities", binary_data=False, class_count=3)
+        return {
+            "binary": client.infer("fake", [tensor], outputs=[binary]).as_numpy("probabilities"),
+            "json": client.infer("fake", [tensor], outputs=[as_json]).as_numpy("probabilities"),
+        }
+    finally:
+        client.close()
+
+
+async def test_the_classification_extension_with_tritons_http_client(server: TestServer) -> None:
+    images = [encode_png(sample_image(seed=seed)) for seed in range(2)]
+    result = await asyncio.to_thread(_triton_classification, f"127.0.0.1:{server.port}", images)
+    expected = FakeRuntime().predict(images).outputs
+    for kind in ("binary", "json"):
+        strings = result[kind]
+        assert strings.shape == (2, 3), kind
+        for row, probabilities in zip(strings, expected, strict=True):
+            parsed = [s.decode() if isinstance(s, bytes) else s for s in row]
+            indices = [int(s.split(":")[1]) for s in parsed]
+            assert indices == list(np.argsort(-probabilities, kind="stable")[:3])
+            assert all(s.split(":")[2] == f"class_{i}" for s, i in zip(parsed, indices, strict=True))
+            assert float(parsed[0].split(":")[0]) == pytest.approx(float(probabilities[indices[0]]), abs=1e-6)
+
+
+async def test_classification_needs_a_positive_integer(client: TestClient[Any, Any], png: bytes) -> None:
+    body = {
+        "inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [b64(png)]}],
+        "outputs": [{"name": "probabilities", "parameters": {"classification": 0}}],
+    }
+    response = await client.post("/v2/models/fake/infer", json=body)
+    assert response.status == 400
+    assert "classification" in (await response.json())["error"]
