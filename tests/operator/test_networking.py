@@ -7,6 +7,7 @@ from typing import Any
 from fpgaserve.api.crd_models import FpgaWebserviceSpec
 from fpgaserve.operator.networking import (
     BACKEND_PROTOCOL_ANNOTATION,
+    build_grpc_ingress,
     build_hpa,
     build_ingress,
     build_pdb,
@@ -31,12 +32,69 @@ def test_service() -> None:
     assert service["spec"] == {
         "type": "ClusterIP",
         "selector": {"fpgaserve.io/webservice": "web"},
-        "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+            {"name": "grpc", "port": 8081, "targetPort": "grpc", "protocol": "TCP"},
+        ],
     }
-    body, spec = parts(tls={"mode": "SelfSigned"})
+    body, spec = parts(tls={"mode": "SelfSigned"}, grpc={"enabled": False})
     assert build_service(owner=body, spec=spec)["spec"]["ports"] == [
         {"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}
     ]
+
+
+def test_grpc_ingress_on_the_http_host_routes_only_the_grpc_services() -> None:
+    body, spec = parts(
+        tls={"mode": "SelfSigned"},
+        ingress={"host": "web.example.com", "className": "nginx", "tls": {"clusterIssuer": "le"}, "grpc": {}},
+    )
+    http, grpc = build_ingress(owner=body, spec=spec), build_grpc_ingress(owner=body, spec=spec)
+    assert http is not None and grpc is not None
+    assert_valid(grpc)
+    assert grpc["metadata"]["name"] == "web-grpc"
+    assert grpc["metadata"]["annotations"] == {
+        BACKEND_PROTOCOL_ANNOTATION: "GRPCS",  # the server speaks TLS on its gRPC port too
+        "cert-manager.io/cluster-issuer": "le",
+    }
+    (rule,) = grpc["spec"]["rules"]
+    assert rule["host"] == "web.example.com"
+    assert [p["path"] for p in rule["http"]["paths"]] == [
+        "/inference.GRPCInferenceService",
+        "/tensorflow.serving.PredictionService",
+        "/grpc.health.v1.Health",
+    ]
+    assert {p["pathType"] for p in rule["http"]["paths"]} == {"Prefix"}
+    assert rule["http"]["paths"][0]["backend"] == {"service": {"name": "web", "port": {"name": "grpc"}}}
+    # The same host shares the HTTP Ingress's certificate; the HTTP Ingress is unchanged.
+    assert grpc["spec"]["tls"] == http["spec"]["tls"]
+    assert http["metadata"]["annotations"][BACKEND_PROTOCOL_ANNOTATION] == "HTTPS"
+
+
+def test_grpc_ingress_on_a_host_of_its_own() -> None:
+    body, spec = parts(
+        ingress={
+            "host": "web.example.com",
+            "tls": {},
+            "grpc": {"host": "grpc.example.com", "annotations": {"example.com/x": "y"}},
+        },
+    )
+    grpc = build_grpc_ingress(owner=body, spec=spec)
+    assert grpc is not None
+    assert_valid(grpc)
+    assert grpc["metadata"]["annotations"] == {BACKEND_PROTOCOL_ANNOTATION: "GRPC", "example.com/x": "y"}
+    (rule,) = grpc["spec"]["rules"]
+    assert rule["host"] == "grpc.example.com" and [p["path"] for p in rule["http"]["paths"]] == ["/"]
+    assert grpc["spec"]["tls"] == [{"hosts": ["grpc.example.com"], "secretName": "web-grpc-ingress-tls"}]
+    body, spec = parts(ingress={"host": "web.example.com"})
+    assert build_grpc_ingress(owner=body, spec=spec) is None
+
+
+def test_grpc_ingress_needs_the_grpc_port() -> None:
+    import pydantic
+    import pytest
+
+    with pytest.raises(pydantic.ValidationError, match=r"needs grpc\.enabled"):
+        parts(grpc={"enabled": False}, ingress={"host": "web.example.com", "grpc": {}})
 
 
 def test_no_ingress_hpa_or_pdb_by_default() -> None:

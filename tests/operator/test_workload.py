@@ -65,10 +65,13 @@ def test_defaults() -> None:
     assert init["image"] == server["image"] == CONFIG.image
     assert init["args"] == serving.storage_init_argv(uri=MODEL_URI, sha256=DIGEST, dest=serving.MODEL_DIR)
     assert server["args"] == serving.serve_argv(
-        port=serving.HTTP_PORT, keys=True, max_batch_size=8, max_batch_delay_ms=5, max_queue=256,
-        max_body_bytes=16 * 1024 * 1024, request_timeout_s=30,
+        port=serving.HTTP_PORT, grpc_port=serving.GRPC_PORT, keys=True, max_batch_size=8,
+        max_batch_delay_ms=5, max_queue=256, max_body_bytes=16 * 1024 * 1024, request_timeout_s=30,
     )  # fmt: skip
-    assert server["ports"] == [{"name": "http", "containerPort": serving.HTTP_PORT, "protocol": "TCP"}]
+    assert server["ports"] == [
+        {"name": "http", "containerPort": serving.HTTP_PORT, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": serving.GRPC_PORT, "protocol": "TCP"},
+    ]
     assert server["readinessProbe"]["httpGet"] == {
         "path": serving.READINESS_PATH,
         "port": "http",

@@ -26,9 +26,11 @@ __all__ = ["add_parser", "run_serve", "settings_from_args"]
 DESCRIPTION = """\
 Serve a model package (service_def.zip, or the directory storage-init unpacked it into) on one
 port: POST /score, the Open Inference Protocol v2 (/v2/...), TF Serving REST (/v1/models/...),
-/healthz, /readyz, /metrics and /openapi.json. With --keys-file every route but the probes,
+/healthz, /readyz, /metrics and /openapi.json; with --grpc-port also gRPC on a second port (OIP v2,
+TF Serving's PredictionService, grpc.health.v1). With --keys-file every route but the probes,
 /metrics and /openapi.json needs 'Authorization: Bearer <key>'; the file is re-read when it
-changes. With --tls-cert and --tls-key the port speaks HTTPS (TLS 1.2 or newer).
+changes (over gRPC: 'authorization: Bearer <key>' metadata). With --tls-cert and --tls-key both
+ports speak TLS (1.2 or newer).
 """
 
 
@@ -45,6 +47,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--host", default=_Defaults.host, help="address to listen on (default: %(default)s)")
     p.add_argument(
         "--port", type=int, default=_Defaults.port, help="port to listen on (default: %(default)s)"
+    )
+    p.add_argument(
+        "--grpc-port",
+        type=int,
+        metavar="PORT",
+        help="also serve gRPC on PORT: OIP v2 (inference.GRPCInferenceService), TF Serving's "
+        "PredictionService and grpc.health.v1 (default: no gRPC)",
     )
     p.add_argument(
         "--tls-cert", type=Path, metavar="PEM", help="TLS certificate chain; serve HTTPS (needs --tls-key)"
@@ -108,6 +117,7 @@ def settings_from_args(args: argparse.Namespace) -> _Defaults:
         return _Defaults(
             host=args.host,
             port=args.port,
+            grpc_port=args.grpc_port,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             keys_file=args.keys_file,

@@ -33,6 +33,8 @@ __all__ = [
     "FpgaSpec",
     "FpgaWebserviceSpec",
     "FpgaWebserviceStatus",
+    "GrpcSpec",
+    "IngressGrpcSpec",
     "IngressSpec",
     "IngressTlsSpec",
     "ModelSource",
@@ -265,6 +267,22 @@ class IngressTlsSpec(_Model):
     issuer: SubdomainName | None = Field(default=None, description="cert-manager Issuer.")
 
 
+class IngressGrpcSpec(_Model):
+    """gRPC through an Ingress of its own (<name>-grpc), whose backend protocol is gRPC."""
+
+    host: SubdomainName | None = Field(
+        default=None,
+        description="A host of its own for gRPC (path /). Default: the Ingress's host, where the "
+        "gRPC services' paths (/inference.GRPCInferenceService, /tensorflow.serving.PredictionService, "
+        "/grpc.health.v1.Health) go to the gRPC port and everything else stays HTTP.",
+    )
+    annotations: dict[str, str] = Field(
+        default_factory=dict,
+        description="Annotations of the gRPC Ingress (default: the backend protocol annotation "
+        "nginx.ingress.kubernetes.io/backend-protocol: GRPC, or GRPCS with TLS).",
+    )
+
+
 class IngressSpec(_Model):
     """An Ingress in front of the Service."""
 
@@ -273,6 +291,18 @@ class IngressSpec(_Model):
     annotations: dict[str, str] = Field(default_factory=dict)
     path: str = Field(default="/", pattern=r"^/\S*$", max_length=1024)
     tls: IngressTlsSpec | None = None
+    grpc: IngressGrpcSpec | None = Field(
+        default=None,
+        description="Also route gRPC (needs spec.grpc.enabled); the HTTP routes stay as they are.",
+    )
+
+
+class GrpcSpec(_Model):
+    """The server's gRPC port: OIP v2 gRPC, TF Serving's PredictionService and gRPC health."""
+
+    enabled: bool = Field(
+        default=True, description="Listen for gRPC, and expose it on the Service as port grpc."
+    )
 
 
 class BatchingSpec(_Model):
@@ -293,6 +323,13 @@ class ServerSpec(_Model):
 class FpgaWebserviceSpec(_Model):
     """A deployed FpgaModel: the server, its Service, and optionally an Ingress."""
 
+    model_config = ConfigDict(
+        json_schema_extra=_cel(
+            "!has(self.ingress) || !has(self.ingress.grpc) || !has(self.grpc) || self.grpc.enabled",
+            "ingress.grpc routes the gRPC port: it needs grpc.enabled",
+        )
+    )
+
     model: LabelName = Field(description="An FpgaModel in the same namespace.")
     replicas: int = Field(default=1, ge=0, le=1000, description="Ignored when autoscale is set.")
     autoscale: AutoscaleSpec | None = None
@@ -301,10 +338,17 @@ class FpgaWebserviceSpec(_Model):
     auth: AuthSpec = Field(default_factory=AuthSpec, json_schema_extra=_empty_object_default())
     tls: TlsSpec = Field(default_factory=TlsSpec, json_schema_extra=_empty_object_default())
     ingress: IngressSpec | None = None
+    grpc: GrpcSpec = Field(default_factory=GrpcSpec, json_schema_extra=_empty_object_default())
     batching: BatchingSpec = Field(default_factory=BatchingSpec, json_schema_extra=_empty_object_default())
     server: ServerSpec = Field(default_factory=ServerSpec, json_schema_extra=_empty_object_default())
     image: str | None = Field(default=None, max_length=512, description="Default: the operator's --image.")
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+
+    @model_validator(mode="after")
+    def _grpc_ingress_needs_grpc(self) -> FpgaWebserviceSpec:
+        if self.ingress is not None and self.ingress.grpc is not None and not self.grpc.enabled:
+            raise ValueError("ingress.grpc routes the gRPC port: it needs grpc.enabled")
+        return self
 
     @property
     def min_replicas(self) -> int:

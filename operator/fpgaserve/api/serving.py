@@ -10,6 +10,8 @@ from __future__ import annotations
 
 __all__ = [
     "CREDENTIALS_DIR",
+    "GRPC_PORT",
+    "GRPC_SERVICES",
     "HTTPS_PORT",
     "HTTP_PORT",
     "KEYS_DIR",
@@ -32,6 +34,14 @@ __all__ = [
 # The server listens on one port: plain HTTP, or HTTPS when given a certificate and key.
 HTTP_PORT = 8080
 HTTPS_PORT = 8443
+# The gRPC port (OIP v2 gRPC, TF Serving's PredictionService, gRPC health): TLS when HTTP has it.
+GRPC_PORT = 8081
+# Its services, as the path prefixes an Ingress routes to it (/<service>/<method>).
+GRPC_SERVICES = (
+    "inference.GRPCInferenceService",
+    "tensorflow.serving.PredictionService",
+    "grpc.health.v1.Health",
+)
 
 # storage-init unpacks the verified package here (an emptyDir shared with the server container).
 MODEL_DIR = "/mnt/models"
@@ -48,7 +58,8 @@ TLS_KEY_FILE = f"{TLS_DIR}/tls.key"
 
 # Command lines (argv after the image's entrypoint "fpgaserve"):
 #   storage-init --uri URI --sha256 HEX --dest MODEL_DIR [--credentials-dir DIR] [--endpoint URL]
-#   serve MODEL_DIR --host 0.0.0.0 --port PORT [--tls-cert TLS_CERT_FILE --tls-key TLS_KEY_FILE]
+#   serve MODEL_DIR --host 0.0.0.0 --port PORT [--grpc-port GRPC_PORT]
+#         [--tls-cert TLS_CERT_FILE --tls-key TLS_KEY_FILE]
 #         [--keys-file KEYS_FILE] [--max-batch-size N] [--max-batch-delay-ms MS] [--max-queue N]
 #         [--max-body-bytes N] [--request-timeout-s S]
 
@@ -84,6 +95,7 @@ def serve_argv(
     *,
     model_dir: str = MODEL_DIR,
     port: int,
+    grpc_port: int | None = None,
     tls: bool = False,
     keys: bool = False,
     max_batch_size: int | None = None,
@@ -94,6 +106,8 @@ def serve_argv(
 ) -> list[str]:
     """``serve`` argv (after the entrypoint); TLS and keys use the mount paths above."""
     argv = ["serve", model_dir, "--host", "0.0.0.0", "--port", str(port)]
+    if grpc_port is not None:
+        argv += ["--grpc-port", str(grpc_port)]
     if tls:
         argv += ["--tls-cert", TLS_CERT_FILE, "--tls-key", TLS_KEY_FILE]
     if keys:

@@ -13,6 +13,7 @@ from typing import Any
 __all__ = [
     "MANAGED_BY",
     "WEBSERVICE_LABEL",
+    "grpc_ingress_name",
     "ingress_tls_secret_name",
     "keys_secret_name",
     "labels",
@@ -52,6 +53,11 @@ def tls_secret_name(name: str) -> str:
 
 def ingress_tls_secret_name(name: str) -> str:
     return f"{name}-ingress-tls"
+
+
+def grpc_ingress_name(name: str) -> str:
+    """The Ingress of the gRPC port: its own object, as its backend protocol differs from HTTP's."""
+    return f"{name}-grpc"
 
 
 def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:

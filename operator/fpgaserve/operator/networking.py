@@ -10,12 +10,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from fpgaserve.api import serving
 from fpgaserve.api.crd_models import FpgaWebserviceSpec
-from fpgaserve.operator.naming import ingress_tls_secret_name, object_meta, selector_labels
-from fpgaserve.operator.workload import server_port
+from fpgaserve.operator.naming import (
+    grpc_ingress_name,
+    ingress_tls_secret_name,
+    object_meta,
+    selector_labels,
+)
+from fpgaserve.operator.workload import GRPC_PORT_NAME, server_port
 
 __all__ = [
     "BACKEND_PROTOCOL_ANNOTATION",
+    "build_grpc_ingress",
     "build_hpa",
     "build_ingress",
     "build_pdb",
@@ -36,8 +43,6 @@ def service_port(spec: FpgaWebserviceSpec) -> tuple[str, int]:
 
 def build_service(*, owner: Mapping[str, Any], spec: FpgaWebserviceSpec) -> dict[str, Any]:
     name = owner["metadata"]["name"]
-    port_name, port = service_port(spec)
-    target_name, _ = server_port(spec)
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -45,9 +50,27 @@ def build_service(*, owner: Mapping[str, Any], spec: FpgaWebserviceSpec) -> dict
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(name),
-            "ports": [{"name": port_name, "port": port, "targetPort": target_name, "protocol": "TCP"}],
+            "ports": _service_ports(spec),
         },
     }
+
+
+def _service_ports(spec: FpgaWebserviceSpec) -> list[dict[str, Any]]:
+    port_name, port = service_port(spec)
+    target_name, _ = server_port(spec)
+    ports: list[dict[str, Any]] = [
+        {"name": port_name, "port": port, "targetPort": target_name, "protocol": "TCP"}
+    ]
+    if spec.grpc.enabled:
+        ports.append(
+            {
+                "name": GRPC_PORT_NAME,
+                "port": serving.GRPC_PORT,
+                "targetPort": GRPC_PORT_NAME,
+                "protocol": "TCP",
+            }
+        )
+    return ports
 
 
 def build_ingress(*, owner: Mapping[str, Any], spec: FpgaWebserviceSpec) -> dict[str, Any] | None:
@@ -87,6 +110,49 @@ def build_ingress(*, owner: Mapping[str, Any], spec: FpgaWebserviceSpec) -> dict
         "apiVersion": "networking.k8s.io/v1",
         "kind": "Ingress",
         "metadata": object_meta(owner=owner, name=name, annotations=annotations),
+        "spec": ingress_spec,
+    }
+
+
+def build_grpc_ingress(*, owner: Mapping[str, Any], spec: FpgaWebserviceSpec) -> dict[str, Any] | None:
+    """The Ingress of the gRPC port (``<name>-grpc``), when ``spec.ingress.grpc`` asks for one.
+
+    An object of its own because ingress-nginx's backend protocol annotation applies to a whole
+    Ingress: on the HTTP Ingress's host it routes only the gRPC services' paths, so both share a
+    host and its certificate; on a host of its own it routes everything.
+    """
+    ingress = spec.ingress
+    if ingress is None or ingress.grpc is None or not spec.grpc.enabled:
+        return None
+    name = owner["metadata"]["name"]
+    annotations = {BACKEND_PROTOCOL_ANNOTATION: "GRPCS" if spec.tls.enabled else "GRPC"}
+    annotations.update(ingress.grpc.annotations)
+    if ingress.tls is not None and ingress.tls.cluster_issuer is not None:
+        annotations["cert-manager.io/cluster-issuer"] = ingress.tls.cluster_issuer
+    if ingress.tls is not None and ingress.tls.issuer is not None:
+        annotations["cert-manager.io/issuer"] = ingress.tls.issuer
+    backend = {"service": {"name": name, "port": {"name": GRPC_PORT_NAME}}}
+    host = ingress.grpc.host or ingress.host
+    prefixes = ["/"] if ingress.grpc.host is not None else [f"/{s}" for s in serving.GRPC_SERVICES]
+    ingress_spec: dict[str, Any] = {}
+    if ingress.class_name is not None:
+        ingress_spec["ingressClassName"] = ingress.class_name
+    paths = [{"path": path, "pathType": "Prefix", "backend": backend} for path in prefixes]
+    ingress_spec["rules"] = [{"host": host, "http": {"paths": paths}}]
+    if ingress.tls is not None:
+        # A host of its own needs a certificate of its own; the shared host shares the HTTP one.
+        secret = ingress.tls.secret_name or ingress_tls_secret_name(name)
+        if ingress.grpc.host is not None:
+            secret = (
+                f"{secret}-grpc"
+                if ingress.tls.secret_name
+                else ingress_tls_secret_name(grpc_ingress_name(name))
+            )
+        ingress_spec["tls"] = [{"hosts": [host], "secretName": secret}]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": object_meta(owner=owner, name=grpc_ingress_name(name), annotations=annotations),
         "spec": ingress_spec,
     }
 

@@ -33,8 +33,9 @@ from fpgaserve.operator.kube import (
     kind_of,
     owned_by,
 )
-from fpgaserve.operator.naming import keys_secret_name, tls_secret_name
+from fpgaserve.operator.naming import grpc_ingress_name, keys_secret_name, tls_secret_name
 from fpgaserve.operator.networking import (
+    build_grpc_ingress,
     build_hpa,
     build_ingress,
     build_pdb,
@@ -132,14 +133,20 @@ async def _apply_all(
     desired: list[dict[str, Any]] = [build_deployment(owner=owner, spec=spec, model=model, config=config)]
     desired.append(build_service(owner=owner, spec=spec))
     unwanted: list[tuple[Kind, str]] = []
-    for kind, built in ((INGRESS, build_ingress), (HPA, build_hpa), (PDB, build_pdb)):
+    optional = (
+        (INGRESS, build_ingress, name),
+        (INGRESS, build_grpc_ingress, grpc_ingress_name(name)),
+        (HPA, build_hpa, name),
+        (PDB, build_pdb, name),
+    )
+    for kind, built, obj_name in optional:
         obj = built(owner=owner, spec=spec)
         if obj is None:
-            unwanted.append((kind, name))
+            unwanted.append((kind, obj_name))
         else:
             desired.append(obj)
     steps: dict[str, Awaitable[Any]] = {
-        f"{obj['kind']} {name}": kube.apply(obj, owner_uid=uid) for obj in desired
+        f"{obj['kind']} {obj['metadata']['name']}": kube.apply(obj, owner_uid=uid) for obj in desired
     }
     if spec.auth.enabled:
         steps[f"Secret {keys_secret_name(name)}"] = _ensure_keys(kube, owner)

@@ -22,6 +22,7 @@ from fpgaserve.operator.config import OperatorConfig
 from fpgaserve.operator.naming import keys_secret_name, labels, object_meta, selector_labels, tls_secret_name
 
 __all__ = [
+    "GRPC_PORT_NAME",
     "IMAGE_UID",
     "MODEL_DIGEST_ANNOTATION",
     "ResolvedSource",
@@ -108,9 +109,21 @@ def canonical_quantity(value: str) -> str:
     return f"{int(millis)}m"
 
 
+# The name of the gRPC port on the container and the Service (TLS or not, like the HTTP port's number).
+GRPC_PORT_NAME = "grpc"
+
+
 def server_port(spec: FpgaWebserviceSpec) -> tuple[str, int]:
     """The server container's port name and number (one port: HTTPS with TLS, else HTTP)."""
     return ("https", serving.HTTPS_PORT) if spec.tls.enabled else ("http", serving.HTTP_PORT)
+
+
+def _container_ports(spec: FpgaWebserviceSpec) -> list[dict[str, Any]]:
+    port_name, port = server_port(spec)
+    ports = [{"name": port_name, "containerPort": port, "protocol": "TCP"}]
+    if spec.grpc.enabled:
+        ports.append({"name": GRPC_PORT_NAME, "containerPort": serving.GRPC_PORT, "protocol": "TCP"})
+    return ports
 
 
 def build_deployment(
@@ -195,6 +208,7 @@ def _pod_template(
         "args": serving.serve_argv(
             model_dir=serving.MODEL_DIR,
             port=port,
+            grpc_port=serving.GRPC_PORT if spec.grpc.enabled else None,
             tls=spec.tls.enabled,
             keys=spec.auth.enabled,
             max_batch_size=spec.batching.max_batch_size,
@@ -203,7 +217,7 @@ def _pod_template(
             max_body_bytes=spec.server.max_body_bytes,
             request_timeout_s=spec.server.request_timeout_seconds,
         ),
-        "ports": [{"name": port_name, "containerPort": port, "protocol": "TCP"}],
+        "ports": _container_ports(spec),
         "env": [{"name": ENV_REQUIRE_DEVICE, "value": "1"}] if spec.fpga.count > 0 else [],
         "resources": _server_resources(spec),
         "startupProbe": _probe(serving.LIVENESS_PATH, port_name, scheme, period=5, failures=60),
