@@ -25,6 +25,7 @@ from fpgaserve.operator.config import OperatorConfig
 from fpgaserve.operator.secrets import build_keys_secret, build_tls_secret
 from fpgaserve.operator.workload import build_deployment
 from fpgaserve.sdk.client import score
+from fpgaserve.sdk.grpc_client import PredictionClient
 from tests.operator.helpers import model_body, owner, webservice_body
 from tests.runtime.tiny import LABELS, encode, tiny_classifier, tiny_definition, tiny_featurizer
 from tests.support.polling import wait_until
@@ -107,9 +108,11 @@ def run_pod_locally(tmp_path: Path) -> None:
     device_env = {**allocation.envs, ENV_DEVICE_MOUNT_ROOT: str(store_dir)}
     assert all(m.container_path.startswith(DEVICE_MOUNT_ROOT) for m in allocation.mounts)
     port = server["ports"][0]["containerPort"]
-    with socket.socket() as probe_port:
-        if probe_port.connect_ex(("127.0.0.1", port)) == 0:
-            raise AssertionError(f"port {port} is taken on this machine; the pod's port cannot be used")
+    grpc_port = {p["name"]: p["containerPort"] for p in server["ports"]}["grpc"]
+    for taken in (port, grpc_port):
+        with socket.socket() as probe_port:
+            if probe_port.connect_ex(("127.0.0.1", taken)) == 0:
+                raise AssertionError(f"port {taken} is taken on this machine; the pod's port cannot be used")
     log = (tmp_path / "server.log").open("wb")
     process = subprocess.Popen(_argv(server, server_mounts), env=run_env(server, device_env), stdout=log,
                                stderr=subprocess.STDOUT)  # fmt: skip
@@ -134,6 +137,12 @@ def run_pod_locally(tmp_path: Path) -> None:
                        cafile=cert)  # fmt: skip
         assert answer["results"][0]["top5"][0]["label"] in LABELS
         assert answer["deviceSeconds"] > 0
+        # The same pod's gRPC port, with the same key and certificate (TF Serving Predict, OIP).
+        with PredictionClient.from_url(f"grpcs://localhost:{grpc_port}", key=primary, cafile=cert) as client:
+            probabilities = client.score_image(encode(skimage.data.chelsea(), "jpeg"))
+            top = client.classify(encode(skimage.data.chelsea(), "jpeg"), k=1)["top"][0]
+        assert top["label"] == answer["results"][0]["top5"][0]["label"]
+        assert top["index"] == int(probabilities.argmax())
     finally:
         process.terminate()
         process.wait(timeout=60)

@@ -310,3 +310,42 @@ def test_keys_and_certificate_rotate_without_a_restart(tmp_path: Path) -> None:
         wait_until(lambda: trusts(cert.read_bytes()), what="new connections get the rotated certificate")
         assert not trusts(old_root)
         assert served.server.stop() == 0
+
+
+def test_fpgaserve_score_grpc_prints_the_top_labels(
+    secured: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from fpgaserve.cli.main import main
+
+    image = secured.tmp / "cat.png"
+    image.write_bytes(_images(1)[0])
+    cert = secured.tmp / "ca.crt"
+    cert.write_bytes(secured.root_cert or b"")
+    target = f"grpcs://{secured.target}"
+    assert main(["score", target, str(image), "--grpc", "--key", KEY, "--cacert", str(cert), "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    expected = FakeRuntime().predict([image.read_bytes()]).outputs[0]
+    assert answer["model"] == "fake" and len(answer["top"]) == 5
+    assert answer["top"][0]["index"] == int(expected.argmax())
+    assert answer["top"][0]["label"] == f"class_{int(expected.argmax())}"
+
+    assert main(["score", target, str(image), "--grpc", "--key", KEY, "--insecure"]) == 0
+    assert f"class_{int(expected.argmax())}" in capsys.readouterr().out
+
+    assert main(["score", target, str(image), "--grpc", "--key", "wrong", "--cacert", str(cert)]) != 0
+    error = capsys.readouterr().err
+    assert "UNAUTHENTICATED" in error and "wrong" not in error
+
+
+def test_the_sdk_prediction_client_scores_the_brainwave_way(secured: Served) -> None:
+    from fpgaserve.sdk.grpc_client import PredictionClient
+
+    image = _images(1)[0]
+    host, port = secured.target.split(":")
+    with PredictionClient(
+        host, int(port), use_ssl=True, access_token=KEY, root_certificates=secured.root_cert
+    ) as client:
+        probabilities = client.score_image(image)
+    np.testing.assert_allclose(probabilities, FakeRuntime().predict([image]).outputs[0], rtol=1e-5, atol=1e-8)

@@ -55,6 +55,7 @@ class LocalWebservice:
         tls: bool = True,
         auth: bool = True,
         max_batch_size: int = 8,
+        grpc: bool = False,
         extra_env: dict[str, str] | None = None,
     ) -> None:
         self.package = Path(package)
@@ -66,6 +67,8 @@ class LocalWebservice:
         self.tls = tls
         self.auth = auth
         self.max_batch_size = max_batch_size
+        # The gRPC port (OIP v2 gRPC, TF Serving Predict), beside the HTTP one, when asked for.
+        self.grpc_port = _free_port(host) if grpc else None
         self._env = {**os.environ, **(extra_env or {})}
         self._dir = Path(tempfile.mkdtemp(prefix=f"fpgaserve-{name}-"))
         self._keys = (secrets.token_urlsafe(32), secrets.token_urlsafe(32))
@@ -98,6 +101,8 @@ class LocalWebservice:
     def start(self) -> None:
         argv = [sys.executable, "-m", "fpgaserve.cli.main", "serve", str(self.package),
                 "--host", self.host, "--port", str(self.port), "--max-batch-size", str(self.max_batch_size)]  # fmt: skip
+        if self.grpc_port is not None:
+            argv += ["--grpc-port", str(self.grpc_port)]
         if self.auth:
             keys = self._dir / "keys.json"
             keys.write_text(json.dumps({KEYS_PRIMARY: self._keys[0], KEYS_SECONDARY: self._keys[1]}))
@@ -159,9 +164,24 @@ class LocalWebservice:
         """The primary and secondary keys (``Authorization: Bearer <key>``)."""
         return self._keys
 
-    def run(self, input_data: bytes | str | Path | IO[Any]) -> list[float]:
-        """Score one image; returns its class probabilities (index = class id), as the notebook expects."""
-        return list(self.score(input_data)["results"][0]["probabilities"])
+    def run(self, input_data: bytes | str | Path | IO[Any], *, grpc: bool = False) -> list[float]:
+        """Score one image; returns its class probabilities (index = class id), as the notebook expects.
+
+        With ``grpc`` (a service deployed with ``grpc=True``) the call goes to the gRPC port, through
+        TF Serving's ``Predict`` as Brainwave's ``PredictionClient`` made it.
+        """
+        if not grpc:
+            return list(self.score(input_data)["results"][0]["probabilities"])
+        if self.grpc_port is None:
+            raise ValueError("this service has no gRPC port: deploy it with grpc=True")
+        from fpgaserve.sdk.grpc_client import PredictionClient
+
+        roots = self.cert_file.read_bytes() if self.cert_file is not None else None
+        key = self._keys[0] if self.auth else None
+        with PredictionClient(
+            self.host, self.grpc_port, use_ssl=self.tls, access_token=key, root_certificates=roots
+        ) as client:
+            return [float(p) for p in client.score_image(input_data)]
 
     def score(self, input_data: bytes | str | Path | IO[Any]) -> dict[str, Any]:
         """Score one image; returns the whole ``/score`` answer (probabilities, top-5, device time)."""
