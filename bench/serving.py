@@ -6,7 +6,10 @@ It measures, on this machine:
 - the server (a real ``fpgaserve serve`` process on loopback): one client's ``POST /score`` p50
   (target: <= 1.15x in-process), 16 concurrent clients' throughput (target: >= 90 % of the best
   in-process batched throughput), p50/p99, errors (target: none), and the server's resident memory
-  after start-up and after 1,000 requests.
+  after start-up and after 1,000 requests;
+- the same server's gRPC port, side by side in the same rounds: one client's OIP ``ModelInfer``
+  p50 and 16 clients' throughput (grpc.aio channels, the image as ``raw_input_contents`` as
+  tritonclient sends it), each against in-process and against HTTP (target: no worse than HTTP).
 
     python bench/serving.py                            # fake runtime with a realistic cost (default)
     python bench/serving.py --item-cost-ms 1 --batch-cost-ms 1    # a fast model: server overhead shows
@@ -37,6 +40,7 @@ import fpgaserve.npu  # noqa: F401  (threading defaults before numpy loads)
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"listening on (https?://[^\s]+)")
+GRPC_LISTENING = re.compile(r"listening for gRPC on ([^\s]+)")
 
 
 def _fake_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -100,7 +104,7 @@ def batch_sweep(runtime: Any, image: bytes, *, max_batch: int) -> dict[int, floa
 
 def _server_argv(args: argparse.Namespace) -> list[str]:
     options = [
-        "--host", "127.0.0.1", "--port", "0",
+        "--host", "127.0.0.1", "--port", "0", "--grpc-port", "0",
         "--max-batch-size", str(args.max_batch_size),
         "--max-batch-delay-ms", str(args.max_batch_delay_ms),
         "--max-queue", str(4 * args.clients),
@@ -181,17 +185,70 @@ async def _load(url: str, image: bytes, *, clients: int, requests: int) -> dict[
     }
 
 
-def _start_server(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:
+async def _load_grpc(target: str, image: bytes, *, clients: int, requests: int) -> dict[str, Any]:
+    """``requests`` OIP ``ModelInfer`` calls spread over ``clients`` concurrent channels."""
+    import struct
+
+    import grpc
+
+    from fpgaserve.server.grpc_messages import oip
+
+    request = oip("ModelInferRequest")(model_name="")
+    request.inputs.add(name="image", datatype="BYTES", shape=[1])
+    request.raw_input_contents.append(struct.pack("<I", len(image)) + image)
+    latencies: list[float] = []
+    errors: list[str] = []
+    remaining = requests
+    channels = [grpc.aio.insecure_channel(target) for _ in range(clients)]
+    try:
+
+        async def client(channel: Any) -> None:
+            nonlocal remaining
+            infer = channel.unary_unary(
+                "/inference.GRPCInferenceService/ModelInfer",
+                request_serializer=oip("ModelInferRequest").SerializeToString,
+                response_deserializer=oip("ModelInferResponse").FromString,
+            )
+            while remaining > 0:
+                remaining -= 1
+                start = time.perf_counter()
+                try:
+                    await infer(request, timeout=120)
+                except grpc.aio.AioRpcError as exc:
+                    errors.append(f"{exc.code().name} {exc.details()}")
+                latencies.append(time.perf_counter() - start)
+
+        await asyncio.gather(*(grpc.aio.Channel.channel_ready(c) for c in channels))
+        start = time.perf_counter()
+        await asyncio.gather(*(client(c) for c in channels))
+        elapsed = time.perf_counter() - start
+    finally:
+        for channel in channels:
+            await channel.close()
+    return {
+        "requests": len(latencies),
+        "throughput": len(latencies) / elapsed,
+        "p50": _percentile(latencies, 50),
+        "p99": _percentile(latencies, 99),
+        "errors": errors,
+    }
+
+
+def _start_server(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str, str]:
     proc = subprocess.Popen(_server_argv(args), stderr=subprocess.PIPE, text=True, cwd=ROOT)
     assert proc.stderr is not None
     deadline = time.monotonic() + 600
+    grpc_target = ""
     while time.monotonic() < deadline:
         line = proc.stderr.readline()
         if not line:
             break
+        grpc_match = GRPC_LISTENING.search(line)
+        if grpc_match:
+            grpc_target = grpc_match.group(1)
         match = LISTENING.search(line)
-        if match:
-            return proc, match.group(1)
+        if match and grpc_target:
+            return proc, match.group(1), grpc_target
     proc.kill()
     raise SystemExit(f"the server did not start: {proc.stderr.read()}")
 
@@ -221,7 +278,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # Every batch size up to 16 (and the server's maximum): the best is the bar, whatever the server uses.
     sweep = batch_sweep(runtime, image, max_batch=max(16, args.max_batch_size))
     best_batch = max(sweep, key=lambda b: sweep[b])
-    proc, url = _start_server(args)
+    proc, url, grpc_target = _start_server(args)
     rounds: list[dict[str, Any]] = []
     try:
         _wait_ready(url)
@@ -233,20 +290,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 _timed(lambda: runtime.predict([image] * best_batch), 3)
             )
             one = asyncio.run(_load(url, image, clients=1, requests=args.repeats))
+            one_grpc = asyncio.run(_load_grpc(grpc_target, image, clients=1, requests=args.repeats))
             before = _server_metrics(url)
             many = asyncio.run(_load(url, image, clients=args.clients, requests=args.concurrent_requests))
             after = _server_metrics(url)
+            many_grpc = asyncio.run(
+                _load_grpc(grpc_target, image, clients=args.clients, requests=args.concurrent_requests)
+            )
             batches = after["fpgaserve_batch_size_count"] - before["fpgaserve_batch_size_count"]
             busy = (
                 after["fpgaserve_batch_duration_seconds_sum"] - before["fpgaserve_batch_duration_seconds_sum"]
             )
-            sent += one["requests"] + many["requests"]
+            sent += one["requests"] + many["requests"] + one_grpc["requests"] + many_grpc["requests"]
             rounds.append(
                 {
                     "local_p50": local_p50,
                     "local_best": local_best,
                     "one": one,
                     "many": many,
+                    "one_grpc": one_grpc,
+                    "many_grpc": many_grpc,
                     "mean_batch": many["requests"] / batches,
                     "worker_busy": busy / (many["requests"] / many["throughput"]),
                 }
@@ -262,7 +325,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     def med(get: Any) -> float:
         return statistics.median(get(r) for r in rounds)
 
-    errors = [e for r in rounds for e in r["one"]["errors"] + r["many"]["errors"]]
+    errors = [
+        e
+        for r in rounds
+        for e in r["one"]["errors"] + r["many"]["errors"] + r["one_grpc"]["errors"] + r["many_grpc"]["errors"]
+    ]
     return {
         "runtime": args.model_dir
         or f"fake ({args.batch_cost_ms:g} ms/batch + {args.item_cost_ms:g} ms/input)",
@@ -284,6 +351,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "worker_busy": med(lambda r: r["worker_busy"]),
         },
         "throughput_ratio": med(lambda r: r["many"]["throughput"] / r["local_best"]),
+        "grpc": {
+            "one_p50_ms": med(lambda r: r["one_grpc"]["p50"]) * 1e3,
+            "one_p99_ms": med(lambda r: r["one_grpc"]["p99"]) * 1e3,
+            "overhead_ratio": med(lambda r: r["one_grpc"]["p50"] / r["local_p50"]),
+            "vs_http_p50": med(lambda r: r["one_grpc"]["p50"] / r["one"]["p50"]),
+            "per_s": med(lambda r: r["many_grpc"]["throughput"]),
+            "p50_ms": med(lambda r: r["many_grpc"]["p50"]) * 1e3,
+            "p99_ms": med(lambda r: r["many_grpc"]["p99"]) * 1e3,
+            "throughput_ratio": med(lambda r: r["many_grpc"]["throughput"] / r["local_best"]),
+            "vs_http_throughput": med(lambda r: r["many_grpc"]["throughput"] / r["many"]["throughput"]),
+        },
         "errors": len(errors),
         "requests": sent if sent >= 1000 else 1000,
         "rss_mib": {"after_start": rss_start / 2**20, "after_1000": rss_after / 2**20},
@@ -292,7 +370,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def print_table(r: dict[str, Any]) -> None:
-    one, many, best = r["one_client"], r["concurrent"], r["in_process_best"]
+    one, many, best, g = r["one_client"], r["concurrent"], r["in_process_best"], r["grpc"]
     verdict = lambda ok: "PASS" if ok else "FAIL"  # noqa: E731
     rows = [
         ("runtime", r["runtime"], ""),
@@ -305,7 +383,14 @@ def print_table(r: dict[str, Any]) -> None:
         ("  / best in-process", f"{r['throughput_ratio']:.1%}", verdict(r["throughput_ratio"] >= 0.9)),
         (f"{many['clients']} clients p50 / p99", f"{many['p50_ms']:.1f} / {many['p99_ms']:.1f} ms", ""),
         ("  mean batch, worker busy", f"{many['mean_batch']:.1f}, {many['worker_busy']:.0%}", ""),
-        ("errors", f"{r['errors']} of {r['requests']} requests", verdict(r["errors"] == 0)),
+        ("1 client gRPC ModelInfer p50 (p99)", f"{g['one_p50_ms']:.2f} ms ({g['one_p99_ms']:.2f} ms)", ""),
+        ("  gRPC / in-process p50", f"{g['overhead_ratio']:.3f}x", verdict(g["overhead_ratio"] <= 1.15)),
+        ("  gRPC / HTTP p50", f"{g['vs_http_p50']:.3f}x", verdict(g["vs_http_p50"] <= 1.0)),
+        (f"{many['clients']} clients gRPC throughput", f"{g['per_s']:.1f}/s", ""),
+        ("  / best in-process", f"{g['throughput_ratio']:.1%}", verdict(g["throughput_ratio"] >= 0.9)),
+        ("  / HTTP", f"{g['vs_http_throughput']:.1%}", verdict(g["vs_http_throughput"] >= 1.0)),
+        (f"{many['clients']} clients gRPC p50 / p99", f"{g['p50_ms']:.1f} / {g['p99_ms']:.1f} ms", ""),
+        ("errors (HTTP and gRPC)", f"{r['errors']} of {r['requests']} requests", verdict(r["errors"] == 0)),
         ("server RSS after start-up", f"{r['rss_mib']['after_start']:.1f} MiB", ""),
         ("server RSS after 1,000+ requests", f"{r['rss_mib']['after_1000']:.1f} MiB", ""),
     ]  # fmt: skip
