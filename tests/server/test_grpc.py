@@ -241,3 +241,20 @@ async def test_fp32_models_take_tensors_and_classification_needs_an_integer(app_
             await infer(wrong, timeout=10)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "needs 4 elements, got 1" in (info.value.details() or "")
+
+
+async def test_a_message_over_the_body_limit_is_refused_and_the_server_goes_on(app_server: Any) -> None:
+    _, target = await app_server(FakeRuntime(), max_body_bytes=4096)
+    async with grpc.aio.insecure_channel(target) as channel:
+        infer = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=oip("ModelInferRequest").SerializeToString,
+            response_deserializer=oip("ModelInferResponse").FromString,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await infer(_infer_request([b"\xff" * 8192]), timeout=10)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        small = encode_png(sample_image(seed=0, side=16))
+        assert len(small) < 4000
+        response = await infer(_infer_request([small]), timeout=10)
+        assert list(response.outputs[0].shape) == [1, 10]
