@@ -297,6 +297,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             many_grpc = asyncio.run(
                 _load_grpc(grpc_target, image, clients=args.clients, requests=args.concurrent_requests)
             )
+            after_grpc = _server_metrics(url)
             batches = after["fpgaserve_batch_size_count"] - before["fpgaserve_batch_size_count"]
             busy = (
                 after["fpgaserve_batch_duration_seconds_sum"] - before["fpgaserve_batch_duration_seconds_sum"]
@@ -310,6 +311,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "many": many,
                     "one_grpc": one_grpc,
                     "many_grpc": many_grpc,
+                    "mean_batch_grpc": many_grpc["requests"]
+                    / (after_grpc["fpgaserve_batch_size_count"] - after["fpgaserve_batch_size_count"]),
+                    "worker_busy_grpc": (
+                        after_grpc["fpgaserve_batch_duration_seconds_sum"]
+                        - after["fpgaserve_batch_duration_seconds_sum"]
+                    )
+                    / (many_grpc["requests"] / many_grpc["throughput"]),
                     "mean_batch": many["requests"] / batches,
                     "worker_busy": busy / (many["requests"] / many["throughput"]),
                 }
@@ -361,6 +369,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "p99_ms": med(lambda r: r["many_grpc"]["p99"]) * 1e3,
             "throughput_ratio": med(lambda r: r["many_grpc"]["throughput"] / r["local_best"]),
             "vs_http_throughput": med(lambda r: r["many_grpc"]["throughput"] / r["many"]["throughput"]),
+            "mean_batch": med(lambda r: r["mean_batch_grpc"]),
+            "worker_busy": med(lambda r: r["worker_busy_grpc"]),
         },
         "errors": len(errors),
         "requests": sent if sent >= 1000 else 1000,
@@ -390,6 +400,7 @@ def print_table(r: dict[str, Any]) -> None:
         ("  / best in-process", f"{g['throughput_ratio']:.1%}", verdict(g["throughput_ratio"] >= 0.9)),
         ("  / HTTP", f"{g['vs_http_throughput']:.1%}", verdict(g["vs_http_throughput"] >= 1.0)),
         (f"{many['clients']} clients gRPC p50 / p99", f"{g['p50_ms']:.1f} / {g['p99_ms']:.1f} ms", ""),
+        ("  mean batch, worker busy", f"{g['mean_batch']:.1f}, {g['worker_busy']:.0%}", ""),
         ("errors (HTTP and gRPC)", f"{r['errors']} of {r['requests']} requests", verdict(r["errors"] == 0)),
         ("server RSS after start-up", f"{r['rss_mib']['after_start']:.1f} MiB", ""),
         ("server RSS after 1,000+ requests", f"{r['rss_mib']['after_1000']:.1f} MiB", ""),
