@@ -23,7 +23,7 @@ def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def service(package: Path) -> Iterator[LocalWebservice]:
-    with LocalWebservice.deploy(package, name="test-local", timeout=300) as deployed:
+    with LocalWebservice.deploy(package, name="test-local", grpc=True, timeout=300) as deployed:
         yield deployed
 
 
@@ -43,6 +43,13 @@ def test_run_returns_probabilities_by_class_id(service: LocalWebservice, photo: 
     assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)
     with photo.open() as text_mode_file:  # the article opens the image in text mode
         assert service.run(text_mode_file) == probabilities
+
+
+def test_run_over_grpc_gives_the_same_probabilities(service: LocalWebservice, photo: Path) -> None:
+    # TF Serving's Predict on the gRPC port, with the service's key and self-signed certificate.
+    assert service.grpc_port is not None
+    over_grpc = service.run(photo, grpc=True)
+    assert over_grpc == pytest.approx(service.run(photo), abs=1e-6)
 
 
 def test_both_keys_work_and_a_wrong_key_is_refused(service: LocalWebservice, photo: Path) -> None:
