@@ -1,8 +1,10 @@
-"""The inference server: an aiohttp app serving one ``ModelRuntime`` over HTTP(S).
+"""The inference server: an aiohttp app serving one ``ModelRuntime`` over HTTP(S), and gRPC beside it.
 
 Role: ``fpgaserve serve`` (``server_main``) runs it; tests and embedders build it with
 ``make_app(runtime=..., settings=ServerSettings(...))``. Faces: ``POST /score``, the Open Inference
 Protocol v2, TF Serving REST; probes, Prometheus metrics and an OpenAPI document beside them.
+With ``grpc_port`` set, ``server_main`` also serves OIP v2 gRPC, TF Serving's PredictionService and
+gRPC health (``grpc_server``) over the same data plane.
 Exports resolve lazily, so that ``fpgaserve --help`` does not load aiohttp or numpy.
 """
 
