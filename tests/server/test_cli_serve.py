@@ -19,6 +19,7 @@ from tests.support.polling import wait_until
 def test_the_operators_argv_parses_into_settings() -> None:
     argv = serve_argv(
         port=8443,
+        grpc_port=8081,
         tls=True,
         keys=True,
         max_batch_size=16,
@@ -31,6 +32,7 @@ def test_the_operators_argv_parses_into_settings() -> None:
     assert settings == ServerSettings(
         host="0.0.0.0",
         port=8443,
+        grpc_port=8081,
         tls_cert=Path("/var/run/fpgaserve/tls/tls.crt"),
         tls_key=Path("/var/run/fpgaserve/tls/tls.key"),
         keys_file=Path("/var/run/fpgaserve/keys/keys.json"),

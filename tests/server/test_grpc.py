@@ -258,3 +258,26 @@ async def test_a_message_over_the_body_limit_is_refused_and_the_server_goes_on(a
         assert len(small) < 4000
         response = await infer(_infer_request([small]), timeout=10)
         assert list(response.outputs[0].shape) == [1, 10]
+
+
+async def test_a_grpc_port_in_use_is_a_clear_error() -> None:
+    import socket
+
+    from fpgaserve.server.dataplane import DataPlane
+    from fpgaserve.server.metrics import ServerMetrics
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = ServerSettings(host="127.0.0.1", port=0, grpc_port=port)
+        metrics = ServerMetrics()
+        server = GrpcServer(
+            plane=DataPlane(settings=settings, metrics=metrics),
+            settings=settings,
+            metrics=metrics,
+            keystore=None,
+        )
+        with pytest.raises(OSError, match=rf"127\.0\.0\.1:{port} \(--grpc-port\).*in use"):
+            await server.start()
+        await server.stop()

@@ -38,3 +38,12 @@ def test_tls_needs_both_files() -> None:
 def test_out_of_range_values_are_refused(options: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         ServerSettings(**options)
+
+
+def test_the_grpc_port_is_off_by_default_and_needs_a_port_of_its_own() -> None:
+    assert ServerSettings().grpc_port is None
+    assert ServerSettings(port=0, grpc_port=0).grpc_port == 0  # both picked by the kernel
+    with pytest.raises(ValueError, match="a port of its own"):
+        ServerSettings(port=8080, grpc_port=8080)
+    with pytest.raises(ValueError, match="out of range"):
+        ServerSettings(grpc_port=70000)

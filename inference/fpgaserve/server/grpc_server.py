@@ -151,18 +151,23 @@ class GrpcServer:
         assert settings.grpc_port is not None
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
         address = f"{host}:{settings.grpc_port}"
-        if settings.tls_cert is not None and settings.tls_key is not None:
-            fetcher = CertificateFetcher(
-                cert_file=settings.tls_cert,
-                key_file=settings.tls_key,
-                check_interval_s=settings.tls_check_interval_s,
-            )
-            credentials = grpc.dynamic_ssl_server_credentials(fetcher.initial, fetcher.fetch)
-            port = int(self.server.add_secure_port(address, credentials))
-        else:
-            port = int(self.server.add_insecure_port(address))
+        try:
+            if settings.tls_cert is not None and settings.tls_key is not None:
+                fetcher = CertificateFetcher(
+                    cert_file=settings.tls_cert,
+                    key_file=settings.tls_key,
+                    check_interval_s=settings.tls_check_interval_s,
+                )
+                credentials = grpc.dynamic_ssl_server_credentials(fetcher.initial, fetcher.fetch)
+                port = int(self.server.add_secure_port(address, credentials))
+            else:
+                port = int(self.server.add_insecure_port(address))
+        except RuntimeError:  # grpcio's "Failed to bind": an OSError, so that `fpgaserve serve` says so
+            port = 0
         if port == 0:
-            raise OSError(f"cannot listen for gRPC on {address}: the address is in use or invalid")
+            raise OSError(
+                f"cannot listen for gRPC on {address} (--grpc-port): the address is in use or invalid"
+            )
         await self.server.start()
         logger.info("listening for gRPC%s on %s:%d", " (TLS)" if settings.tls else "", host, port)
         return port
