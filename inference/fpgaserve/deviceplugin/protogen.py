@@ -23,8 +23,9 @@ def source_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-def generate(*, out_dir: Path) -> dict[str, Path]:
-    """Run protoc on the proto into ``out_dir``; returns the generated files by name."""
+def generate(*, out_dir: Path, proto_file: str = PROTO_FILE) -> dict[str, Path]:
+    """Run protoc on ``proto_file`` (relative to ``source_root()``) into ``out_dir``; returns the
+    generated files by name. The DRA driver's protos go through here too (``fpgaserve.dra.protogen``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     # protoc runs in its own process: in-process it shares protobuf's runtime with whatever the caller
     # loaded (TensorFlow's, in a test session) and can crash it.
@@ -36,12 +37,12 @@ def generate(*, out_dir: Path) -> dict[str, Path]:
         f"--python_out={out_dir}",
         f"--pyi_out={out_dir}",
         f"--grpc_python_out={out_dir}",
-        PROTO_FILE,
+        proto_file,
     ]
     done = subprocess.run(args, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"protoc failed on {source_root() / PROTO_FILE}: {done.stderr.strip()}")
-    package_dir = out_dir / Path(PROTO_FILE).parent
+        raise RuntimeError(f"protoc failed on {source_root() / proto_file}: {done.stderr.strip()}")
+    package_dir = out_dir / Path(proto_file).parent
     return {name: package_dir / name for name in GENERATED_FILES}
 
 
