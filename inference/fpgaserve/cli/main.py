@@ -18,6 +18,7 @@ from fpgaserve.cli import (
     classify,
     compile,
     device_plugin,
+    dra_driver,
     quickstart,
     score,
     serve,
@@ -28,7 +29,17 @@ from fpgaserve.operator import cli as operator_cli
 __all__ = ["UserError", "build_parser", "command_names", "main"]
 
 # In the order --help lists them.
-SUBCOMMANDS = (quickstart, classify, score, serve, compile, storage_init, device_plugin, operator_cli)
+SUBCOMMANDS = (
+    quickstart,
+    classify,
+    score,
+    serve,
+    compile,
+    storage_init,
+    device_plugin,
+    dra_driver,
+    operator_cli,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

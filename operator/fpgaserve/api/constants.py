@@ -1,8 +1,9 @@
 """Names shared by the device plugin, the operator and the inference server.
 
 Role: one dependency-free home for the contract between them: the extended resource a pod asks
-for, the environment variables the device plugin sets in a container on ``Allocate`` (and the
-operator sets on the pods it builds), and where the devices' state directories are mounted.
+for (or the DRA driver and the attributes a claim selects on), the environment variables the
+device plugin sets in a container on ``Allocate`` (and the operator sets on the pods it builds),
+and where the devices' state directories are mounted.
 """
 
 from __future__ import annotations
@@ -10,6 +11,10 @@ from __future__ import annotations
 __all__ = [
     "DEFAULT_RESOURCE_NAME",
     "DEVICE_MOUNT_ROOT",
+    "DRA_ATTR_MODEL",
+    "DRA_CAPACITY_WEIGHT_MEMORY",
+    "DRA_DEVICE_CLASS",
+    "DRA_DRIVER_NAME",
     "ENV_DEVICE_IDS",
     "ENV_DEVICE_MODEL",
     "ENV_DEVICE_MOUNT_ROOT",
@@ -32,3 +37,11 @@ DEVICE_MOUNT_ROOT = "/var/run/fpgaserve/devices"
 # Where the server looks for those directories instead (running a pod template as local
 # processes, where a mount is a directory of the host).
 ENV_DEVICE_MOUNT_ROOT = "FPGASERVE_DEVICE_MOUNT_ROOT"
+
+# Dynamic Resource Allocation (resource.k8s.io/v1): the driver's name (also the domain of its device
+# attributes), the DeviceClass the chart installs for it, and the attribute and capacity names that
+# claims select on (see fpgaserve.dra.slices, which publishes them, and docs/dra.md).
+DRA_DRIVER_NAME = "fpga.fpgaserve.io"
+DRA_DEVICE_CLASS = "fpga.fpgaserve.io"
+DRA_ATTR_MODEL = "model"
+DRA_CAPACITY_WEIGHT_MEMORY = "weightMemory"
