@@ -72,8 +72,8 @@ def _api_client(args: argparse.Namespace) -> Any:
     from kubernetes import client, config
 
     if args.kubeconfig:
-        return config.new_client_from_config(config_file=args.kubeconfig)
-    config.load_incluster_config()
+        return config.new_client_from_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
+    config.load_incluster_config()  # type: ignore[no-untyped-call]
     return client.ApiClient()
 
 
