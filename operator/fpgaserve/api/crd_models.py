@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from fpgaserve.api.constants import DEFAULT_RESOURCE_NAME
+from fpgaserve.api.constants import DEFAULT_RESOURCE_NAME, DRA_DEVICE_CLASS
 
 __all__ = [
     "API_VERSION",
@@ -208,10 +208,42 @@ class AutoscaleSpec(_Model):
 
 
 class FpgaSpec(_Model):
-    """FPGAs per replica, requested as an extended resource."""
+    """FPGAs per replica: counted as an extended resource (the device plugin, the default), or
+    claimed through Dynamic Resource Allocation by what they are (model, weight memory)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_cel(
+            "self.mode == 'DRA' || !has(self.deviceModel)",
+            "fpga.deviceModel applies to mode DRA only",
+        )
+    )
 
     count: int = Field(default=1, ge=0, le=16, description="FPGAs per replica; 0 runs on the CPU alone.")
-    resource_name: str = Field(default=DEFAULT_RESOURCE_NAME, pattern=RESOURCE_NAME, max_length=253)
+    mode: Literal["DevicePlugin", "DRA"] = Field(
+        default="DevicePlugin",
+        description=(
+            "DevicePlugin: request resourceName as an extended resource. DRA: a ResourceClaimTemplate "
+            "asks the DRA driver for devices with at least the package's weight memory (and of deviceModel)."
+        ),
+    )
+    resource_name: str = Field(
+        default=DEFAULT_RESOURCE_NAME, pattern=RESOURCE_NAME, max_length=253, description="Mode DevicePlugin."
+    )
+    device_model: str | None = Field(
+        default=None,
+        pattern=DNS_LABEL,
+        max_length=63,
+        description="Mode DRA: only devices of this model (e.g. pbs-s10); default: any model.",
+    )
+    device_class_name: SubdomainName = Field(
+        default=DRA_DEVICE_CLASS, description="Mode DRA: the DeviceClass of the fpgaserve DRA driver."
+    )
+
+    @model_validator(mode="after")
+    def _device_model_for_dra(self) -> FpgaSpec:
+        if self.device_model is not None and self.mode != "DRA":
+            raise ValueError("fpga.deviceModel applies to mode DRA only")
+        return self
 
 
 class ResourcesSpec(_Model):

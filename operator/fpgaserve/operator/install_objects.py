@@ -52,6 +52,8 @@ RULES: list[dict[str, Any]] = [
     {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": _OWNED},
     {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": _OWNED},
     {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": _OWNED},
+    # FpgaWebservices in DRA mode (spec.fpga.mode), one template each.
+    {"apiGroups": ["resource.k8s.io"], "resources": ["resourceclaimtemplates"], "verbs": _OWNED},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
 # Only with --peering: kopf's peering objects, so that one replica of several is active.

@@ -30,6 +30,7 @@ __all__ = [
     "HPA",
     "INGRESS",
     "PDB",
+    "RESOURCECLAIMTEMPLATE",
     "SECRET",
     "SERVICE",
     "ApiError",
@@ -40,6 +41,7 @@ __all__ = [
     "is_subset",
     "kind_of",
     "owned_by",
+    "with_managed_annotations",
 ]
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -69,11 +71,22 @@ SECRET = Kind("v1", "Secret", "secrets")
 INGRESS = Kind("networking.k8s.io/v1", "Ingress", "ingresses")
 HPA = Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers")
 PDB = Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
+RESOURCECLAIMTEMPLATE = Kind("resource.k8s.io/v1", "ResourceClaimTemplate", "resourceclaimtemplates")
 FPGAMODEL = Kind(API_VERSION, MODEL_KIND, MODEL_PLURAL)
 FPGAWEBSERVICE = Kind(API_VERSION, WEBSERVICE_KIND, WEBSERVICE_PLURAL)
 _KINDS = {
     (k.api_version, k.kind): k
-    for k in (DEPLOYMENT, SERVICE, SECRET, INGRESS, HPA, PDB, FPGAMODEL, FPGAWEBSERVICE)
+    for k in (
+        DEPLOYMENT,
+        SERVICE,
+        SECRET,
+        INGRESS,
+        HPA,
+        PDB,
+        RESOURCECLAIMTEMPLATE,
+        FPGAMODEL,
+        FPGAWEBSERVICE,
+    )
 }
 
 

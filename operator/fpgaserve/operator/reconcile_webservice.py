@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from fpgaserve.api.crd_models import FpgaModelSpec, FpgaWebserviceSpec
+from fpgaserve.operator.claims import build_resource_claim_template, claim_template_name
 from fpgaserve.operator.config import OperatorConfig
 from fpgaserve.operator.cycle import Event, Outcome, api_check, identity, transition_events
 from fpgaserve.operator.kube import (
@@ -24,14 +25,17 @@ from fpgaserve.operator.kube import (
     HPA,
     INGRESS,
     PDB,
+    RESOURCECLAIMTEMPLATE,
     SECRET,
     ApiError,
     Change,
     Kind,
     Kube,
     NotOwnedError,
+    is_subset,
     kind_of,
     owned_by,
+    with_managed_annotations,
 )
 from fpgaserve.operator.naming import grpc_ingress_name, keys_secret_name, tls_secret_name
 from fpgaserve.operator.networking import (
@@ -62,20 +66,44 @@ __all__ = ["reconcile_webservice", "regenerate_key"]
 # ------------------------------------------------------------------------------------ web services
 
 
-async def _check_model(kube: Kube, namespace: str, name: str) -> tuple[Check, FpgaModelSpec | None]:
+async def _check_model(
+    kube: Kube, namespace: str, name: str
+) -> tuple[Check, FpgaModelSpec | None, int | None]:
+    """Whether the model is ready, its spec, and the device memory its package needs (status)."""
     body = await kube.get(FPGAMODEL, namespace, name)
     if body is None:
-        return Check(False, "ModelNotFound", f"FpgaModel {name} not found in {namespace}"), None
+        return Check(False, "ModelNotFound", f"FpgaModel {name} not found in {namespace}"), None, None
     if body["metadata"].get("deletionTimestamp"):
-        return Check(False, "ModelDeleting", f"FpgaModel {name} is being deleted"), None
+        return Check(False, "ModelDeleting", f"FpgaModel {name} is being deleted"), None, None
     try:
         spec = parse_model(body)
     except SpecError as exc:
-        return Check(False, "ModelInvalid", f"FpgaModel {name}: {exc.message}"), None
-    phase = (body.get("status") or {}).get("phase")
+        return Check(False, "ModelInvalid", f"FpgaModel {name}: {exc.message}"), None, None
+    status = body.get("status") or {}
+    phase = status.get("phase")
     if phase != "Ready":
-        return Check(False, "ModelNotReady", f"FpgaModel {name} is {phase or 'not checked yet'}"), None
-    return Check(True, "Ready", f"FpgaModel {name}"), spec
+        return Check(False, "ModelNotReady", f"FpgaModel {name} is {phase or 'not checked yet'}"), None, None
+    memory = status.get("deviceMemoryBytes")
+    return Check(True, "Ready", f"FpgaModel {name}"), spec, memory if isinstance(memory, int) else None
+
+
+async def _ensure_claim_template(kube: Kube, owner: Mapping[str, Any], desired: dict[str, Any]) -> Change:
+    """The ResourceClaimTemplate as built. Its spec is immutable in the API: a changed one (a new
+    package needing more memory, another device model) is replaced, which new pods then use."""
+    _, namespace, uid, _ = identity(owner)
+    name = desired["metadata"]["name"]
+    live = await kube.get(RESOURCECLAIMTEMPLATE, namespace, name)
+    if live is not None:
+        if not owned_by(live, uid):
+            raise NotOwnedError(RESOURCECLAIMTEMPLATE, name)
+        if is_subset(desired["spec"], live.get("spec")):
+            _, change = await kube.apply(desired, owner_uid=uid)  # metadata only
+            return change
+        await kube.delete(RESOURCECLAIMTEMPLATE, namespace, name, uid=live["metadata"].get("uid"))
+        await kube.create(with_managed_annotations(desired))
+        return Change.UPDATED
+    _, change = await kube.apply(desired, owner_uid=uid)
+    return change
 
 
 async def _ensure_keys(kube: Kube, owner: Mapping[str, Any]) -> Change:
@@ -126,6 +154,7 @@ async def _apply_all(
     owner: Mapping[str, Any],
     spec: FpgaWebserviceSpec,
     model: FpgaModelSpec,
+    device_memory_bytes: int | None,
     config: OperatorConfig,
 ) -> tuple[dict[str, Any], dict[str, Change]]:
     """Apply every owned object concurrently; the live Deployment and what happened to each."""
@@ -148,6 +177,13 @@ async def _apply_all(
     steps: dict[str, Awaitable[Any]] = {
         f"{obj['kind']} {obj['metadata']['name']}": kube.apply(obj, owner_uid=uid) for obj in desired
     }
+    template = build_resource_claim_template(owner=owner, spec=spec, device_memory_bytes=device_memory_bytes)
+    if template is not None:
+        steps[f"ResourceClaimTemplate {template['metadata']['name']}"] = _ensure_claim_template(
+            kube, owner, template
+        )
+    else:
+        unwanted.append((RESOURCECLAIMTEMPLATE, claim_template_name(name)))
     if spec.auth.enabled:
         steps[f"Secret {keys_secret_name(name)}"] = _ensure_keys(kube, owner)
     else:
@@ -211,12 +247,14 @@ async def reconcile_webservice(
     model: FpgaModelSpec | None = None
     try:
         spec = parse_webservice(body)
-        model_ready, model = await _check_model(kube, namespace, spec.model)
+        model_ready, model, device_memory = await _check_model(kube, namespace, spec.model)
         tls_secret = spec.tls.secret_name if spec.tls.mode == "Secret" else None
         if tls_secret is not None and await kube.get(SECRET, namespace, tls_secret) is None:
             deployed = Check(False, "TlsSecretNotFound", f"Secret {spec.tls.secret_name} not found")
         if model is not None and deployed is unknown:
-            deployment, changes = await _apply_all(kube, owner=body, spec=spec, model=model, config=config)
+            deployment, changes = await _apply_all(
+                kube, owner=body, spec=spec, model=model, device_memory_bytes=device_memory, config=config
+            )
             deployed = Check(True, "Applied", f"Deployment {name} and its companions")
             events += _change_events(changes, resync=resync)
     except SpecError as exc:

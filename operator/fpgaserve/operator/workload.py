@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from fpgaserve.api import serving
 from fpgaserve.api.constants import ENV_REQUIRE_DEVICE
 from fpgaserve.api.crd_models import FpgaModelSpec, FpgaWebserviceSpec, ModelSource
+from fpgaserve.operator.claims import CLAIM_NAME, claim_template_name, uses_dra
 from fpgaserve.operator.config import OperatorConfig
 from fpgaserve.operator.naming import keys_secret_name, labels, object_meta, selector_labels, tls_secret_name
 
@@ -201,7 +202,7 @@ def _pod_template(
         "securityContext": _container_security(),
         "volumeMounts": init_mounts,
     }
-    server = {
+    server: dict[str, Any] = {
         "name": "server",
         "image": image,
         "imagePullPolicy": pull_policy,
@@ -233,24 +234,29 @@ def _pod_template(
         "prometheus.io/path": serving.METRICS_PATH,
         "prometheus.io/scheme": port_name,
     }
-    return {
-        "metadata": {"labels": labels(name), "annotations": annotations},
-        "spec": {
-            # The server never talks to the API server.
-            "automountServiceAccountToken": False,
-            "enableServiceLinks": False,
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": IMAGE_UID,
-                "runAsGroup": IMAGE_UID,
-                "fsGroup": IMAGE_UID,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-            "initContainers": [init],
-            "containers": [server],
-            "volumes": volumes,
+    pod_spec: dict[str, Any] = {
+        # The server never talks to the API server.
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": IMAGE_UID,
+            "runAsGroup": IMAGE_UID,
+            "fsGroup": IMAGE_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
         },
+        "initContainers": [init],
+        "containers": [server],
+        "volumes": volumes,
     }
+    if uses_dra(spec):
+        # DRA mode: each pod gets a ResourceClaim of its own from the template (see claims), and
+        # the server container uses it; no extended resource is requested.
+        pod_spec["resourceClaims"] = [
+            {"name": CLAIM_NAME, "resourceClaimTemplateName": claim_template_name(name)}
+        ]
+        server["resources"]["claims"] = [{"name": CLAIM_NAME}]
+    return {"metadata": {"labels": labels(name), "annotations": annotations}, "spec": pod_spec}
 
 
 def _secret_volume(volume: str, secret: str, items: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -284,7 +290,7 @@ def _server_resources(spec: FpgaWebserviceSpec) -> dict[str, Any]:
     limits = {"memory": canonical_quantity(res.memory_limit or res.memory)}
     if res.cpu_limit is not None:
         limits["cpu"] = canonical_quantity(res.cpu_limit)
-    if spec.fpga.count > 0:
+    if spec.fpga.count > 0 and spec.fpga.mode == "DevicePlugin":
         # Extended resources are whole devices, never overcommitted: requests == limits.
         requests[spec.fpga.resource_name] = str(spec.fpga.count)
         limits[spec.fpga.resource_name] = str(spec.fpga.count)
