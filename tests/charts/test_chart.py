@@ -14,11 +14,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import helm_python as helm
+import kubernetes_validate
 import pytest
 import yaml
 
 from fpgaserve.api import crdgen
 from fpgaserve.deviceplugin.daemonset import build_daemonset
+from fpgaserve.dra import manifest as dra_manifest
 from fpgaserve.operator.config import DEFAULT_IMAGE
 from fpgaserve.operator.install_objects import (
     DEFAULT_NAME,
@@ -52,6 +54,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
         },
     },
     "custom-image": {"image": CUSTOM_IMAGE},
+    "dra": {"dra": {"enabled": True}},
+    "dra-custom": {
+        "image": CUSTOM_IMAGE,
+        "dra": {
+            "enabled": True,
+            "namespace": "fpga-system",
+            "deviceCount": 2,
+            "deviceModel": "pbs-a10",
+            "nodeSelector": {"fpgaserve.io/fpga-node": "true"},
+        },
+    },
     "namespaced": {"watchNamespaces": WATCHED},
     "peering": {"replicaCount": 2, "peering": {"enabled": True}},
     "namespaced-peering": {"watchNamespaces": WATCHED, "replicaCount": 2, "peering": {"enabled": True}},
@@ -127,9 +140,13 @@ def test_rendered_objects_are_valid(rendered: Renders, variant: str) -> None:
     objects = rendered[variant]
     assert objects
     for obj in objects:
-        if obj["apiVersion"] != "kopf.dev/v1":  # kopf's own peering objects have no public schema
+        if obj["apiVersion"].startswith("resource.k8s.io/"):  # served from Kubernetes 1.34 on
+            kubernetes_validate.validate(obj, "1.34", strict=True)
+        elif obj["apiVersion"] != "kopf.dev/v1":  # kopf's own peering objects have no public schema
             assert_valid(obj)
-        if obj["kind"] in ("ServiceAccount", "Deployment"):
+        if obj["kind"] in ("ServiceAccount", "Deployment") and not obj["metadata"]["name"].endswith(
+            "dra-driver"
+        ):
             assert obj["metadata"]["namespace"] == NAMESPACE  # explicit, as `helm template` prints it
     for workload in by_kind(objects, "Deployment") + by_kind(objects, "DaemonSet"):
         selector = workload["spec"]["selector"]["matchLabels"]
@@ -235,6 +252,46 @@ def test_device_plugin_is_the_manifests(rendered: Renders) -> None:
     )
     assert pod_spec(custom) == pod_spec(expected)
     assert custom["metadata"]["namespace"] == "fpga-system"
+
+
+def test_dra_driver_is_off_by_default(rendered: Renders) -> None:
+    assert by_kind(rendered["default"], "DeviceClass") == []
+    assert by_kind(rendered["device-plugin"], "ValidatingAdmissionPolicy") == []
+
+
+def _without_labels(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = {k: v for k, v in obj["metadata"].items() if k != "labels"}
+    return {**obj, "metadata": meta}
+
+
+def test_dra_driver_is_the_manifests(rendered: Renders) -> None:
+    objects = rendered["dra"]
+    (daemonset,) = [d for d in by_kind(objects, "DaemonSet") if d["metadata"]["name"].endswith("dra-driver")]
+    expected = dra_manifest.build_daemonset()
+    assert pod_spec(daemonset) == pod_spec(expected)
+    assert daemonset["metadata"]["namespace"] == "kube-system"
+    (device_class,) = by_kind(objects, "DeviceClass")
+    assert _without_labels(device_class) == dra_manifest.build_device_class()
+    # RBAC limited to what the driver does: the same rules, bound to its own service account.
+    for built in dra_manifest.build_rbac() + dra_manifest.build_slice_policy():
+        (found,) = [
+            o for o in by_kind(objects, built["kind"]) if o["metadata"]["name"] == built["metadata"]["name"]
+        ]
+        assert _without_labels(found) == built, built["kind"]
+
+    (custom,) = by_kind(rendered["dra-custom"], "DaemonSet")
+    expected = dra_manifest.build_daemonset(
+        namespace="fpga-system",
+        image="registry.example/fpgaserve:1.2.3",
+        device_count=2,
+        device_model="pbs-a10",
+        node_selector={"fpgaserve.io/fpga-node": "true"},
+    )
+    assert pod_spec(custom) == pod_spec(expected)
+    policies = by_kind(rendered["dra-custom"], "ValidatingAdmissionPolicy")
+    assert "system:serviceaccount:fpga-system:fpgaserve-dra-driver" in str(
+        policies[0]["spec"]["matchConditions"]
+    )
 
 
 def test_default_image_is_the_projects(chart: helm.Chart, rendered: Renders) -> None:

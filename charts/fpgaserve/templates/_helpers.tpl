@@ -54,3 +54,23 @@ app.kubernetes.io/component: device-plugin
 {{- $image := .Values.devicePlugin.image -}}
 {{- printf "%s:%s" ($image.repository | default .Values.image.repository) ($image.tag | default .Values.image.tag | default .Chart.AppVersion) -}}
 {{- end -}}
+
+{{- define "fpgaserve.draName" -}}
+{{- printf "%s-dra-driver" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "fpgaserve.draSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "fpgaserve.draName" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "fpgaserve.draLabels" -}}
+{{ include "fpgaserve.draSelectorLabels" . }}
+app.kubernetes.io/component: dra-driver
+{{ include "fpgaserve.commonLabels" . }}
+{{- end -}}
+
+{{- define "fpgaserve.draImage" -}}
+{{- $image := .Values.dra.image -}}
+{{- printf "%s:%s" ($image.repository | default .Values.image.repository) ($image.tag | default .Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
