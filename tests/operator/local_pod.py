@@ -16,11 +16,22 @@ from typing import Any
 import skimage.data
 
 from fpgaserve.api import serving
-from fpgaserve.api.constants import DEVICE_MOUNT_ROOT, ENV_DEVICE_MOUNT_ROOT
+from fpgaserve.api.constants import (
+    DEFAULT_RESOURCE_NAME,
+    DEVICE_MOUNT_ROOT,
+    DRA_DRIVER_NAME,
+    ENV_DEVICE_IDS,
+    ENV_DEVICE_MOUNT_ROOT,
+)
 from fpgaserve.api.crd_models import FpgaModelSpec, FpgaWebserviceSpec
 from fpgaserve.deviceplugin.allocation import allocate_container
-from fpgaserve.deviceplugin.state import DeviceStore
+from fpgaserve.deviceplugin.state import DeviceInfo, DeviceStore
+from fpgaserve.dra.cdi import spec_path
+from fpgaserve.dra.checkpoint import Checkpoint
+from fpgaserve.dra.prepare import ClaimPreparer, ClaimRef
+from fpgaserve.dra.slices import build_resource_slice
 from fpgaserve.npu.device import get_device_model
+from fpgaserve.operator.claims import build_resource_claim_template
 from fpgaserve.operator.config import OperatorConfig
 from fpgaserve.operator.secrets import build_keys_secret, build_tls_secret
 from fpgaserve.operator.workload import build_deployment
@@ -56,13 +67,72 @@ def _argv(container: dict[str, Any], mounts: dict[str, Path]) -> list[str]:
     return [sys.executable, "-m", "fpgaserve.cli.main", *args]
 
 
-def run_pod_locally(tmp_path: Path) -> None:
+def _apply_cdi_spec(spec: dict[str, Any], into: Path) -> dict[str, str]:
+    """What a CDI-aware runtime does with the spec, as local processes can have it: its env, and each
+    device's bind mount as a symlink under ``into`` (the server reads ``into`` instead of the
+    container's mount root)."""
+    env = dict(item.split("=", 1) for item in spec["containerEdits"]["env"])
+    into.mkdir(parents=True)
+    for device in spec["devices"]:
+        for mount in device["containerEdits"]["mounts"]:
+            container_path = PurePosixPath(mount["containerPath"])
+            assert container_path.parent == PurePosixPath(DEVICE_MOUNT_ROOT), container_path
+            assert "ro" in mount["options"]
+            (into / container_path.name).symlink_to(mount["hostPath"], target_is_directory=True)
+    return {**env, ENV_DEVICE_MOUNT_ROOT: str(into)}
+
+
+def _prepare_claim(
+    tmp_path: Path, *, web: dict[str, Any], devices: list[DeviceInfo], store_dir: Path, required: int
+) -> dict[str, str]:
+    """DRA mode: the operator's claim template, allocated as the scheduler would from the driver's
+    ResourceSlice, prepared by the driver; the env the CDI spec gives the container."""
+    spec = FpgaWebserviceSpec.model_validate(web["spec"])
+    template = build_resource_claim_template(owner=web, spec=spec, device_memory_bytes=required)
+    assert template is not None
+    (request,) = template["spec"]["spec"]["devices"]["requests"]
+    selector = request["exactly"]["selectors"][0]["cel"]["expression"]
+    assert '.model == "pbs-s10"' in selector and "weightMemory" in selector
+    node_slice = build_resource_slice(
+        node_name="kind-node", driver=DRA_DRIVER_NAME, devices=devices, generation=1
+    )
+    (device,) = node_slice["spec"]["devices"]
+    # The scheduler's decision, per the selector: the model, and enough weight memory.
+    assert device["attributes"]["model"]["string"] == "pbs-s10"
+    assert devices[0].model.weight_memory_bytes >= required
+    claim = {
+        "metadata": {"namespace": "ns1", "name": "web-abcde-fpga", "uid": "claim-uid-1"},
+        "spec": template["spec"]["spec"],
+        "status": {"allocation": {"devices": {"results": [
+            {"request": request["name"], "driver": DRA_DRIVER_NAME, "pool": "kind-node", "device": device["name"]}
+        ]}}},
+    }  # fmt: skip
+    cdi_dir = tmp_path / "cdi"
+    preparer = ClaimPreparer(
+        driver=DRA_DRIVER_NAME,
+        node_name="kind-node",
+        read_claim=lambda namespace, name: claim,
+        devices=lambda: tuple(devices),
+        checkpoint=Checkpoint(tmp_path / "dra-checkpoint.json"),
+        cdi_dir=cdi_dir,
+        host_state_dir=PurePosixPath(store_dir),
+    )
+    prepared = preparer.prepare(ClaimRef(namespace="ns1", name="web-abcde-fpga", uid="claim-uid-1"))
+    assert [d.device_name for d in prepared.devices] == [device["name"]]
+    cdi_spec = json.loads(spec_path(cdi_dir=cdi_dir, claim_uid="claim-uid-1").read_text())
+    env = _apply_cdi_spec(cdi_spec, tmp_path / "cdi-mounts")
+    assert env[ENV_DEVICE_IDS] == device["name"]
+    return env
+
+
+def run_pod_locally(tmp_path: Path, *, dra: bool = False) -> None:
     # A package on "the node", registered as an FpgaModel with a file:// source (as on kind).
     node_dir = tmp_path / "node" / "models"
     node_dir.mkdir(parents=True)
     info = tiny_definition(tiny_featurizer(), tiny_classifier()).save(node_dir / "service_def.zip")
     model = model_body(source={"uri": f"file://{info.path}", "sha256": info.sha256})
-    web = owner(webservice_body(tls={"mode": "SelfSigned"}))
+    fpga = {"mode": "DRA", "deviceModel": "pbs-s10"} if dra else {}
+    web = owner(webservice_body(tls={"mode": "SelfSigned"}, fpga=fpga))
     deployment = build_deployment(
         owner=web, spec=FpgaWebserviceSpec.model_validate(web["spec"]),
         model=FpgaModelSpec.model_validate(model["spec"]), config=OperatorConfig(),
@@ -88,9 +158,23 @@ def run_pod_locally(tmp_path: Path) -> None:
     # The device plugin's Allocate answer for the server container's FPGA.
     store_dir = tmp_path / "plugin-state"
     devices = DeviceStore(store_dir).create(node_name="kind-node", count=1, model=get_device_model("pbs-s10"))
-    allocation = allocate_container(
-        requested=[devices[0].device_id], devices=devices, host_state_dir=PurePosixPath(store_dir)
-    )
+    (server,) = pod["containers"]
+    if dra:
+        assert pod["resourceClaims"] == [{"name": "fpga", "resourceClaimTemplateName": "web-fpga"}]
+        assert DEFAULT_RESOURCE_NAME not in server["resources"]["limits"]
+        device_env = _prepare_claim(
+            tmp_path,
+            web=web,
+            devices=devices,
+            store_dir=store_dir,
+            required=info.manifest.device_memory_bytes,
+        )
+    else:
+        allocation = allocate_container(
+            requested=[devices[0].device_id], devices=devices, host_state_dir=PurePosixPath(store_dir)
+        )
+        assert all(m.container_path.startswith(DEVICE_MOUNT_ROOT) for m in allocation.mounts)
+        device_env = {**allocation.envs, ENV_DEVICE_MOUNT_ROOT: str(store_dir)}
 
     def run_env(container: dict[str, Any], extra: dict[str, str]) -> dict[str, str]:
         env = {**os.environ, **{e["name"]: e["value"] for e in container.get("env", [])}, **extra}
@@ -103,10 +187,7 @@ def run_pod_locally(tmp_path: Path) -> None:
                           timeout=300, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
 
-    (server,) = pod["containers"]
     server_mounts = {m["mountPath"]: volumes[m["name"]] for m in server["volumeMounts"]}
-    device_env = {**allocation.envs, ENV_DEVICE_MOUNT_ROOT: str(store_dir)}
-    assert all(m.container_path.startswith(DEVICE_MOUNT_ROOT) for m in allocation.mounts)
     port = server["ports"][0]["containerPort"]
     grpc_port = {p["name"]: p["containerPort"] for p in server["ports"]}["grpc"]
     for taken in (port, grpc_port):

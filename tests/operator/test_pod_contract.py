@@ -65,3 +65,12 @@ def test_pod_template_runs_locally_and_scores_a_photo(tmp_path: Path) -> None:
     from tests.operator.local_pod import run_pod_locally
 
     run_pod_locally(tmp_path)
+
+
+def test_dra_mode_pod_template_runs_locally_with_the_cdi_spec_and_scores_a_photo(tmp_path: Path) -> None:
+    """The same in DRA mode: the operator's claim template allocated from the driver's slice, the
+    claim prepared by the driver, and the container given what its CDI spec says (env, and the
+    device's read-only mount), then a photo scored."""
+    from tests.operator.local_pod import run_pod_locally
+
+    run_pod_locally(tmp_path, dra=True)
