@@ -6,10 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
 from fpgaserve.api.crd_models import API_VERSION, MODEL_KIND, WEBSERVICE_KIND
+from fpgaserve.operator.claims import build_resource_claim_template
 from fpgaserve.operator.config import OperatorConfig
 from fpgaserve.operator.networking import build_hpa, build_ingress, build_pdb, build_service
 from fpgaserve.operator.secrets import build_keys_secret
@@ -54,6 +56,12 @@ def test_objects_built_from_the_examples_are_valid() -> None:
             build_keys_secret(owner=owner),
             *(b(owner=owner, spec=spec) for b in (build_ingress, build_hpa, build_pdb)),
         ]
-        for obj in built:
-            if obj is not None:
+        template = build_resource_claim_template(owner=owner, spec=spec, device_memory_bytes=40 << 20)
+        assert (template is not None) == (spec.fpga.mode == "DRA")
+        for obj in [*built, template]:
+            if obj is None:
+                continue
+            if spec.fpga.mode == "DRA":  # resource.k8s.io/v1 and pod resourceClaims: Kubernetes 1.34
+                kubernetes_validate.validate(obj, "1.34", strict=True)
+            else:
                 assert_valid(obj)
