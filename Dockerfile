@@ -1,21 +1,63 @@
-# One image for every fpgaserve role: operator, device plugin, storage-init and the inference server
-# (the command line picks the role; the operator never imports TensorFlow, so its pod stays small).
-FROM python:3.11-slim AS build
+# fpgaserve's images, two targets of one file:
+#   docker build --target operator -t fpgaserve/fpgaserve-operator:0.1.0 .   # the operator alone
+#   docker build -t fpgaserve/fpgaserve:0.1.0 .                              # every other role
+# The operator target holds the operator/ source root and its light dependencies
+# (operator/requirements.txt; no TensorFlow, numpy or inference code); the last target, the
+# default, holds the whole project: device plugin, storage-init and the inference server.
+#
+# Build options (docs/operator.md#build-the-images):
+#   --build-arg BASE_IMAGE=...  a Python 3.10+ image with `python -m pip` (default python:3.11-slim),
+#                               e.g. a local stand-in where no registry is reachable.
+#   build-ca.pem                a CA bundle in the build context (gitignored) that pip trusts
+#                               INSTEAD of its own while the wheels are downloaded, for a TLS-inspecting
+#                               proxy. Absent by default; it never reaches the final images.
+ARG BASE_IMAGE=python:3.11-slim
+
+# ---- wheels of the operator's dependencies (the only network access of the operator target)
+FROM ${BASE_IMAGE} AS operator-wheels
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# README.md always exists, so the optional build-ca.pe[m] may match nothing.
+COPY README.md build-ca.pe[m] ./
+COPY operator/requirements.txt ./operator/
+RUN if [ -f build-ca.pem ]; then export PIP_CERT=/src/build-ca.pem; fi \
+ && python -m pip wheel --wheel-dir /wheels -r operator/requirements.txt
+
+# ---- the operator: python -m fpgaserve.operator
+FROM ${BASE_IMAGE} AS operator
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PYTHONPATH=/opt/fpgaserve/operator
+COPY --from=operator-wheels /wheels /wheels
+COPY operator/requirements.txt /opt/fpgaserve/requirements.txt
+RUN python -m pip install --no-cache-dir --no-index --find-links /wheels -r /opt/fpgaserve/requirements.txt \
+ && rm -rf /wheels \
+ && useradd --uid 10001 --create-home --shell /usr/sbin/nologin fpgaserve
+COPY operator/fpgaserve /opt/fpgaserve/operator/fpgaserve
+# Compiled once here: the pod's root filesystem is read-only.
+RUN python -m compileall -q /opt/fpgaserve/operator
+USER 10001:10001
+EXPOSE 8080
+ENTRYPOINT ["python", "-m", "fpgaserve.operator"]
+CMD ["--help"]
+
+# ---- wheels of the whole project and its dependencies
+FROM ${BASE_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md build-ca.pe[m] ./
 COPY operator ./operator
 COPY inference ./inference
-RUN python -m pip install --upgrade pip \
+RUN if [ -f build-ca.pem ]; then export PIP_CERT=/src/build-ca.pem; fi \
+ && python -m pip install --upgrade pip \
  && python -m pip wheel --wheel-dir /wheels .
 
-FROM python:3.11-slim
+# ---- every other role: fpgaserve device-plugin | storage-init | serve (the command line picks)
+FROM ${BASE_IMAGE} AS full
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     # numba caches compiled kernels next to the sources unless told otherwise; the root
     # filesystem is read-only in the pods the operator builds.
     NUMBA_CACHE_DIR=/tmp/numba-cache
 COPY --from=build /wheels /wheels
-RUN python -m pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
+RUN python -m pip install --no-cache-dir --no-index --find-links /wheels fpgaserve && rm -rf /wheels \
  && useradd --uid 10001 --create-home --shell /usr/sbin/nologin fpgaserve
 USER 10001:10001
 EXPOSE 8080 8443
