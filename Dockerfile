@@ -13,24 +13,23 @@
 #                               proxy. Absent by default; it never reaches the final images.
 ARG BASE_IMAGE=python:3.11-slim
 
-# ---- wheels of the operator's dependencies (the only network access of the operator target)
-FROM ${BASE_IMAGE} AS operator-wheels
+# ---- the operator's dependencies, installed apart (the only network access of the operator target)
+FROM ${BASE_IMAGE} AS operator-deps
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 # README.md always exists, so the optional build-ca.pe[m] may match nothing.
 COPY README.md build-ca.pe[m] ./
 COPY operator/requirements.txt ./operator/
+# --target: one directory to copy into the operator target, with no wheels left behind in a layer.
 RUN if [ -f build-ca.pem ]; then export PIP_CERT=/src/build-ca.pem; fi \
- && python -m pip wheel --wheel-dir /wheels -r operator/requirements.txt
+ && python -m pip install --target /opt/fpgaserve/site -r operator/requirements.txt
 
 # ---- the operator: python -m fpgaserve.operator
 FROM ${BASE_IMAGE} AS operator
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PYTHONPATH=/opt/fpgaserve/operator
-COPY --from=operator-wheels /wheels /wheels
-COPY operator/requirements.txt /opt/fpgaserve/requirements.txt
-RUN python -m pip install --no-cache-dir --no-index --find-links /wheels -r /opt/fpgaserve/requirements.txt \
- && rm -rf /wheels \
- && useradd --uid 10001 --create-home --shell /usr/sbin/nologin fpgaserve
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    PYTHONPATH=/opt/fpgaserve/operator:/opt/fpgaserve/site
+RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin fpgaserve
+COPY --from=operator-deps /opt/fpgaserve/site /opt/fpgaserve/site
 COPY operator/fpgaserve /opt/fpgaserve/operator/fpgaserve
 # Compiled once here: the pod's root filesystem is read-only.
 RUN python -m compileall -q /opt/fpgaserve/operator

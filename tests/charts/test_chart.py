@@ -21,7 +21,7 @@ import yaml
 from fpgaserve.api import crdgen
 from fpgaserve.deviceplugin.daemonset import build_daemonset
 from fpgaserve.dra import manifest as dra_manifest
-from fpgaserve.operator.config import DEFAULT_IMAGE
+from fpgaserve.operator.config import DEFAULT_IMAGE, DEFAULT_OPERATOR_IMAGE
 from fpgaserve.operator.install_objects import (
     DEFAULT_NAME,
     DEFAULT_NAMESPACE,
@@ -207,6 +207,7 @@ def test_peering_objects(rendered: Renders) -> None:
 def test_server_image_pull_policy_and_extra_args(chart: helm.Chart) -> None:
     values = {
         "image": {**CUSTOM_IMAGE, "pullPolicy": "Always"},
+        "operatorImage": {"repository": "registry.example/fpgaserve-operator", "tag": "1.2.3"},
         "serverImage": "registry.example/server:2.0",
         "extraArgs": ["--resync-seconds=30"],
     }
@@ -214,7 +215,7 @@ def test_server_image_pull_policy_and_extra_args(chart: helm.Chart) -> None:
     (container,) = pod_spec(deployment)["containers"]
     (manifest_deployment,) = by_kind(build_manifest(image="registry.example/server:2.0"), "Deployment")
     (expected,) = pod_spec(manifest_deployment)["containers"]
-    assert container["image"] == "registry.example/fpgaserve:1.2.3"
+    assert container["image"] == "registry.example/fpgaserve-operator:1.2.3"
     assert container["imagePullPolicy"] == "Always"
     assert container["args"] == [*expected["args"], "--resync-seconds=30"]
 
@@ -297,7 +298,10 @@ def test_dra_driver_is_the_manifests(rendered: Renders) -> None:
 def test_default_image_is_the_projects(chart: helm.Chart, rendered: Renders) -> None:
     assert chart.metadata["appVersion"] == importlib.metadata.version("fpgaserve")
     (deployment,) = by_kind(rendered["default"], "Deployment")
-    assert pod_spec(deployment)["containers"][0]["image"] == DEFAULT_IMAGE
+    (container,) = pod_spec(deployment)["containers"]
+    # The operator runs the slim image and gives web services the full one.
+    assert container["image"] == DEFAULT_OPERATOR_IMAGE
+    assert f"--image={DEFAULT_IMAGE}" in container["args"]
 
 
 def test_crds_are_the_committed_ones(chart: helm.Chart) -> None:

@@ -39,13 +39,14 @@ def test_scope_options_exclude_each_other() -> None:
 
 
 def test_manifest(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["operator", "manifest", "--watch-namespace", "team-a", "--image", "reg/fpgaserve:9"]) == 0
+    argv = ["--watch-namespace", "team-a", "--image", "reg/fpgaserve:9", "--operator-image", "reg/op:9"]
+    assert main(["operator", "manifest", *argv]) == 0
     objects = list(yaml.safe_load_all(capsys.readouterr().out))
     for obj in objects:
         assert_valid(obj)
     (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert container["image"] == "reg/fpgaserve:9" and "--namespace=team-a" in container["args"]
+    assert container["image"] == "reg/op:9" and "--namespace=team-a" in container["args"]
     assert "--image=reg/fpgaserve:9" in container["args"]
 
 

@@ -46,6 +46,10 @@ app.kubernetes.io/component: device-plugin
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
 {{- end -}}
 
+{{- define "fpgaserve.operatorImage" -}}
+{{- printf "%s:%s" .Values.operatorImage.repository (.Values.operatorImage.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+
 {{- define "fpgaserve.serverImage" -}}
 {{- .Values.serverImage | default (include "fpgaserve.image" .) -}}
 {{- end -}}

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from fpgaserve.api.errors import UserError, run_command
-from fpgaserve.operator.config import DEFAULT_IMAGE
+from fpgaserve.operator.config import DEFAULT_IMAGE, DEFAULT_OPERATOR_IMAGE
 
 __all__ = ["DEFAULT_NAMESPACE", "add_parser", "build_parser", "main"]
 
@@ -128,7 +128,14 @@ def _add_options(p: argparse.ArgumentParser) -> None:
         "manifest", help="print the YAML that installs the operator (not the CRDs)"
     )
     manifest.add_argument("--install-namespace", default=DEFAULT_NAMESPACE, help="(default: %(default)s)")
-    manifest.add_argument("--image", default=argparse.SUPPRESS, help=f"(default: {DEFAULT_IMAGE})")
+    manifest.add_argument(
+        "--image", default=argparse.SUPPRESS, help=f"server image for web services (default: {DEFAULT_IMAGE})"
+    )
+    manifest.add_argument(
+        "--operator-image",
+        default=DEFAULT_OPERATOR_IMAGE,
+        help="the operator's own (slim) image (default: %(default)s)",
+    )
     manifest.add_argument(
         "--watch-namespace",
         action="append",
@@ -193,6 +200,7 @@ def _manifest(args: argparse.Namespace) -> int:
     objects = build_manifest(
         namespace=args.install_namespace,
         image=getattr(args, "image", DEFAULT_IMAGE),
+        operator_image=args.operator_image,
         watch_namespaces=args.watch_namespace or None,
         peering=args.replicas > 1,
         replicas=args.replicas,

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_IMAGE", "OperatorConfig"]
+__all__ = ["DEFAULT_IMAGE", "DEFAULT_OPERATOR_IMAGE", "OperatorConfig"]
 
+# The full image (server, storage-init, device plugin) and the operator's slim one: two targets of
+# the one Dockerfile.
 DEFAULT_IMAGE = "fpgaserve/fpgaserve:0.1.0"
+DEFAULT_OPERATOR_IMAGE = "fpgaserve/fpgaserve-operator:0.1.0"
 
 
 @dataclass(frozen=True, kw_only=True)

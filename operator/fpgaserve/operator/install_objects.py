@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from fpgaserve.api.crd_models import GROUP, MODEL_PLURAL, WEBSERVICE_PLURAL
-from fpgaserve.operator.config import DEFAULT_IMAGE
+from fpgaserve.operator.config import DEFAULT_IMAGE, DEFAULT_OPERATOR_IMAGE
 
 __all__ = [
     "DEFAULT_NAME",
@@ -117,6 +117,7 @@ def _deployment(
     name: str,
     namespace: str,
     image: str,
+    operator_image: str,
     watch_namespaces: Sequence[str] | None,
     peering: bool,
     replicas: int,
@@ -144,7 +145,8 @@ def _deployment(
                     "containers": [
                         {
                             "name": "operator",
-                            "image": image,
+                            # The slim image; ``image`` (the full one) is for the web services.
+                            "image": operator_image,
                             "imagePullPolicy": "IfNotPresent",
                             # The operator's own entry point: the process imports the operator
                             # root alone (no console script, no inference code).
@@ -215,13 +217,15 @@ def build_manifest(
     *,
     namespace: str = DEFAULT_NAMESPACE,
     image: str = DEFAULT_IMAGE,
+    operator_image: str = DEFAULT_OPERATOR_IMAGE,
     watch_namespaces: Sequence[str] | None = None,
     peering: bool = False,
     replicas: int = 1,
     name: str = DEFAULT_NAME,
 ) -> list[dict[str, Any]]:
     """Everything to install the operator (after ``kubectl apply -f crds/``); ``watch_namespaces``
-    None means cluster-wide. More than one replica needs ``peering``."""
+    None means cluster-wide. More than one replica needs ``peering``. The operator runs
+    ``operator_image`` (the Dockerfile's slim target) and gives web services ``image`` (--image)."""
     if replicas > 1 and not peering:
         raise ValueError("more than one replica needs peering, or the replicas would all act at once")
     objects: list[dict[str, Any]] = []
@@ -249,6 +253,7 @@ def build_manifest(
             name=name,
             namespace=namespace,
             image=image,
+            operator_image=operator_image,
             watch_namespaces=watch_namespaces,
             peering=peering,
             replicas=replicas,
