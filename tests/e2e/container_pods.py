@@ -31,7 +31,6 @@ import socket
 import ssl
 import sys
 import tempfile
-import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -101,12 +100,9 @@ class Docker:
     async def run(self, name: str, image: str, options: Sequence[str], args: Sequence[str]) -> str:
         """Start a detached container (host network, this run's label); its id."""
         label_key, _, label_value = self.label.partition("=")
-        container = (
-            await self(
-                "run", "--detach", "--network", "host", "--name", f"{label_value}-{name}",
-                "--label", f"{label_key}={label_value}", *options, image, *args,
-            )  # fmt: skip
-        ).strip()
+        run = ["run", "--detach", "--network", "host", "--name", f"{label_value}-{name}"]
+        run += ["--label", f"{label_key}={label_value}", *options, image, *args]
+        container = (await self(*run)).strip()
         self.started[name] = container
         return container
 
@@ -152,7 +148,12 @@ def security_options(pod: dict[str, Any], container: dict[str, Any], *, image_us
     # seccompProfile RuntimeDefault is docker's default profile; nothing to add.
     limits = (container.get("resources") or {}).get("limits") or {}
     if "memory" in limits:
-        options += ["--memory", str(quantity_bytes(limits["memory"])), "--memory-swap", str(quantity_bytes(limits["memory"]))]
+        options += [
+            "--memory",
+            str(quantity_bytes(limits["memory"])),
+            "--memory-swap",
+            str(quantity_bytes(limits["memory"])),
+        ]
     for item in container.get("env") or []:
         if "value" in item:
             options += ["--env", f"{item['name']}={item['value']}"]
@@ -204,7 +205,9 @@ async def run_device_plugin(docker: Docker, image: str, node_dir: Path) -> tuple
         container_requests=[api_pb2.ContainerAllocateRequest(devices_ids=[sorted(devices)[0]])]
     )
     answer = await asyncio.to_thread(kubelet.plugin().Allocate, request, timeout=60)
-    print(f"device plugin: registered {sorted(devices)}; Allocate gave {len(answer.container_responses[0].mounts)} mount(s)")
+    print(
+        f"device plugin: registered {sorted(devices)}; Allocate gave {len(answer.container_responses[0].mounts)} mount(s)"
+    )
     return kubelet, answer.container_responses[0]
 
 
@@ -247,7 +250,9 @@ async def run_operator(
     options = security_options(pod, container, image_user="10001:10001")
     options += ["--volume", f"{kubeconfig}:/kube/config:ro", "--env", "KUBECONFIG=/kube/config"]
     command = container["command"]
-    await docker.run("operator", operator_image, ["--entrypoint", command[0], *options], [*command[1:], *args])
+    await docker.run(
+        "operator", operator_image, ["--entrypoint", command[0], *options], [*command[1:], *args]
+    )
     await check_applied(docker, "operator", options)
 
     def alive() -> bool:
@@ -265,7 +270,9 @@ async def wait_for(docker: Docker, name: str, check: Any, what: str, timeout: fl
     deadline = loop.time() + timeout
     while not await asyncio.to_thread(check):
         if not await docker.running(name):
-            raise Failure(f"{name} exited while waiting for {what}\n---- {name} log\n{await docker.logs(name)}")
+            raise Failure(
+                f"{name} exited while waiting for {what}\n---- {name} log\n{await docker.logs(name)}"
+            )
         if loop.time() > deadline:
             raise Failure(f"not within {timeout:.0f}s: {what}\n---- {name} log\n{await docker.logs(name)}")
         await asyncio.sleep(1)
@@ -274,7 +281,9 @@ async def wait_for(docker: Docker, name: str, check: Any, what: str, timeout: fl
 # ---- 3. the web service's pod
 
 
-def materialise(volume: dict[str, Any], secrets: dict[str, dict[str, Any]], into: Path, fs_group: int) -> Path:
+def materialise(
+    volume: dict[str, Any], secrets: dict[str, dict[str, Any]], into: Path, fs_group: int
+) -> Path:
     """A volume as the kubelet lays it out on the node."""
     if "emptyDir" in volume:
         into.mkdir(parents=True)
@@ -329,7 +338,9 @@ async def run_pod(docker: Docker, *, cluster: Cluster, allocation: Any, node_dir
                 raise Failure(f"the pod needs Secret {name}, which the operator did not create")
             secrets[name] = live
     fs_group = int(pod["securityContext"]["fsGroup"])
-    volumes = {v["name"]: materialise(v, secrets, work / "volumes" / v["name"], fs_group) for v in pod["volumes"]}
+    volumes = {
+        v["name"]: materialise(v, secrets, work / "volumes" / v["name"], fs_group) for v in pod["volumes"]
+    }
 
     def mounts(container: dict[str, Any]) -> list[str]:
         out = []
@@ -342,7 +353,9 @@ async def run_pod(docker: Docker, *, cluster: Cluster, allocation: Any, node_dir
         await docker.run(init["name"], init["image"], options, init["args"])
         await check_applied(docker, init["name"], options)
         if await docker.exit_code(init["name"]) != 0:
-            raise Failure(f"init container {init['name']} failed\n---- log\n{await docker.logs(init['name'])}")
+            raise Failure(
+                f"init container {init['name']} failed\n---- log\n{await docker.logs(init['name'])}"
+            )
         print(f"pod: init container {init['name']} done")
 
     (server,) = pod["containers"]
@@ -363,9 +376,11 @@ async def run_pod(docker: Docker, *, cluster: Cluster, allocation: Any, node_dir
     await check_applied(docker, server["name"], options)
 
     cert = volumes["tls"] / "tls.crt"
-    names = x509.load_pem_x509_certificate(cert.read_bytes()).extensions.get_extension_for_class(
-        x509.SubjectAlternativeName
-    ).value.get_values_for_type(x509.DNSName)
+    names = (
+        x509.load_pem_x509_certificate(cert.read_bytes())
+        .extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        .value.get_values_for_type(x509.DNSName)
+    )
     host = f"{NAME}.{NAMESPACE}.svc"
     assert host in names, names
     probe = server["readinessProbe"]["httpGet"]
@@ -381,10 +396,19 @@ async def run_pod(docker: Docker, *, cluster: Cluster, allocation: Any, node_dir
     photo = encode(skimage.data.chelsea(), "jpeg")
     headers = {"Content-Type": "application/octet-stream"}
     status, body = await asyncio.to_thread(
-        https, host, port, cert, "POST", "/score", photo, {**headers, "Authorization": f"Bearer {keys[serving.KEYS_PRIMARY]}"}
+        https,
+        host,
+        port,
+        cert,
+        "POST",
+        "/score",
+        photo,
+        {**headers, "Authorization": f"Bearer {keys[serving.KEYS_PRIMARY]}"},
     )
     if status != 200:
-        raise Failure(f"scoring answered {status}: {body[:500]!r}\n---- server log\n{await docker.logs(server['name'])}")
+        raise Failure(
+            f"scoring answered {status}: {body[:500]!r}\n---- server log\n{await docker.logs(server['name'])}"
+        )
     answer = json.loads(body)
     top = answer["results"][0]["top5"][0]
     assert top["label"] in LABELS, top
@@ -395,7 +419,9 @@ async def run_pod(docker: Docker, *, cluster: Cluster, allocation: Any, node_dir
     assert status == 401, f"a wrong key got {status}"
     user = (await docker("exec", docker.started[server["name"]], "id", "-u")).strip()
     assert user == str(pod["securityContext"]["runAsUser"]), user
-    print(f"pod: scored chelsea over TLS as {host}: {top['label']} ({top['probability']:.2f}); a wrong key gets 401")
+    print(
+        f"pod: scored chelsea over TLS as {host}: {top['label']} ({top['probability']:.2f}); a wrong key gets 401"
+    )
 
 
 async def main(argv: Sequence[str] | None = None) -> int:
@@ -413,18 +439,24 @@ async def main(argv: Sequence[str] | None = None) -> int:
         try:
             kubelet, allocation = await run_device_plugin(docker, args.image, node_dir)
             async with api_server() as cluster:
-                await run_operator(docker, image=args.image, operator_image=args.operator_image, cluster=cluster, work=work)
+                await run_operator(
+                    docker, image=args.image, operator_image=args.operator_image, cluster=cluster, work=work
+                )
                 models = node_dir / "models"
                 models.mkdir(parents=True)
                 info = await asyncio.to_thread(
-                    lambda: tiny_definition(tiny_featurizer(), tiny_classifier()).save(models / "service_def.zip")
+                    lambda: tiny_definition(tiny_featurizer(), tiny_classifier()).save(
+                        models / "service_def.zip"
+                    )
                 )
                 models.chmod(0o755)
                 model = model_body(source={"uri": f"file://{info.path}", "sha256": info.sha256})
                 web = webservice_body(NAME, tls={"mode": "SelfSigned"}, fpga={"count": 1},
                                       resources={"cpu": "500m", "memory": "2Gi"})  # fmt: skip
                 for body, plural in ((model, "fpgamodels"), (web, "fpgawebservices")):
-                    response = await cluster.post(f"/apis/{API_VERSION}/namespaces/{NAMESPACE}/{plural}", json=body)
+                    response = await cluster.post(
+                        f"/apis/{API_VERSION}/namespaces/{NAMESPACE}/{plural}", json=body
+                    )
                     assert response.status == 200, await response.text()
 
                 def generated() -> bool:
@@ -437,7 +469,9 @@ async def main(argv: Sequence[str] | None = None) -> int:
                         )
                     )
 
-                await wait_for(docker, "operator", generated, "the operator to generate the Deployment and Secrets")
+                await wait_for(
+                    docker, "operator", generated, "the operator to generate the Deployment and Secrets"
+                )
                 print("operator: generated the Deployment and the Secrets of the web service")
                 await run_pod(docker, cluster=cluster, allocation=allocation, node_dir=node_dir, work=work)
         except (Failure, AssertionError) as exc:
@@ -451,5 +485,4 @@ async def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    threading.excepthook = lambda hook: None  # the kubelet's watch threads end with the plugin
     sys.exit(asyncio.run(main()))
