@@ -9,8 +9,9 @@
 #   bash tests/e2e/container_e2e.sh              # 3-10 minutes, most of it the first image build
 #   bash tests/e2e/container_e2e.sh --preflight  # only say whether it can run here ("ok" or "SKIP: ...")
 #
-# Docker engine: a reachable one is reused. Otherwise, as root, Debian's docker.io is installed
-# (apt-get) and dockerd started with loopback networking only (no bridge, no iptables); builds and
+# Docker engine: a reachable one is reused. Otherwise, with E2E_INSTALL=1 (the default when CI=true)
+# and as root, Debian's docker.io is installed (apt-get) if needed and dockerd started with loopback
+# networking only (no bridge, no iptables); it keeps running for the next run. Builds and
 # containers use --network host. Without an engine and no way to start one it prints "SKIP: ..."
 # and exits 0, as the kind script does.
 # Base image: python:3.11-slim when present or pullable; otherwise a local stand-in made with
@@ -19,7 +20,8 @@
 # Environment: PYTHON (a Python with fpgaserve and its test extras; default python3),
 # BUILD_CA_BUNDLE (a PEM bundle pip trusts while the images download wheels, for a TLS-inspecting
 # proxy; default none), IMAGE / OPERATOR_IMAGE (default fpgaserve/fpgaserve:e2e and
-# fpgaserve/fpgaserve-operator:e2e), E2E_NO_INSTALL=1 (never install or start an engine).
+# fpgaserve/fpgaserve-operator:e2e), E2E_INSTALL (1: may install and start an engine; default 1
+# when CI=true, else 0).
 set -euo pipefail
 
 here=${BASH_SOURCE[0]%/*}
@@ -36,6 +38,7 @@ STANDIN_PACKAGES=python3,python3-venv,ca-certificates
 STANDIN_TAR=$E2E_CACHE/base-bookworm-${STANDIN_PACKAGES//,/-}.tar
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 RUN_ID=fpgaserve-e2e-$$
+E2E_INSTALL=${E2E_INSTALL:-$([[ ${CI:-} == true ]] && echo 1 || echo 0)}
 export DOCKER_BUILDKIT=0 # the classic builder: no buildx plugin needed, --network host for RUN
 
 log() { printf '\n== %s\n' "$*"; }
@@ -51,8 +54,8 @@ preflight() {
     if command -v docker >/dev/null 2>&1 && engine_up; then
         return 0
     fi
-    if [[ ${E2E_NO_INSTALL:-0} == 1 ]]; then
-        echo "SKIP: no reachable Docker engine (\`docker info\` failed) and E2E_NO_INSTALL=1"
+    if [[ $E2E_INSTALL != 1 ]]; then
+        echo "SKIP: no reachable Docker engine (\`docker info\` failed); E2E_INSTALL=1 (default with CI=true) lets this script, as root, install and start one"
         return 1
     fi
     if ((EUID != 0)); then
