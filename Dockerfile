@@ -21,8 +21,11 @@ WORKDIR /src
 COPY README.md build-ca.pe[m] ./
 COPY operator/requirements.txt ./operator/
 # --target: one directory to copy into the operator target, with no wheels left behind in a layer.
+# The kubernetes client's asyncio twin (kubernetes.aio, half of the package) is dropped: the
+# operator uses the synchronous client only (tests/operator/test_imports.py checks it).
 RUN if [ -f build-ca.pem ]; then export PIP_CERT=/src/build-ca.pem; fi \
- && python -m pip install --target /opt/fpgaserve/site -r operator/requirements.txt
+ && python -m pip install --target /opt/fpgaserve/site -r operator/requirements.txt \
+ && rm -rf /opt/fpgaserve/site/kubernetes/aio
 
 # ---- the operator: python -m fpgaserve.operator
 FROM ${BASE_IMAGE} AS operator

@@ -9,7 +9,9 @@ Two rules, checked in fresh interpreters (this test session itself imports every
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +46,50 @@ def test_operator_package_imports_nothing_heavy() -> None:
     modules = loaded_after(f"{OPERATOR_PROCESS}, fpgaserve.operator.install_objects")
     assert "kopf" in modules and "fpgaserve.operator.handlers" in modules
     assert matching(modules, FORBIDDEN) == []
+
+
+def _requirement_names() -> set[str]:
+    lines = (OPERATOR_ROOT / "requirements.txt").read_text().splitlines()
+    return {
+        re.split(r"[<>=!~ \[;]", line, maxsplit=1)[0].lower()
+        for line in lines
+        if line and not line.startswith("#")
+    }
+
+
+def test_requirements_are_what_the_operator_imports() -> None:
+    # The slim image installs operator/requirements.txt and nothing else: every third-party module
+    # the operator root imports must come from a distribution listed there, and every listed one
+    # must be imported (directly) by some operator module.
+    imported: set[str] = set()
+    for path in OPERATOR_ROOT.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.partition(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.partition(".")[0])
+    third_party = {
+        m for m in imported if m not in sys.stdlib_module_names and m not in ("fpgaserve", "__future__")
+    }
+    providers = importlib.metadata.packages_distributions()
+    needed = {providers[m][0].lower() for m in third_party}
+    assert needed == _requirement_names()
+
+
+def test_requirements_keep_the_projects_lower_bounds() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((OPERATOR_ROOT.parent / "pyproject.toml").read_text())["project"]["dependencies"]
+    listed = [
+        line
+        for line in (OPERATOR_ROOT / "requirements.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert set(listed) <= set(project)
+
+
+def test_operator_never_loads_the_asyncio_kubernetes_client() -> None:
+    # The operator image drops kubernetes.aio (Dockerfile).
+    assert matching(loaded_after(OPERATOR_PROCESS), ("kubernetes.aio",)) == []
 
 
 def test_operator_process_imports_only_the_operator_root() -> None:
