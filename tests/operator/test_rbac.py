@@ -23,11 +23,6 @@ from tests.operator.conftest import rbac_log
 from tests.operator.helpers import ROOT
 from tests.operator.rbac import ApiCall, Grant, RbacLog, allowed, grants
 
-_OWNED_LATER = (
-    "the web service reconciler makes this call (reconcile_webservice.py, through kube.py) when the "
-    "spec turns the feature on or off; tests/operator/test_reconcile_webservice.py drives it "
-    "without the kopf operator, so no recorded test makes it yet"
-)
 _KOPF_GET = (
     "kopf's documented RBAC for the resources it serves; it lists and watches them, and a GET of "
     "one object is one failure away (a kopf upgrade) from being needed"
@@ -35,15 +30,6 @@ _KOPF_GET = (
 # Granted although no recorded test makes the call, each for a reason. Shrink this list by
 # covering the call in an operator test (the check then passes without the entry).
 DELIBERATE_EXTRAS: dict[Grant, str] = {
-    Grant("", "services", "delete"): _OWNED_LATER,
-    Grant("apps", "deployments", "delete"): _OWNED_LATER,
-    Grant("autoscaling", "horizontalpodautoscalers", "create"): _OWNED_LATER,
-    Grant("autoscaling", "horizontalpodautoscalers", "patch"): _OWNED_LATER,
-    Grant("autoscaling", "horizontalpodautoscalers", "delete"): _OWNED_LATER,
-    Grant("networking.k8s.io", "ingresses", "create"): _OWNED_LATER,
-    Grant("networking.k8s.io", "ingresses", "patch"): _OWNED_LATER,
-    Grant("networking.k8s.io", "ingresses", "delete"): _OWNED_LATER,
-    Grant("policy", "poddisruptionbudgets", "patch"): _OWNED_LATER,
     Grant("fpgaserve.io", "fpgawebservices", "get"): _KOPF_GET,
     Grant("kopf.dev", "kopfpeerings", "get"): _KOPF_GET,
     Grant("kopf.dev", "clusterkopfpeerings", "get"): _KOPF_GET,

@@ -3,7 +3,7 @@
 Role: pure builders used by ``fpgaserve operator manifest``. ``RULES`` lists exactly the API
 access the operator uses (``tests/operator/test_install_objects.py`` checks it against the ``Kube``
 wrapper's kinds and kopf's needs): its two CRDs (watch, patch, status), the objects it owns
-(get, create, patch, delete; never list or watch), Secrets named in a spec (get), and Events.
+(get, create, patch; delete for those a spec can turn off; never list or watch), Secrets named in a spec (get), and Events.
 Namespaced installs bind the rules per watched namespace with RoleBindings; cluster-wide ones
 with a ClusterRoleBinding.
 """
@@ -33,6 +33,8 @@ DEFAULT_NAME = "fpgaserve-operator"
 DEFAULT_NAMESPACE = "fpgaserve-system"
 LIVENESS_PORT = 8080
 _OWNED = ["get", "create", "patch", "delete"]
+# Never deleted by the operator (the garbage collector removes them with their web service).
+_ALWAYS_OWNED = ["get", "create", "patch"]
 
 RULES: list[dict[str, Any]] = [
     # kopf lists and watches the custom resources and patches them (finalizers, its annotations);
@@ -47,8 +49,9 @@ RULES: list[dict[str, Any]] = [
         "resources": [f"{MODEL_PLURAL}/status", f"{WEBSERVICE_PLURAL}/status"],
         "verbs": ["patch"],
     },
-    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": _OWNED},
-    {"apiGroups": [""], "resources": ["services", "secrets"], "verbs": _OWNED},
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": _ALWAYS_OWNED},
+    {"apiGroups": [""], "resources": ["services"], "verbs": _ALWAYS_OWNED},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": _OWNED},
     {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": _OWNED},
     {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": _OWNED},
     {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": _OWNED},
