@@ -6,7 +6,7 @@
 # default, holds the whole project: device plugin, storage-init and the inference server.
 #
 # Build options (docs/operator.md#build-the-images):
-#   --build-arg BASE_IMAGE=...  a Python 3.10+ image with `python -m pip` (default python:3.11-slim),
+#   --build-arg BASE_IMAGE=...  a Python 3.10+ image with `python -m pip` and venv (default python:3.11-slim),
 #                               e.g. a local stand-in where no registry is reachable.
 #   build-ca.pem                a CA bundle in the build context (gitignored) that pip trusts
 #                               INSTEAD of its own while the wheels are downloaded, for a TLS-inspecting
@@ -41,7 +41,8 @@ EXPOSE 8080
 ENTRYPOINT ["python", "-m", "fpgaserve.operator"]
 CMD ["--help"]
 
-# ---- wheels of the whole project and its dependencies
+# ---- the whole project and its dependencies, in a venv copied whole into the final target (no
+# wheel files left behind in a layer)
 FROM ${BASE_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
@@ -49,18 +50,20 @@ COPY pyproject.toml README.md build-ca.pe[m] ./
 COPY operator ./operator
 COPY inference ./inference
 RUN if [ -f build-ca.pem ]; then export PIP_CERT=/src/build-ca.pem; fi \
- && python -m pip install --upgrade pip \
- && python -m pip wheel --wheel-dir /wheels .
+ && python -m venv /opt/fpgaserve/venv \
+ && /opt/fpgaserve/venv/bin/python -m pip install --upgrade pip \
+ && /opt/fpgaserve/venv/bin/python -m pip install . \
+ && /opt/fpgaserve/venv/bin/python -m pip uninstall --yes pip
 
 # ---- every other role: fpgaserve device-plugin | storage-init | serve (the command line picks)
 FROM ${BASE_IMAGE} AS full
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    PATH=/opt/fpgaserve/venv/bin:$PATH \
     # numba caches compiled kernels next to the sources unless told otherwise; the root
     # filesystem is read-only in the pods the operator builds.
     NUMBA_CACHE_DIR=/tmp/numba-cache
-COPY --from=build /wheels /wheels
-RUN python -m pip install --no-cache-dir --no-index --find-links /wheels fpgaserve && rm -rf /wheels \
- && useradd --uid 10001 --create-home --shell /usr/sbin/nologin fpgaserve
+RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin fpgaserve
+COPY --from=build /opt/fpgaserve/venv /opt/fpgaserve/venv
 USER 10001:10001
 EXPOSE 8080 8443
 ENTRYPOINT ["fpgaserve"]
