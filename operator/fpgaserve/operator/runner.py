@@ -19,8 +19,9 @@ import kopf
 
 from fpgaserve.api.crd_models import GROUP
 from fpgaserve.operator.config import OperatorConfig
-from fpgaserve.operator.handlers import register
+from fpgaserve.operator.handlers import OWNED_WATCHES, register
 from fpgaserve.operator.kube import Kube
+from fpgaserve.operator.naming import WEBSERVICE_LABEL
 
 __all__ = ["FINALIZER", "make_registry", "make_settings", "peering_priority", "run"]
 
@@ -43,6 +44,9 @@ def make_settings() -> kopf.OperatorSettings:
     settings.posting.loggers = False  # Events are what the handlers post, not kopf's log lines
     # Namespaces are given exactly; listing them would need cluster-wide RBAC for nothing.
     settings.scanning.disabled = True
+    # The API server sends only the owned objects' events (the handlers filter by label too).
+    for group, version, plural in OWNED_WATCHES:
+        settings.watching.label_selectors[group, version, plural] = WEBSERVICE_LABEL
     return settings
 
 
