@@ -78,9 +78,15 @@ class Refresher:
         body = await self._kube.get(FPGAWEBSERVICE, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
-        # A spec not reconciled yet is an update (whoever gets to it first), not drift.
-        observed = (body.get("status") or {}).get("observedGeneration")
-        resync = resync and observed == body["metadata"].get("generation")
+        # Drift is a change to what was deployed: a spec not reconciled yet is an update, and a web
+        # service not deployed yet (its model was not ready) is being created, whoever gets to it.
+        status = body.get("status") or {}
+        deployed = any(
+            c.get("type") == "Deployed" and c.get("status") == "True" for c in status.get("conditions") or []
+        )
+        resync = (
+            resync and deployed and status.get("observedGeneration") == body["metadata"].get("generation")
+        )
         outcome = await reconcile_webservice(kube=self._kube, config=self._config, body=body, resync=resync)
         if outcome.status:
             await self._kube.patch(
