@@ -16,12 +16,12 @@ import pytest
 
 from fpgaserve.api.conditions import STORAGE_INIT_FAILED, UNSCHEDULABLE
 from fpgaserve.operator.config import OperatorConfig
-from fpgaserve.operator.kube import DEPLOYMENT, SERVICE, Kube
+from fpgaserve.operator.kube import DEPLOYMENT, FPGAWEBSERVICE, SERVICE, Kube
 from tests.operator.cluster import Cluster
 from tests.operator.conftest import StartOperator
 from tests.operator.helpers import NAMESPACE, create, events_for, model_body, webservice_body
 from tests.operator.kubelet import start_pod
-from tests.operator.test_handlers import WS, condition, mark_available, status
+from tests.operator.test_handlers import MODELS, WS, condition, mark_available, status
 from tests.support.polling import eventually
 
 
@@ -136,3 +136,22 @@ async def test_owned_objects_restored_without_a_resync(
         # The Deployment's readiness reaches the status through the watch as well.
         await mark_available(kube)
         await eventually(lambda: status(cluster, WS, "web").get("phase") == "Ready", what="ready")
+
+
+async def test_model_used_by_follows_without_a_resync(
+    cluster: Cluster, kube: Kube, start_operator: StartOperator
+) -> None:
+    def used_by(model: str) -> Any:
+        return status(cluster, MODELS, model).get("usedBy")
+
+    async with start_operator():
+        await deploy(cluster, {"uri": "s3://models/r.zip", "sha256": "d" * 64})
+        await eventually(lambda: used_by("resnet") == ["web"], what="usedBy [web]")
+        await create(
+            cluster, model_body(name="other", source={"uri": "s3://models/o.zip", "sha256": "e" * 64})
+        )
+        await eventually(lambda: status(cluster, MODELS, "other").get("phase") == "Ready", what="other ready")
+        await kube.patch(FPGAWEBSERVICE, NAMESPACE, "web", {"spec": {"model": "other"}})
+        await eventually(lambda: used_by("resnet") == [] and used_by("other") == ["web"], what="moved")
+        await kube.delete(FPGAWEBSERVICE, NAMESPACE, "web")
+        await eventually(lambda: used_by("other") == [], what="usedBy [] once deleted")

@@ -33,7 +33,7 @@ from fpgaserve.operator.config import OperatorConfig
 from fpgaserve.operator.cycle import Outcome
 from fpgaserve.operator.kube import ApiError, Kube
 from fpgaserve.operator.naming import WEBSERVICE_LABEL
-from fpgaserve.operator.reconcile_model import reconcile_model, release_model
+from fpgaserve.operator.reconcile_model import reconcile_model, refresh_users, release_model
 from fpgaserve.operator.reconcile_webservice import regenerate_key
 from fpgaserve.operator.refresh import Refresher
 
@@ -115,6 +115,16 @@ def register(registry: kopf.OperatorRegistry, *, kube: Kube, config: OperatorCon
                 "refreshing %s/%s failed (the resync tries again): %s", body.metadata.namespace, name, exc
             )
 
+    async def model_users(body: kopf.Body, old: Any, new: Any, reason: str, **_: Any) -> None:
+        # A web service came, went, or moved to another model: those models' usedBy, at once.
+        namespace = body.metadata.namespace or ""
+        names = {old, new} if reason == "update" else {(body.get("spec") or {}).get("model")}
+        for model_name in sorted(str(n) for n in names if n):
+            try:
+                await refresh_users(kube=kube, namespace=namespace, name=model_name)
+            except ApiError as exc:  # never hold a web service's deletion: the model's resync corrects
+                logger.warning("updating usedBy of FpgaModel %s/%s failed: %s", namespace, model_name, exc)
+
     async def key_regeneration(body: kopf.Body, patch: kopf.Patch, new: Any, retry: int, **_: Any) -> None:
         outcome = await regenerate_key(kube=kube, body=body, slot=str(new))
         _finish(outcome, body=body, patch=patch, retry=retry, config=config)
@@ -149,6 +159,9 @@ def register(registry: kopf.OperatorRegistry, *, kube: Kube, config: OperatorCon
     kopf.timer(*WEBSERVICES, id="resync", interval=every, initial_delay=every, registry=registry)(
         webservice_resync
     )
+    kopf.on.create(*WEBSERVICES, id="model-users", registry=registry)(model_users)
+    kopf.on.update(*WEBSERVICES, id="model-users", field="spec.model", registry=registry)(model_users)
+    kopf.on.delete(*WEBSERVICES, id="model-users", optional=True, registry=registry)(model_users)
     kopf.on.field(
         *WEBSERVICES,
         id="regenerate-key",
