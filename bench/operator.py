@@ -5,6 +5,9 @@ this process) and measures, on this machine:
 
 - latency: from creating one FpgaWebservice to its Deployment existing, p50 and p99 over
   ``--latency-samples`` web services created one after another;
+- readiness: from a Deployment's status turning available (played here, as the Deployment
+  controller would) to its FpgaWebservice's phase Ready, over the same web services; the resync
+  is one hour, so this is the operator's watch of its Deployments (target: under 2 s);
 - cold start: ``--cold-start`` web services created while the operator is down, then the time from
   starting it until every one has its Deployment, and until every status says so;
 - the operator's peak memory (VmHWM), its resident memory once idle, and its CPU time during the
@@ -138,6 +141,18 @@ async def _create_webservice(cluster: Cluster, name: str) -> None:
     assert response.status == 200, await response.text()
 
 
+async def _mark_available(cluster: Cluster, name: str) -> None:
+    """Play the Deployment controller: its one pod is ready."""
+    status = {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1,
+              "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}]}  # fmt: skip
+    response = await cluster.patch(
+        f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{name}/status",
+        json={"status": status},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert response.status == 200, await response.text()
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         return await _measure(args, Path(tmp))
@@ -178,6 +193,20 @@ async def _measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             result["latency_p50_ms"] = statistics.median(ordered) * 1000
             result["latency_p99_ms"] = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))] * 1000
             result["latency_samples"] = len(ordered)
+
+            # Deployment ready -> FpgaWebservice Ready: the watch on Deployments (no resync).
+            readiness = []
+            for i in range(args.latency_samples):
+                name = f"latency-{i}"
+                await _until(lambda n=name: _phase(cluster, n) == "Deploying", 30, f"{name} deploying")  # type: ignore[misc]
+                started = time.perf_counter()
+                await _mark_available(cluster, name)
+                await _until(lambda n=name: _phase(cluster, n) == "Ready", 30, f"{name} Ready")  # type: ignore[misc]
+                readiness.append(time.perf_counter() - started)
+            ordered = sorted(readiness)
+            result["ready_p50_ms"] = statistics.median(ordered) * 1000
+            result["ready_p99_ms"] = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))] * 1000
+            result["ready_max_ms"] = ordered[-1] * 1000
         finally:
             await _stop(operator)
 
@@ -219,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         ("create -> Deployment, p50", f"{result['latency_p50_ms']:.1f} ms (n={result['latency_samples']})"),
         ("create -> Deployment, p99", f"{result['latency_p99_ms']:.1f} ms"),
+        ("Deployment ready -> FpgaWebservice Ready, p50", f"{result['ready_p50_ms']:.1f} ms (no resync: the watch)"),
+        ("Deployment ready -> FpgaWebservice Ready, p99 / max", f"{result['ready_p99_ms']:.1f} ms / {result['ready_max_ms']:.1f} ms"),
         (f"cold start, {result['cold_start_objects']} web services: Deployments", f"{result['cold_start_deployments_s']:.1f} s"),
         (f"cold start, {result['cold_start_objects']} web services: statuses", f"{result['cold_start_status_s']:.1f} s"),
         ("operator CPU time during the cold start", f"{result['cold_start_operator_cpu_s']:.1f} s"),

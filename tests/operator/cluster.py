@@ -111,6 +111,17 @@ def declare_resources(cluster: kmock.KubernetesEmulator) -> None:
     cluster.resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = info(
         kind="CustomResourceDefinition", namespaced=False, verbs=_VERBS
     )
+    # What the operator owns, watches (kopf resolves these through discovery) or lists.
+    for resource, kind in (
+        ("apps/v1/deployments", "Deployment"),
+        ("v1/services", "Service"),
+        ("v1/secrets", "Secret"),
+        ("v1/pods", "Pod"),
+        ("networking.k8s.io/v1/ingresses", "Ingress"),
+        ("autoscaling/v2/horizontalpodautoscalers", "HorizontalPodAutoscaler"),
+        ("policy/v1/poddisruptionbudgets", "PodDisruptionBudget"),
+    ):
+        cluster.resources[resource] = info(kind=kind, namespaced=True, verbs=_VERBS, subresources={"status"})
     for kind, plural in ((MODEL_KIND, MODEL_PLURAL), (WEBSERVICE_KIND, WEBSERVICE_PLURAL)):
         cluster.resources[f"{API_VERSION}/{plural}"] = info(
             kind=kind, singular=kind.lower(), namespaced=True, verbs=_VERBS, subresources={"status"}

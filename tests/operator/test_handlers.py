@@ -86,7 +86,7 @@ async def test_create_deploy_and_become_ready(
         await eventually(lambda: status(cluster, MODELS, "resnet").get("usedBy") == ["web"], what="usedBy")
         await eventually(
             lambda: {"Created", "Ready"} <= {reason for _, reason, _ in events_for(cluster, "web")},
-            what="Events",
+            what=f"Events {events_for(cluster, 'web')}",
         )
 
 

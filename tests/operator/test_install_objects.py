@@ -8,6 +8,7 @@ import pytest
 
 from fpgaserve.api.crd_models import MODEL_PLURAL, WEBSERVICE_PLURAL
 from fpgaserve.operator import kube
+from fpgaserve.operator.handlers import OWNED_WATCHES
 from fpgaserve.operator.install_objects import RULES, build_manifest
 from tests.operator.helpers import assert_valid
 
@@ -49,12 +50,18 @@ def test_rules_cover_exactly_what_the_operator_uses() -> None:
     # Deleted only when a spec turns them off (reconcile_webservice._prune); the Deployment and the
     # Service go with their web service (garbage collector). tests/operator/test_rbac.py checks
     # these against the calls the operator really makes.
-    for kind in (kube.SECRET, kube.INGRESS, kube.HPA, kube.PDB):
+    watched = {(group, plural) for group, _, plural in OWNED_WATCHES}
+    for kind in (kube.DEPLOYMENT, kube.SERVICE, kube.SECRET, kube.INGRESS, kube.HPA, kube.PDB):
         group = kind.api_version.rpartition("/")[0]
-        assert verbs(RULES, group, kind.plural) == {"get", "create", "patch", "delete"}, kind.kind
-    for kind in (kube.DEPLOYMENT, kube.SERVICE):
-        group = kind.api_version.rpartition("/")[0]
-        assert verbs(RULES, group, kind.plural) == {"get", "create", "patch"}, kind.kind
+        owned = {"get", "create", "patch"}
+        if kind not in (kube.DEPLOYMENT, kube.SERVICE):
+            owned.add("delete")
+        if (group, kind.plural) in watched:
+            owned |= {"list", "watch"}  # kopf lists and watches what OWNED_WATCHES names
+        assert verbs(RULES, group, kind.plural) == owned, kind.kind
+    assert ("", "secrets") not in watched  # listing Secrets would read every one in the namespace
+    # Pods: read only, listed by the reconciler (diagnosis) and watched by kopf.
+    assert verbs(RULES, "", "pods") == {"list", "watch"} and ("", "pods") in watched
     for plural in (MODEL_PLURAL, WEBSERVICE_PLURAL):
         assert verbs(RULES, "fpgaserve.io", plural) == {"get", "list", "watch", "patch"}
         assert verbs(RULES, "fpgaserve.io", f"{plural}/status") == {"patch"}
@@ -63,7 +70,7 @@ def test_rules_cover_exactly_what_the_operator_uses() -> None:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
     # Nothing cluster-scoped: no namespaces, no CRDs, no nodes.
     everything = {res for rule in RULES for res in rule["resources"]}
-    assert not everything & {"namespaces", "customresourcedefinitions", "nodes", "pods"}
+    assert not everything & {"namespaces", "customresourcedefinitions", "nodes", "replicasets"}
 
 
 def test_more_replicas_need_peering() -> None:

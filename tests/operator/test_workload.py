@@ -63,7 +63,12 @@ def test_defaults() -> None:
     init, server = containers(obj)
     assert init["name"] == "storage-init" and server["name"] == "server"
     assert init["image"] == server["image"] == CONFIG.image
-    assert init["args"] == serving.storage_init_argv(uri=MODEL_URI, sha256=DIGEST, dest=serving.MODEL_DIR)
+    assert init["args"] == serving.storage_init_argv(
+        uri=MODEL_URI, sha256=DIGEST, dest=serving.MODEL_DIR, termination_log=serving.TERMINATION_LOG
+    )
+    for container in (init, server):  # why it failed reaches the status (diagnosis.py)
+        assert container["terminationMessagePath"] == serving.TERMINATION_LOG
+        assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert server["args"] == serving.serve_argv(
         port=serving.HTTP_PORT, grpc_port=serving.GRPC_PORT, keys=True, max_batch_size=8,
         max_batch_delay_ms=5, max_queue=256, max_body_bytes=16 * 1024 * 1024, request_timeout_s=30,
@@ -161,6 +166,7 @@ def test_s3_source_with_credentials() -> None:
         sha256=DIGEST,
         credentials_dir=serving.CREDENTIALS_DIR,
         endpoint="http://minio:9000",
+        termination_log=serving.TERMINATION_LOG,
     )
     assert mounts(init)["credentials"] == (serving.CREDENTIALS_DIR, True)
     assert "credentials" not in mounts(server)  # only storage-init sees the store's credentials

@@ -209,11 +209,27 @@ def test_s3_wrong_secret_never_leaks(
     credentials = s3_credentials(tmp_path, secret=SECRET_KEY)
     argv = ["storage-init", "--uri", "s3://models/service_def.zip", "--sha256", digest(pkg)]
     argv += ["--dest", str(tmp_path / "d"), "--credentials-dir", str(credentials), "--endpoint", server.url]
+    termination_log = tmp_path / "termination-log"
+    argv += ["--termination-log", str(termination_log)]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "HTTP 403 Forbidden (SignatureDoesNotMatch)" in err
-    for text in (err, caplog.text):
-        assert SECRET_KEY not in text and "StringToSign" not in text
+    # The kubelet's termination message (what the operator reports): one line, the same error.
+    message = termination_log.read_text()
+    assert message.count("\n") == 1 and "HTTP 403 Forbidden (SignatureDoesNotMatch)" in message
+    for text in (err, caplog.text, message):
+        assert SECRET_KEY not in text and "StringToSign" not in text and ACCESS_KEY not in text
+
+
+def test_termination_log_names_a_digest_mismatch(tmp_path: Path, pkg: Path) -> None:
+    termination_log = tmp_path / "termination-log"
+    argv = ["storage-init", "--uri", f"{pkg.as_uri()}?X-Amz-Signature=presigned", "--sha256", "0" * 64]
+    argv += ["--dest", str(tmp_path / "d"), "--termination-log", str(termination_log)]
+    assert main(argv) == 2
+    message = termination_log.read_text()
+    assert "sha256 mismatch: expected " + "0" * 64 in message and "presigned" not in message
+    assert main([*argv[:4], digest(pkg), *argv[5:]]) == 0  # a success leaves no new message
+    assert termination_log.read_text() == message
 
 
 def test_cli_prints_a_json_summary(tmp_path: Path, pkg: Path, capsys: pytest.CaptureFixture[str]) -> None:

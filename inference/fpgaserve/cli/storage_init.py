@@ -22,7 +22,13 @@ from fpgaserve.api.serving import PACKAGE_FILENAME, SOURCE_DIR
 if TYPE_CHECKING:
     from fpgaserve.api.manifest import Manifest
 
-__all__ = ["MARKER_FILE", "add_parser", "storage_init"]
+__all__ = [
+    "MARKER_FILE",
+    "TERMINATION_MESSAGE_CHARS",
+    "add_parser",
+    "storage_init",
+    "write_termination_message",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +56,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument(
         "--endpoint", metavar="URL", help="S3-compatible endpoint, e.g. http://minio:9000 (s3:// only)"
+    )
+    p.add_argument(
+        "--termination-log",
+        type=Path,
+        metavar="FILE",
+        help="on failure, write the error there as one line (Kubernetes' terminationMessagePath, "
+        "which the operator reports in the web service's status)",
     )
     p.add_argument(
         "--pvc-root",
@@ -121,14 +134,35 @@ def _summary(manifest: Manifest, *, sha256: str, dest: Path, fetched: bool) -> d
     }
 
 
+# The kubelet keeps at most 4096 bytes of a termination message; one line is what a status shows.
+TERMINATION_MESSAGE_CHARS = 1024
+
+
+def write_termination_message(path: Path, message: str) -> None:
+    """One line (at most TERMINATION_MESSAGE_CHARS) into the termination log; never fails the
+    caller (the error is on stderr anyway, and the pod falls back to the log tail)."""
+    line = " ".join(message.split())
+    if len(line) > TERMINATION_MESSAGE_CHARS:
+        line = line[: TERMINATION_MESSAGE_CHARS - 3] + "..."
+    try:
+        path.write_text(line + "\n", encoding="utf-8")
+    except OSError as exc:
+        logger.warning("cannot write the termination message to %s: %s", path, exc.strerror or exc)
+
+
 def _run(args: argparse.Namespace) -> int:
-    summary = storage_init(
-        uri=args.uri,
-        sha256=args.sha256,
-        dest=args.dest,
-        credentials_dir=args.credentials_dir,
-        endpoint=args.endpoint,
-        pvc_root=args.pvc_root,
-    )
+    try:
+        summary = storage_init(
+            uri=args.uri,
+            sha256=args.sha256,
+            dest=args.dest,
+            credentials_dir=args.credentials_dir,
+            endpoint=args.endpoint,
+            pvc_root=args.pvc_root,
+        )
+    except UserError as exc:  # secret-free by construction (URIs redacted, no credentials)
+        if args.termination_log is not None:
+            write_termination_message(args.termination_log, str(exc))
+        raise
     print(json.dumps(summary))
     return 0

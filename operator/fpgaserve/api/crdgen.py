@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from fpgaserve.api.conditions import MODEL_READY_REASONS, WEBSERVICE_READY_REASONS
 from fpgaserve.api.crd_models import (
     GROUP,
     MODEL_KIND,
@@ -62,6 +63,7 @@ class CrdInfo:
     status: type[BaseModel]
     columns: tuple[dict[str, Any], ...]
     description: str
+    reasons: dict[str, tuple[str, str, str]]  # Ready condition reason -> (status, phase, meaning)
 
     @property
     def name(self) -> str:
@@ -97,6 +99,7 @@ CRDS: tuple[CrdInfo, ...] = (
             _AGE,
         ),
         description="A service package (pipeline) registered for deployment on FPGAs.",
+        reasons=MODEL_READY_REASONS,
     ),
     CrdInfo(
         kind=WEBSERVICE_KIND,
@@ -113,6 +116,7 @@ CRDS: tuple[CrdInfo, ...] = (
             _AGE,
         ),
         description="An FpgaModel deployed as an authenticated web service.",
+        reasons=WEBSERVICE_READY_REASONS,
     ),
 )
 
@@ -235,6 +239,18 @@ def render_reference() -> str:
             ]
             lines += _field_rows(structural_schema(model), prefix=part)
             lines.append("")
+        lines += [
+            f"### {info.kind} `Ready` condition reasons",
+            "",
+            "The `Ready` condition's `reason` is machine-readable (`fpgaserve.api.conditions`); its "
+            "`message` is for people.",
+            "",
+            "| reason | status | phase | meaning |",
+            "| --- | --- | --- | --- |",
+        ]
+        for reason, (status, phase, meaning) in info.reasons.items():
+            lines.append(f"| `{reason}` | {status} | {phase} | {meaning} |")
+        lines.append("")
     return "\n".join(lines)
 
 

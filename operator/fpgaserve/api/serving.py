@@ -24,6 +24,7 @@ __all__ = [
     "PACKAGE_FILENAME",
     "READINESS_PATH",
     "SOURCE_DIR",
+    "TERMINATION_LOG",
     "TLS_CERT_FILE",
     "TLS_DIR",
     "TLS_KEY_FILE",
@@ -57,11 +58,16 @@ TLS_CERT_FILE = f"{TLS_DIR}/tls.crt"
 TLS_KEY_FILE = f"{TLS_DIR}/tls.key"
 
 # Command lines (argv after the image's entrypoint "fpgaserve"):
-#   storage-init --uri URI --sha256 HEX --dest MODEL_DIR [--credentials-dir DIR] [--endpoint URL]
+#   storage-init --uri URI --sha256 HEX --dest MODEL_DIR [--termination-log FILE]
+#                [--credentials-dir DIR] [--endpoint URL]
 #   serve MODEL_DIR --host 0.0.0.0 --port PORT [--grpc-port GRPC_PORT]
 #         [--tls-cert TLS_CERT_FILE --tls-key TLS_KEY_FILE]
 #         [--keys-file KEYS_FILE] [--max-batch-size N] [--max-batch-delay-ms MS] [--max-queue N]
 #         [--max-body-bytes N] [--request-timeout-s S]
+
+# Where a container writes why it failed (the kubelet's default terminationMessagePath); the pod
+# template sets terminationMessagePolicy FallbackToLogsOnError, and the operator reports it.
+TERMINATION_LOG = "/dev/termination-log"
 
 # Probes and metrics (open without a key).
 LIVENESS_PATH = "/healthz"
@@ -81,9 +87,12 @@ def storage_init_argv(
     dest: str = MODEL_DIR,
     credentials_dir: str | None = None,
     endpoint: str | None = None,
+    termination_log: str | None = None,
 ) -> list[str]:
     """``storage-init`` argv (after the entrypoint), exactly as the comment above spells it."""
     argv = ["storage-init", "--uri", uri, "--sha256", sha256, "--dest", dest]
+    if termination_log is not None:
+        argv += ["--termination-log", termination_log]
     if credentials_dir is not None:
         argv += ["--credentials-dir", credentials_dir]
     if endpoint is not None:

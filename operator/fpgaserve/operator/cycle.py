@@ -51,15 +51,20 @@ def api_check(exc: ApiError | NotOwnedError) -> Check:
 def transition_events(
     previous: Mapping[str, Any], new: Mapping[str, Any], error: Check | None
 ) -> list[Event]:
-    """One Event per change of phase or of the Ready condition's reason (not per retry)."""
+    """One Event per change of phase or of the Ready condition's reason (not per retry): a Warning
+    for a failure, Normal otherwise (so a recovery is an Event too)."""
+
+    def ready(status: Mapping[str, Any]) -> Mapping[str, Any]:
+        return next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
 
     def ready_reason(status: Mapping[str, Any]) -> str | None:
-        return next(
-            (c.get("reason") for c in status.get("conditions") or [] if c.get("type") == "Ready"), None
-        )
+        return ready(status).get("reason")
 
     if (previous.get("phase"), ready_reason(previous)) == (new.get("phase"), ready_reason(new)):
         return []
     if error is not None:
         return [Event("Warning", error.reason, error.message)]
+    if new.get("phase") == "Failed":  # seen, not an error of the cycle: why the pods do not come up
+        condition = ready(new)
+        return [Event("Warning", str(condition.get("reason")), str(condition.get("message") or ""))]
     return [Event("Normal", str(new.get("phase")), f"phase {new.get('phase')}: {ready_reason(new)}")]

@@ -3,7 +3,9 @@
 Role: pure builders used by ``fpgaserve operator manifest``. ``RULES`` lists exactly the API
 access the operator uses (``tests/operator/test_install_objects.py`` checks it against the ``Kube``
 wrapper's kinds and kopf's needs): its two CRDs (watch, patch, status), the objects it owns
-(get, create, patch; delete for those a spec can turn off; never list or watch), Secrets named in a spec (get), and Events.
+(get, create, patch; delete for those a spec can turn off; list and watch for those it watches,
+never for Secrets), Secrets named in a spec (get), its web services' pods (list, watch: read only),
+and Events.
 Namespaced installs bind the rules per watched namespace with RoleBindings; cluster-wide ones
 with a ClusterRoleBinding.
 """
@@ -33,8 +35,10 @@ DEFAULT_NAME = "fpgaserve-operator"
 DEFAULT_NAMESPACE = "fpgaserve-system"
 LIVENESS_PORT = 8080
 _OWNED = ["get", "create", "patch", "delete"]
-# Never deleted by the operator (the garbage collector removes them with their web service).
-_ALWAYS_OWNED = ["get", "create", "patch"]
+# Watched (handlers.OWNED_WATCHES) and never deleted by the operator: the garbage collector
+# removes them with their web service.
+_ALWAYS_OWNED_WATCHED = ["get", "list", "watch", "create", "patch"]
+_OWNED_WATCHED = ["get", "list", "watch", "create", "patch", "delete"]
 
 RULES: list[dict[str, Any]] = [
     # kopf lists and watches the custom resources and patches them (finalizers, its annotations);
@@ -49,14 +53,18 @@ RULES: list[dict[str, Any]] = [
         "resources": [f"{MODEL_PLURAL}/status", f"{WEBSERVICE_PLURAL}/status"],
         "verbs": ["patch"],
     },
-    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": _ALWAYS_OWNED},
-    {"apiGroups": [""], "resources": ["services"], "verbs": _ALWAYS_OWNED},
+    # Owned objects it also watches (handlers.OWNED_WATCHES): changes refresh the owner at once.
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": _ALWAYS_OWNED_WATCHED},
+    {"apiGroups": [""], "resources": ["services"], "verbs": _ALWAYS_OWNED_WATCHED},
+    {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": _OWNED_WATCHED},
+    # Secrets are never listed or watched: that would read every Secret in the namespace.
     {"apiGroups": [""], "resources": ["secrets"], "verbs": _OWNED},
-    {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": _OWNED},
     {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": _OWNED},
     {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": _OWNED},
     # FpgaWebservices in DRA mode (spec.fpga.mode), one template each.
     {"apiGroups": ["resource.k8s.io"], "resources": ["resourceclaimtemplates"], "verbs": _OWNED},
+    # Read only: why a web service's pods do not come up (scheduling, image pulls, crashes).
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
 # Only with --peering: kopf's peering objects, so that one replica of several is active.

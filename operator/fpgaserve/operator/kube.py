@@ -30,6 +30,7 @@ __all__ = [
     "HPA",
     "INGRESS",
     "PDB",
+    "POD",
     "RESOURCECLAIMTEMPLATE",
     "SECRET",
     "SERVICE",
@@ -68,6 +69,7 @@ class Kind:
 DEPLOYMENT = Kind("apps/v1", "Deployment", "deployments")
 SERVICE = Kind("v1", "Service", "services")
 SECRET = Kind("v1", "Secret", "secrets")
+POD = Kind("v1", "Pod", "pods")  # read only: why a web service's pods do not come up
 INGRESS = Kind("networking.k8s.io/v1", "Ingress", "ingresses")
 HPA = Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers")
 PDB = Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")

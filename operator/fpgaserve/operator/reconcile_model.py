@@ -19,20 +19,36 @@ from fpgaserve.api.manifest import ManifestError
 from fpgaserve.api.sigv4 import Credentials
 from fpgaserve.operator.config import OperatorConfig
 from fpgaserve.operator.cycle import Event, Outcome, api_check, identity, transition_events
-from fpgaserve.operator.kube import FPGAWEBSERVICE, SECRET, ApiError, Kube
+from fpgaserve.operator.kube import FPGAMODEL, FPGAWEBSERVICE, SECRET, ApiError, Kube
 from fpgaserve.operator.packages import PackageUnreachable, read_package_info, s3_head_request
 from fpgaserve.operator.status import Check, model_status, now_iso, status_patch
 from fpgaserve.operator.validation import SpecError, parse_model
 
-__all__ = ["reconcile_model", "release_model", "users_of_model"]
+__all__ = ["reconcile_model", "refresh_users", "release_model", "users_of_model"]
 
 _PACKAGE_FIELDS = ("pipeline", "deviceMemoryBytes", "sizeBytes")
 
 
 async def users_of_model(kube: Kube, namespace: str, name: str) -> list[str]:
-    """Names of the web services in ``namespace`` that deploy the model ``name``."""
+    """Names of the web services in ``namespace`` that deploy the model ``name`` (not those being
+    deleted: they are on their way out)."""
     services = await kube.list(FPGAWEBSERVICE, namespace)
-    return sorted(ws["metadata"]["name"] for ws in services if (ws.get("spec") or {}).get("model") == name)
+    return sorted(
+        ws["metadata"]["name"]
+        for ws in services
+        if (ws.get("spec") or {}).get("model") == name and not ws["metadata"].get("deletionTimestamp")
+    )
+
+
+async def refresh_users(*, kube: Kube, namespace: str, name: str) -> None:
+    """Bring the model's ``usedBy`` up to date now (a web service came, went, or changed model),
+    rather than at the model's next resync; nothing when the model is absent or already right."""
+    model = await kube.get(FPGAMODEL, namespace, name)
+    if model is None or model["metadata"].get("deletionTimestamp"):
+        return  # a held deletion is release_model's, which rechecks the users itself
+    users = await users_of_model(kube, namespace, name)
+    if users != (model.get("status") or {}).get("usedBy"):
+        await kube.patch(FPGAMODEL, namespace, name, {"status": {"usedBy": users}}, subresource="status")
 
 
 async def _inspect_package(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import logging
 from collections.abc import Awaitable, Mapping
 from typing import Any
 
@@ -19,12 +20,14 @@ from fpgaserve.api.crd_models import FpgaModelSpec, FpgaWebserviceSpec
 from fpgaserve.operator.claims import build_resource_claim_template, claim_template_name
 from fpgaserve.operator.config import OperatorConfig
 from fpgaserve.operator.cycle import Event, Outcome, api_check, identity, transition_events
+from fpgaserve.operator.diagnosis import diagnose, needs_pods, pods_of
 from fpgaserve.operator.kube import (
     DEPLOYMENT,
     FPGAMODEL,
     HPA,
     INGRESS,
     PDB,
+    POD,
     RESOURCECLAIMTEMPLATE,
     SECRET,
     ApiError,
@@ -37,7 +40,13 @@ from fpgaserve.operator.kube import (
     owned_by,
     with_managed_annotations,
 )
-from fpgaserve.operator.naming import grpc_ingress_name, keys_secret_name, tls_secret_name
+from fpgaserve.operator.naming import (
+    WEBSERVICE_LABEL,
+    grpc_ingress_name,
+    keys_secret_name,
+    selector_labels,
+    tls_secret_name,
+)
 from fpgaserve.operator.networking import (
     build_grpc_ingress,
     build_hpa,
@@ -61,6 +70,8 @@ from fpgaserve.operator.validation import SpecError, parse_model, parse_webservi
 from fpgaserve.operator.workload import build_deployment
 
 __all__ = ["reconcile_webservice", "regenerate_key"]
+
+logger = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------ web services
@@ -232,6 +243,20 @@ def _change_events(changes: Mapping[str, Change], *, resync: bool) -> list[Event
     return events
 
 
+async def _diagnose(kube: Kube, namespace: str, name: str, deployment: Mapping[str, Any]) -> Check | None:
+    """Why the Deployment's pods do not come up, if they do not; the pods are listed only while it
+    is short of ready ones. A failed listing leaves the question open (the next cycle asks again)."""
+    pods: list[Mapping[str, Any]] = []
+    if needs_pods(deployment):
+        try:
+            listed = await kube.list(POD, namespace, label_selector=f"{WEBSERVICE_LABEL}={name}")
+        except ApiError as exc:
+            logger.warning("cannot list the pods of %s/%s: %s", namespace, name, exc)
+            return None
+        pods = pods_of(listed, selector_labels(name))
+    return diagnose(deployment=deployment, pods=pods)
+
+
 async def reconcile_webservice(
     *, kube: Kube, config: OperatorConfig, body: Mapping[str, Any], resync: bool = False
 ) -> Outcome:
@@ -245,6 +270,7 @@ async def reconcile_webservice(
     deployment: dict[str, Any] | None = None
     events: list[Event] = []
     model: FpgaModelSpec | None = None
+    failure: Check | None = None
     try:
         spec = parse_webservice(body)
         model_ready, model, device_memory = await _check_model(kube, namespace, spec.model)
@@ -257,6 +283,7 @@ async def reconcile_webservice(
             )
             deployed = Check(True, "Applied", f"Deployment {name} and its companions")
             events += _change_events(changes, resync=resync)
+            failure = await _diagnose(kube, namespace, name, deployment)
     except SpecError as exc:
         deployed = Check(False, exc.reason, exc.message, permanent=True)
     except (ApiError, NotOwnedError) as exc:
@@ -278,6 +305,7 @@ async def reconcile_webservice(
         ),
         keys_secret=keys_secret_name(name) if spec is not None and spec.auth.enabled else None,
         model_digest=f"sha256:{model.source.sha256}" if model is not None else None,
+        failure=failure,
     )
     events += transition_events(previous, new, error)
     return Outcome(status=status_patch(previous, new), events=events, error=error)

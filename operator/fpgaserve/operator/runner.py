@@ -19,8 +19,9 @@ import kopf
 
 from fpgaserve.api.crd_models import GROUP
 from fpgaserve.operator.config import OperatorConfig
-from fpgaserve.operator.handlers import register
+from fpgaserve.operator.handlers import OWNED_WATCHES, register
 from fpgaserve.operator.kube import Kube
+from fpgaserve.operator.naming import WEBSERVICE_LABEL
 
 __all__ = ["FINALIZER", "make_registry", "make_settings", "peering_priority", "run"]
 
@@ -43,6 +44,12 @@ def make_settings() -> kopf.OperatorSettings:
     settings.posting.loggers = False  # Events are what the handlers post, not kopf's log lines
     # Namespaces are given exactly; listing them would need cluster-wide RBAC for nothing.
     settings.scanning.disabled = True
+    # A resync timer caught mid-cycle by a deletion (waiting for a cycle of a watch, say) ends in
+    # moments; kopf's default of checking again after 60 s would hold the deletion that long.
+    settings.background.cancellation_polling = 0.5
+    # The API server sends only the owned objects' events (the handlers filter by label too).
+    for group, version, plural in OWNED_WATCHES:
+        settings.watching.label_selectors[group, version, plural] = WEBSERVICE_LABEL
     return settings
 
 

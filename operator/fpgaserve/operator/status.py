@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fpgaserve.api.conditions import WORKLOAD_FAILURES
 from fpgaserve.api.crd_models import FpgaWebserviceSpec
 
 __all__ = [
@@ -109,14 +110,19 @@ def webservice_status(
     internal_url: str | None = None,
     keys_secret: str | None = None,
     model_digest: str | None = None,
+    failure: Check | None = None,
 ) -> dict[str, Any]:
-    """The whole status of a web service (absent fields as None, for ``status_patch``)."""
+    """The whole status of a web service (absent fields as None, for ``status_patch``).
+    ``failure`` is why its pods do not come up (``fpgaserve.operator.diagnosis``): it becomes the
+    Ready verdict and the phase Failed, until it goes away."""
     available, replicas, ready = deployment_availability(deployment if deployed.ok else None)
     checks = {"ModelReady": model_ready, "Deployed": deployed, "Available": available}
     overall = _overall(checks)
+    if failure is not None and deployed.ok and model_ready.ok:
+        overall = failure
     if overall.ok:
         phase = "Ready"
-    elif overall.permanent:
+    elif overall.permanent or overall.reason in WORKLOAD_FAILURES:
         phase = "Failed"
     elif model_ready.ok and deployed.ok:
         phase = "Deploying"

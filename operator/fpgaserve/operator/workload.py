@@ -197,10 +197,12 @@ def _pod_template(
             dest=serving.MODEL_DIR,
             credentials_dir=serving.CREDENTIALS_DIR if model.source.secret_ref is not None else None,
             endpoint=model.source.endpoint,
+            termination_log=serving.TERMINATION_LOG,
         ),
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
         "securityContext": _container_security(),
         "volumeMounts": init_mounts,
+        **_termination_message(),
     }
     server: dict[str, Any] = {
         "name": "server",
@@ -226,6 +228,7 @@ def _pod_template(
         "livenessProbe": _probe(serving.LIVENESS_PATH, port_name, scheme, period=10, failures=3),
         "securityContext": _container_security(),
         "volumeMounts": server_mounts,
+        **_termination_message(),
     }
     annotations = {
         MODEL_DIGEST_ANNOTATION: f"sha256:{model.source.sha256}",
@@ -264,6 +267,15 @@ def _secret_volume(volume: str, secret: str, items: Mapping[str, str] | None = N
     if items:
         source["items"] = [{"key": key, "path": path} for key, path in items.items()]
     return {"name": volume, "secret": source}
+
+
+def _termination_message() -> dict[str, Any]:
+    """Why a container failed, for the operator's status: what it wrote to the termination log,
+    else the tail of its log (the server writes no termination message of its own)."""
+    return {
+        "terminationMessagePath": serving.TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
 
 
 def _container_security() -> dict[str, Any]:
