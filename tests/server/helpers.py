@@ -133,6 +133,7 @@ class ServerProcess:
         cls, *, settings: dict[str, Any], runtime: dict[str, Any] | None = None, load_error: str | None = None
     ) -> ServerProcess:
         """``server_main.run`` over ``FakeRuntime(**runtime)``, or a loader that raises ``load_error``."""
+        settings = {"drain_s": 0, **settings}  # tests that drain say so
         source = f"FakeRuntime(**{runtime or {}!r})"
         if load_error is not None:
             source = f"lambda: (_ for _ in ()).throw(RuntimeError({load_error!r}))"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
 import struct
 import zlib
@@ -20,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from fpgaserve.runtime.images import check_image_pixels
 from fpgaserve.runtime.protocol import InvalidInput, ModelRuntime, TensorSpec
 from fpgaserve.server.batching import BatchOutput, DynamicBatcher, Item
 from fpgaserve.server.codec import check_shape
@@ -134,9 +136,12 @@ class DataPlane:
         return "the model is still loading; retry shortly"
 
     def model(self, name: str | None = None, *, version: str | None = None) -> ModelRuntime:
-        """The ready runtime; ``ModelNotFound`` unless ``name`` (and ``version``) are its own."""
+        """The ready runtime; ``ModelNotFound`` unless ``name`` (and ``version``) are its own.
+
+        A draining server still serves: it is unready so that traffic moves away, and what still
+        arrives in the meantime is answered."""
         runtime = self._runtime
-        if runtime is None or self.state is not ModelState.READY:
+        if runtime is None or self.state not in (ModelState.READY, ModelState.DRAINING):
             raise ModelNotReady(self.not_ready_reason())
         if name is not None and name != runtime.name:
             raise ModelNotFound(f"model {name!r} is not served here; this server serves {runtime.name!r}")
@@ -164,7 +169,13 @@ class DataPlane:
         with batcher.inflight(len(items)):
             try:
                 await asyncio.wait_for(
-                    loop.run_in_executor(self._validators, _validate_all, runtime, items), timeout_s
+                    loop.run_in_executor(
+                        self._validators,
+                        functools.partial(
+                            _validate_all, runtime, items, max_image_pixels=self.settings.max_image_pixels
+                        ),
+                    ),
+                    timeout_s,
                 )
                 return await batcher.submit(
                     items, timeout_s=None if end is None else max(0.0, end - loop.time())
@@ -176,13 +187,15 @@ class DataPlane:
                 ) from None
 
 
-def _validate_all(runtime: ModelRuntime, items: list[Item]) -> None:
-    """Validator thread: the spec's kind and shape, then the runtime's own cheap check."""
+def _validate_all(runtime: ModelRuntime, items: list[Item], *, max_image_pixels: int) -> None:
+    """Validator thread: the spec's kind and shape, an image's pixel count from its header (before
+    anything decodes it), then the runtime's own cheap check."""
     spec = runtime.input_spec
     for index, item in enumerate(items):
         if spec.dtype == "string":
             if not isinstance(item, bytes):
                 raise InvalidInput(f"{spec.name!r} takes encoded images (bytes), not tensors", index=index)
+            check_image_pixels(item, index=index, max_pixels=max_image_pixels)
         elif not isinstance(item, np.ndarray):
             raise InvalidInput(f"{spec.name!r} takes {spec.dtype} tensors, not encoded images", index=index)
         else:

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from fpgaserve.runtime.protocol import InvalidInput, ModelRuntime, TensorSpec
 from fpgaserve.server.batching import Item
 from fpgaserve.server.codec import check_shape, decode_base64, floats_json
-from fpgaserve.server.errors import InvalidRequest
+from fpgaserve.server.errors import InvalidRequest, ModelNotReady
 from fpgaserve.server.rest_common import (
     DATAPLANE_KEY,
     json_text,
@@ -88,7 +88,9 @@ async def live(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    request.app[DATAPLANE_KEY].model()  # raises ModelNotReady (503) until loaded and warmed up
+    plane = request.app[DATAPLANE_KEY]
+    if not plane.ready:  # loading, failed or draining
+        raise ModelNotReady(plane.not_ready_reason())
     return web.json_response({"ready": True})
 
 
@@ -117,6 +119,9 @@ async def model_metadata(request: web.Request) -> web.Response:
 
 async def model_ready(request: web.Request) -> web.Response:
     runtime = _model(request)  # raises ModelNotReady (503) until loaded and warmed up
+    plane = request.app[DATAPLANE_KEY]
+    if not plane.ready:  # draining: still answers, but is not ready for more
+        raise ModelNotReady(plane.not_ready_reason())
     return web.json_response({"name": runtime.name, "ready": True})
 
 

@@ -1,9 +1,12 @@
 """Run the inference server: listen (HTTP or HTTPS), serve until SIGTERM, drain, release the model.
 
 Role: what ``fpgaserve serve`` calls after parsing its command line. ``AppRunner`` + ``TCPSite``
-keep the app apart from its listener: on SIGTERM or SIGINT the server turns unready, stops
-accepting connections, lets in-flight requests finish (up to ``shutdown_timeout_s``), then closes
-the model and device. A model that fails to load ends the process with status 1.
+keep the app apart from its listener (``connections.GuardedAppRunner``: header timeout, connection
+cap, quiet parser errors). On SIGTERM or SIGINT the server turns unready but keeps accepting and
+serving for ``drain_s`` (the endpoints controller and proxies take a moment to stop sending: closing
+the port at once resets the requests they still send), then stops accepting, lets in-flight requests
+finish (up to ``shutdown_timeout_s``), closes the model and device and returns. A second signal ends
+the drain period early. A model that fails to load ends the process with status 1.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from fpgaserve.server.connections import ConnectionLimits, GuardedAppRunner
 from fpgaserve.server.dataplane import RuntimeSource
 from fpgaserve.server.rest_common import DATAPLANE_KEY
 from fpgaserve.server.settings import ServerSettings
@@ -39,7 +43,12 @@ async def serve(
     )
     app = make_app(runtime=runtime, settings=settings)
     access_log = logging.getLogger("aiohttp.access") if logger.isEnabledFor(logging.DEBUG) else None
-    runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_timeout_s, access_log=access_log)
+    limits = ConnectionLimits(
+        header_timeout_s=settings.header_timeout_s, max_connections=settings.max_connections
+    )
+    runner = GuardedAppRunner(
+        app, limits=limits, shutdown_timeout=settings.shutdown_timeout_s, access_log=access_log
+    )
     loop = asyncio.get_running_loop()
     if stop is None:
         stop = asyncio.Event()
@@ -74,10 +83,12 @@ async def serve(
                 waiters.remove(load_task)
                 load_task = None
                 continue
-            logger.info("stopping: draining in-flight requests (up to %g s)", settings.shutdown_timeout_s)
             break
         for waiter in waiters:
             waiter.cancel()
+        if status == 0:
+            await _drain(app, stop=stop, drain_s=settings.drain_s)
+            logger.info("stopping: draining in-flight requests (up to %g s)", settings.shutdown_timeout_s)
     finally:
         if reload_task is not None:
             reload_task.cancel()
@@ -85,6 +96,17 @@ async def serve(
         await runner.cleanup()
         logger.info("stopped")
     return status
+
+
+async def _drain(app: web.Application, *, stop: asyncio.Event, drain_s: float) -> None:
+    """Unready, still serving, for ``drain_s`` seconds (or until a second signal)."""
+    app[DATAPLANE_KEY].drain()
+    if drain_s <= 0:
+        return
+    logger.info("stopping: not ready; still serving for %g s (--drain-s) while traffic moves away", drain_s)
+    stop.clear()  # a second SIGTERM/SIGINT sets it again and ends the drain period early
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(stop.wait(), drain_s)
 
 
 # The GIL switch interval of the server process. CPython's default (5 ms) lets the event loop,
