@@ -15,13 +15,14 @@ import warnings
 from collections.abc import Collection
 from typing import Any
 
+from fpgaserve.api.serving import IMAGE_PIXELS_CEILING
 from fpgaserve.runtime.protocol import InvalidInput
 
 __all__ = ["PILLOW_MAX_PIXELS", "check_image_header", "check_image_pixels"]
 
-# Pillow refuses (DecompressionBombError) images of more than twice its MAX_IMAGE_PIXELS
-# (89,478,485) when it opens them; a configured pixel limit above this one cannot be honoured.
-PILLOW_MAX_PIXELS = 2 * 89_478_485
+# Pillow refuses (DecompressionBombError) images of more than this when it opens them; a configured
+# pixel limit above it cannot be honoured.
+PILLOW_MAX_PIXELS = IMAGE_PIXELS_CEILING
 
 _warnings_silenced = False
 
@@ -58,7 +59,7 @@ def check_image_pixels(data: bytes, *, index: int, max_pixels: int) -> None:
         with _open(data) as image:
             width, height = image.size
     except Image.DecompressionBombError:
-        raise _too_many("more than 178 million", max_pixels, index=index) from None
+        raise _too_many(f"more than {PILLOW_MAX_PIXELS}", max_pixels, index=index) from None
     except (OSError, SyntaxError, ValueError, struct.error):
         return
     if width * height > max_pixels:

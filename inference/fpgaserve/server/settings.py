@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fpgaserve.api.serving import HTTP_PORT
-from fpgaserve.runtime.images import PILLOW_MAX_PIXELS
+from fpgaserve.api.serving import HTTP_PORT, IMAGE_PIXELS_CEILING
 
 __all__ = ["ServerSettings"]
 
@@ -55,8 +54,8 @@ class ServerSettings:
             raise ValueError("max queue must be at least 1")
         if self.max_body_bytes < 1024:
             raise ValueError("max body bytes must be at least 1024")
-        if not 1 <= self.max_image_pixels <= PILLOW_MAX_PIXELS:
-            raise ValueError(f"max image pixels must be between 1 and {PILLOW_MAX_PIXELS}")
+        if not 1 <= self.max_image_pixels <= IMAGE_PIXELS_CEILING:
+            raise ValueError(f"max image pixels must be between 1 and {IMAGE_PIXELS_CEILING}")
         if self.max_connections < 1:
             raise ValueError("max connections must be at least 1")
         if (

@@ -16,6 +16,7 @@ __all__ = [
     "KEYS_FILE",
     "KEYS_PRIMARY",
     "KEYS_SECONDARY",
+    "IMAGE_PIXELS_CEILING",
     "LIVENESS_PATH",
     "METRICS_PATH",
     "MODEL_DIR",
@@ -50,7 +51,12 @@ TLS_KEY_FILE = f"{TLS_DIR}/tls.key"
 #   storage-init --uri URI --sha256 HEX --dest MODEL_DIR [--credentials-dir DIR] [--endpoint URL]
 #   serve MODEL_DIR --host 0.0.0.0 --port PORT [--tls-cert TLS_CERT_FILE --tls-key TLS_KEY_FILE]
 #         [--keys-file KEYS_FILE] [--max-batch-size N] [--max-batch-delay-ms MS] [--max-queue N]
-#         [--max-body-bytes N] [--request-timeout-s S]
+#         [--max-body-bytes N] [--max-image-pixels N] [--request-timeout-s S]
+#         [--header-timeout-s S] [--max-connections N] [--drain-s S] [--shutdown-timeout-s S]
+
+# The largest --max-image-pixels: Pillow, which reads image headers, refuses images over twice its
+# MAX_IMAGE_PIXELS (89,478,485) as decompression bombs before any limit of ours is checked.
+IMAGE_PIXELS_CEILING = 2 * 89_478_485
 
 # Probes and metrics (open without a key).
 LIVENESS_PATH = "/healthz"
@@ -90,7 +96,12 @@ def serve_argv(
     max_batch_delay_ms: float | None = None,
     max_queue: int | None = None,
     max_body_bytes: int | None = None,
+    max_image_pixels: int | None = None,
     request_timeout_s: float | None = None,
+    header_timeout_s: float | None = None,
+    max_connections: int | None = None,
+    drain_s: float | None = None,
+    shutdown_timeout_s: float | None = None,
 ) -> list[str]:
     """``serve`` argv (after the entrypoint); TLS and keys use the mount paths above."""
     argv = ["serve", model_dir, "--host", "0.0.0.0", "--port", str(port)]
@@ -103,7 +114,12 @@ def serve_argv(
         ("--max-batch-delay-ms", max_batch_delay_ms),
         ("--max-queue", max_queue),
         ("--max-body-bytes", max_body_bytes),
+        ("--max-image-pixels", max_image_pixels),
         ("--request-timeout-s", request_timeout_s),
+        ("--header-timeout-s", header_timeout_s),
+        ("--max-connections", max_connections),
+        ("--drain-s", drain_s),
+        ("--shutdown-timeout-s", shutdown_timeout_s),
     ]
     for flag, value in options:
         if value is not None:

@@ -35,6 +35,7 @@ __all__ = [
 # runAsNonRoot can be verified by the kubelet.
 IMAGE_UID = 10001
 MODEL_DIGEST_ANNOTATION = "fpgaserve.io/model-digest"
+SHUTDOWN_TIMEOUT_S = 10  # how long in-flight requests may finish after the drain period
 KEYS_FILENAME = str(PurePosixPath(serving.KEYS_FILE).relative_to(serving.KEYS_DIR))
 TLS_CERT_FILENAME = str(PurePosixPath(serving.TLS_CERT_FILE).relative_to(serving.TLS_DIR))
 TLS_KEY_FILENAME = str(PurePosixPath(serving.TLS_KEY_FILE).relative_to(serving.TLS_DIR))
@@ -201,7 +202,10 @@ def _pod_template(
             max_batch_delay_ms=spec.batching.max_batch_delay_ms,
             max_queue=spec.batching.max_queue,
             max_body_bytes=spec.server.max_body_bytes,
+            max_image_pixels=spec.server.max_image_pixels,
             request_timeout_s=spec.server.request_timeout_seconds,
+            drain_s=spec.server.drain_seconds,
+            shutdown_timeout_s=SHUTDOWN_TIMEOUT_S,
         ),
         "ports": [{"name": port_name, "containerPort": port, "protocol": "TCP"}],
         "env": [{"name": ENV_REQUIRE_DEVICE, "value": "1"}] if spec.fpga.count > 0 else [],
@@ -224,6 +228,10 @@ def _pod_template(
         "spec": {
             # The server never talks to the API server.
             "automountServiceAccountToken": False,
+            # On SIGTERM the server stays unready but serving for drainSeconds (instead of a preStop
+            # sleep: the endpoints controller and proxies stop sending meanwhile), then in-flight
+            # requests get SHUTDOWN_TIMEOUT_S; the kubelet must not kill it before.
+            "terminationGracePeriodSeconds": spec.server.drain_seconds + SHUTDOWN_TIMEOUT_S + 5,
             "enableServiceLinks": False,
             "securityContext": {
                 "runAsNonRoot": True,
