@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -127,6 +128,18 @@ class ServerProcess:
         )
         self.log = ""
         self.url = self._wait_for_address()
+        # Keep reading stderr: a chatty server must not block on a full pipe, and tests look at
+        # the log while it runs (``proc_log_so_far``).
+        self._reader = threading.Thread(target=self._read_rest, daemon=True)
+        self._reader.start()
+
+    def _read_rest(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.log += line
+
+    def proc_log_so_far(self) -> str:
+        return self.log
 
     @classmethod
     def fake(
@@ -173,8 +186,7 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        assert self.proc.stderr is not None
-        self.log += self.proc.stderr.read()  # the rest, after what _wait_for_address read
+        self._reader.join(timeout=DEADLINE)  # the rest of the log, up to the process's end
         return self.proc.returncode
 
     def __enter__(self) -> ServerProcess:
@@ -184,6 +196,7 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self._reader.join(timeout=DEADLINE)
         if self.proc.stderr is not None:
             self.proc.stderr.close()
 
