@@ -177,9 +177,14 @@ def run_serve(args: argparse.Namespace, *, load: Callable[[Path], ModelRuntime] 
 
 def _load_pipeline(model_dir: Path) -> ModelRuntime:
     # In the load thread: importing the pipeline brings TensorFlow, which takes seconds.
+    from fpgaserve.package.reader import PackageError
     from fpgaserve.runtime.pipeline import load_pipeline
 
-    return load_pipeline(model_dir)
+    try:
+        return load_pipeline(model_dir)
+    except PackageError as exc:
+        # A refused package is the user's to fix: one line, exit 2 (server_main), no traceback.
+        raise UserError(f"{model_dir}: package refused: {exc}") from None
 
 
 def _run(args: argparse.Namespace) -> int:

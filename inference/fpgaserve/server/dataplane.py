@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from fpgaserve.api.errors import UserError
 from fpgaserve.runtime.images import check_image_pixels
 from fpgaserve.runtime.protocol import InvalidInput, ModelRuntime, TensorSpec
 from fpgaserve.server.batching import BatchOutput, DynamicBatcher, Item
@@ -81,7 +82,10 @@ class DataPlane:
             raise
         except Exception as exc:
             self.state, self.failure = ModelState.FAILED, f"{type(exc).__name__}: {exc}"
-            logger.error("model failed to load: %s", self.failure, exc_info=exc)
+            # A refused package (UserError) is explained by its message; a bug needs its traceback.
+            logger.error(
+                "model failed to load: %s", self.failure, exc_info=None if isinstance(exc, UserError) else exc
+            )
             raise
         if self.state is ModelState.LOADING:
             self.state = ModelState.READY

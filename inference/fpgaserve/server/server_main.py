@@ -6,7 +6,8 @@ cap, quiet parser errors). On SIGTERM or SIGINT the server turns unready but kee
 serving for ``drain_s`` (the endpoints controller and proxies take a moment to stop sending: closing
 the port at once resets the requests they still send), then stops accepting, lets in-flight requests
 finish (up to ``shutdown_timeout_s``), closes the model and device and returns. A second signal ends
-the drain period early. A model that fails to load ends the process with status 1.
+the drain period early. A model that fails to load ends the process with status 1, or 2 when the
+load refused its input (a ``UserError``: a malformed package).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from fpgaserve.api.errors import UserError
 from fpgaserve.server.connections import ConnectionLimits, GuardedAppRunner
 from fpgaserve.server.dataplane import RuntimeSource
 from fpgaserve.server.rest_common import DATAPLANE_KEY
@@ -76,9 +78,10 @@ async def serve(
         while True:
             done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             if load_task is not None and load_task in done:
-                if not load_task.cancelled() and load_task.exception() is not None:
+                failure = None if load_task.cancelled() else load_task.exception()
+                if failure is not None:
                     logger.error("stopping: the model failed to load")
-                    status = 1
+                    status = 2 if isinstance(failure, UserError) else 1  # 2: the package was refused
                     break
                 waiters.remove(load_task)
                 load_task = None
