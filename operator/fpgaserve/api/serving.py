@@ -23,6 +23,8 @@ __all__ = [
     "PACKAGE_FILENAME",
     "READINESS_PATH",
     "SOURCE_DIR",
+    "SOURCE_URI_ENV",
+    "SOURCE_URI_KEY",
     "TLS_CERT_FILE",
     "TLS_DIR",
     "TLS_KEY_FILE",
@@ -48,7 +50,9 @@ TLS_CERT_FILE = f"{TLS_DIR}/tls.crt"
 TLS_KEY_FILE = f"{TLS_DIR}/tls.key"
 
 # Command lines (argv after the image's entrypoint "fpgaserve"):
-#   storage-init --uri URI --sha256 HEX --dest MODEL_DIR [--credentials-dir DIR] [--endpoint URL]
+#   storage-init [--uri URI] --sha256 HEX --dest MODEL_DIR [--credentials-dir DIR] [--endpoint URL]
+#   (without --uri, the URI is read from the environment variable SOURCE_URI_ENV, which the pod
+#   fills from a Secret: a presigned URL's query is a credential and must not sit in the argv)
 #   serve MODEL_DIR --host 0.0.0.0 --port PORT [--tls-cert TLS_CERT_FILE --tls-key TLS_KEY_FILE]
 #         [--keys-file KEYS_FILE] [--max-batch-size N] [--max-batch-delay-ms MS] [--max-queue N]
 #         [--max-body-bytes N] [--max-image-pixels N] [--request-timeout-s S]
@@ -65,20 +69,28 @@ METRICS_PATH = "/metrics"
 
 # storage-init's --credentials-dir: the FpgaModel's source Secret, one file per key.
 CREDENTIALS_DIR = "/var/run/fpgaserve/credentials"
+# A source URI that carries a credential reaches storage-init through this variable, from the key
+# SOURCE_URI_KEY of a Secret, instead of its argv (which anyone who reads Deployments can read).
+SOURCE_URI_ENV = "FPGASERVE_SOURCE_URI"
+SOURCE_URI_KEY = "uri"
 # pvc:// and file:// sources are mounted read-only here and handed to storage-init as file:// URIs.
 SOURCE_DIR = "/mnt/source"
 
 
 def storage_init_argv(
     *,
-    uri: str,
+    uri: str | None,
     sha256: str,
     dest: str = MODEL_DIR,
     credentials_dir: str | None = None,
     endpoint: str | None = None,
 ) -> list[str]:
-    """``storage-init`` argv (after the entrypoint), exactly as the comment above spells it."""
-    argv = ["storage-init", "--uri", uri, "--sha256", sha256, "--dest", dest]
+    """``storage-init`` argv (after the entrypoint), exactly as the comment above spells it; ``uri``
+    None: read from ``SOURCE_URI_ENV``."""
+    argv = ["storage-init"]
+    if uri is not None:
+        argv += ["--uri", uri]
+    argv += ["--sha256", sha256, "--dest", dest]
     if credentials_dir is not None:
         argv += ["--credentials-dir", credentials_dir]
     if endpoint is not None:

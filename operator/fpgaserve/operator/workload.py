@@ -8,6 +8,7 @@ non-root user with a read-only root filesystem and no capabilities.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -19,13 +20,21 @@ from fpgaserve.api import serving
 from fpgaserve.api.constants import ENV_REQUIRE_DEVICE
 from fpgaserve.api.crd_models import FpgaModelSpec, FpgaWebserviceSpec, ModelSource
 from fpgaserve.operator.config import OperatorConfig
-from fpgaserve.operator.naming import keys_secret_name, labels, object_meta, selector_labels, tls_secret_name
+from fpgaserve.operator.naming import (
+    keys_secret_name,
+    labels,
+    object_meta,
+    selector_labels,
+    source_secret_name,
+    tls_secret_name,
+)
 
 __all__ = [
     "IMAGE_UID",
     "MODEL_DIGEST_ANNOTATION",
     "ResolvedSource",
     "build_deployment",
+    "build_source_secret",
     "canonical_quantity",
     "resolve_source",
     "server_port",
@@ -54,6 +63,28 @@ class ResolvedSource:
     uri: str
     volume: dict[str, Any] | None = None  # a pvc or hostPath volume, mounted at SOURCE_DIR
 
+    @property
+    def secret(self) -> bool:
+        """Whether the URI carries a credential (a presigned URL's query) and so goes to
+        storage-init through a Secret (``build_source_secret``), not its argv."""
+        parts = urlsplit(self.uri)
+        return bool(parts.query or parts.fragment)
+
+
+def build_source_secret(*, owner: Mapping[str, Any], model: FpgaModelSpec) -> dict[str, Any] | None:
+    """The Secret that hands storage-init a source URI carrying a credential; None when the URI
+    carries none (it then stays readable in the init container's argv)."""
+    source = resolve_source(model.source)
+    if not source.secret:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": object_meta(owner=owner, name=source_secret_name(owner["metadata"]["name"])),
+        "type": "Opaque",
+        "data": {serving.SOURCE_URI_KEY: base64.b64encode(source.uri.encode()).decode()},
+    }
+
 
 def resolve_source(source: ModelSource) -> ResolvedSource:
     """Turn pvc:// and file:// into a volume plus a file:// URI under SOURCE_DIR; raise ValueError
@@ -78,6 +109,11 @@ def resolve_source(source: ModelSource) -> ResolvedSource:
     if source.scheme in ("http", "https") and not parts.netloc:
         raise ValueError("expected a host")
     return ResolvedSource(uri=source.uri)
+
+
+def _source_uri_env(name: str) -> dict[str, Any]:
+    secret = {"name": source_secret_name(name), "key": serving.SOURCE_URI_KEY}
+    return {"name": serving.SOURCE_URI_ENV, "valueFrom": {"secretKeyRef": secret}}
 
 
 def canonical_quantity(value: str) -> str:
@@ -179,7 +215,7 @@ def _pod_template(
         "image": image,
         "imagePullPolicy": pull_policy,
         "args": serving.storage_init_argv(
-            uri=source.uri,
+            uri=None if source.secret else source.uri,
             sha256=model.source.sha256,
             dest=serving.MODEL_DIR,
             credentials_dir=serving.CREDENTIALS_DIR if model.source.secret_ref is not None else None,
@@ -189,6 +225,8 @@ def _pod_template(
         "securityContext": _container_security(),
         "volumeMounts": init_mounts,
     }
+    if source.secret:
+        init["env"] = [_source_uri_env(name)]
     server = {
         "name": "server",
         "image": image,
