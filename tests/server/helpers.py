@@ -160,7 +160,7 @@ class ServerProcess:
             f"settings = {settings!r}\n"
             "for key in ('tls_cert', 'tls_key', 'keys_file'):\n"
             "    if settings.get(key): settings[key] = Path(settings[key])\n"
-            f"sys.exit(run(runtime={source}, settings=ServerSettings(**settings)))\n"
+            f"sys.exit(run(runtime={source}, settings=ServerSettings(**settings), exit_process=True))\n"
         )
         return cls(argv=[sys.executable, "-c", code])
 

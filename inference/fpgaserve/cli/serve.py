@@ -170,7 +170,7 @@ def run_serve(args: argparse.Namespace, *, load: Callable[[Path], ModelRuntime] 
 
     loader = _load_pipeline if load is None else load
     try:
-        return run(runtime=lambda: loader(model_dir), settings=settings)
+        return run(runtime=lambda: loader(model_dir), settings=settings, exit_process=True)
     except (KeyFileError, TlsConfigError, OSError) as exc:
         raise UserError(str(exc)) from None
 

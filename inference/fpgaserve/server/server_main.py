@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -118,9 +119,20 @@ async def _drain(app: web.Application, *, stop: asyncio.Event, drain_s: float) -
 GIL_SWITCH_INTERVAL_S = 0.001
 
 
-def run(*, runtime: RuntimeSource, settings: ServerSettings) -> int:
-    """Blocking entry point (owns the process): a fresh event loop, ``serve``, the exit status."""
+def run(*, runtime: RuntimeSource, settings: ServerSettings, exit_process: bool = False) -> int:
+    """Blocking entry point (owns the process): a fresh event loop, ``serve``, the exit status.
+
+    With ``exit_process`` the process ends right here once everything is closed: the interpreter's
+    own teardown (TensorFlow's and numba's finalizers, idle pool threads) took seconds after the
+    server said it stopped, which the kubelet counts against the grace period.
+    """
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    status = 130
     with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(serve(runtime=runtime, settings=settings))
-    return 130
+        status = asyncio.run(serve(runtime=runtime, settings=settings))
+    if exit_process:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
