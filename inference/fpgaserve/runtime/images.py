@@ -48,10 +48,10 @@ def _too_many(pixels: str, max_pixels: int, *, index: int) -> InvalidInput:
     )
 
 
-def check_image_pixels(data: bytes, *, index: int, max_pixels: int) -> None:
-    """``InvalidInput`` if the header of ``data`` says it has more than ``max_pixels`` pixels.
+def check_image_pixels(data: bytes, *, index: int, max_pixels: int) -> int:
+    """The pixel count the header of ``data`` declares; ``InvalidInput`` if over ``max_pixels``.
 
-    Data that is not an image passes: the runtime's own check names that problem.
+    Data that is not an image passes (0): the runtime's own check names that problem.
     """
     from PIL import Image
 
@@ -61,9 +61,10 @@ def check_image_pixels(data: bytes, *, index: int, max_pixels: int) -> None:
     except Image.DecompressionBombError:
         raise _too_many(f"more than {PILLOW_MAX_PIXELS}", max_pixels, index=index) from None
     except (OSError, SyntaxError, ValueError, struct.error):
-        return
+        return 0
     if width * height > max_pixels:
         raise _too_many(f"{width}x{height} = {width * height}", max_pixels, index=index)
+    return int(width * height)
 
 
 def check_image_header(data: bytes, *, index: int, formats: Collection[str]) -> None:

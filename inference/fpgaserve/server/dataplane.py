@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import enum
 import functools
 import logging
@@ -172,7 +173,7 @@ class DataPlane:
         end = None if timeout_s is None else loop.time() + timeout_s
         with batcher.inflight(len(items)):
             try:
-                await asyncio.wait_for(
+                most = await asyncio.wait_for(
                     loop.run_in_executor(
                         self._validators,
                         functools.partial(
@@ -181,9 +182,14 @@ class DataPlane:
                     ),
                     timeout_s,
                 )
-                return await batcher.submit(
-                    items, timeout_s=None if end is None else max(0.0, end - loop.time())
-                )
+                try:
+                    return await batcher.submit(
+                        items, timeout_s=None if end is None else max(0.0, end - loop.time())
+                    )
+                finally:
+                    if most > TRIM_AFTER_PIXELS:
+                        with contextlib.suppress(RuntimeError):  # the pool is shut down: closing
+                            loop.run_in_executor(self._validators, _release_free_memory)
             except asyncio.TimeoutError:
                 raise InferenceTimeout(
                     f"inference did not finish within {timeout_s:g} s (--request-timeout-s); "
@@ -191,20 +197,38 @@ class DataPlane:
                 ) from None
 
 
-def _validate_all(runtime: ModelRuntime, items: list[Item], *, max_image_pixels: int) -> None:
+def _validate_all(runtime: ModelRuntime, items: list[Item], *, max_image_pixels: int) -> int:
     """Validator thread: the spec's kind and shape, an image's pixel count from its header (before
-    anything decodes it), then the runtime's own cheap check."""
+    anything decodes it), then the runtime's own cheap check. Returns the most pixels of an image."""
     spec = runtime.input_spec
+    most = 0
     for index, item in enumerate(items):
         if spec.dtype == "string":
             if not isinstance(item, bytes):
                 raise InvalidInput(f"{spec.name!r} takes encoded images (bytes), not tensors", index=index)
-            check_image_pixels(item, index=index, max_pixels=max_image_pixels)
+            most = max(most, check_image_pixels(item, index=index, max_pixels=max_image_pixels))
         elif not isinstance(item, np.ndarray):
             raise InvalidInput(f"{spec.name!r} takes {spec.dtype} tensors, not encoded images", index=index)
         else:
             check_shape(item.shape, spec, index=index)
         runtime.validate(item, index=index)
+    return most
+
+
+# Images of more pixels than this leave the decode's buffers in the allocator's free lists; after
+# one, free memory is handed back to the system (glibc keeps it otherwise: a resident size that
+# only grows, until the pod's memory limit).
+TRIM_AFTER_PIXELS = 2048 * 2048
+
+
+def _release_free_memory() -> None:
+    """``malloc_trim(0)`` where the C library has it (glibc); nothing elsewhere."""
+    try:
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
 
 
 def _warm_up_input(spec: TensorSpec) -> Item | None:
