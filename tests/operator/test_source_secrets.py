@@ -82,10 +82,20 @@ def b64(data: bytes) -> str:
 
 async def s3_model_with_secret(cluster: Cluster, kube: Kube, data: dict[str, str]) -> dict[str, Any]:
     await kube.create(
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "minio", "namespace": NAMESPACE}, "data": data}
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "minio", "namespace": NAMESPACE},
+            "data": data,
+        }
     )
     # Port 9 on loopback refuses at once: the manifest read is Unreachable, which does not hold a model.
-    source = {"uri": "s3://b/k.zip", "sha256": DIGEST, "secretRef": {"name": "minio"}, "endpoint": "http://127.0.0.1:9"}
+    source = {
+        "uri": "s3://b/k.zip",
+        "sha256": DIGEST,
+        "secretRef": {"name": "minio"},
+        "endpoint": "http://127.0.0.1:9",
+    }
     return await create(cluster, model_body(source=source))
 
 
@@ -106,7 +116,9 @@ async def test_a_binary_field_the_operator_does_not_read_is_ignored(cluster: Clu
 
 async def test_a_malformed_field_the_operator_reads_is_a_condition(cluster: Cluster, kube: Kube) -> None:
     body = await s3_model_with_secret(
-        cluster, kube, {"AWS_ACCESS_KEY_ID": b64(b"AKIAEXAMPLE"), "AWS_SECRET_ACCESS_KEY": b64(b"\xffsecret\xfe")}
+        cluster,
+        kube,
+        {"AWS_ACCESS_KEY_ID": b64(b"AKIAEXAMPLE"), "AWS_SECRET_ACCESS_KEY": b64(b"\xffsecret\xfe")},
     )
     outcome = await reconcile_model(kube=kube, config=CONFIG, body=body)
     assert outcome.error is not None and outcome.error.reason == "SecretInvalid"

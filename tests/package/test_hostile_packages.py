@@ -58,13 +58,25 @@ def test_a_pathological_manifest_is_refused_by_storage_init(
     assert not dest.exists() or list(dest.iterdir()) == []
 
 
-@pytest.mark.parametrize("manifest", [b'{"formatVersion": ' + HUGE_INT + b"}", DEEP], ids=["huge-integer", "deep"])
+@pytest.mark.parametrize(
+    "manifest", [b'{"formatVersion": ' + HUGE_INT + b"}", DEEP], ids=["huge-integer", "deep"]
+)
 def test_a_pathological_manifest_is_refused_by_serve(tmp_path: Path, manifest: bytes) -> None:
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     (model_dir / "manifest.json").write_bytes(manifest)
     done = subprocess.run(
-        [sys.executable, "-m", "fpgaserve.cli.main", "serve", str(model_dir), "--host", "127.0.0.1", "--port", "0"],
+        [
+            sys.executable,
+            "-m",
+            "fpgaserve.cli.main",
+            "serve",
+            str(model_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ],
         capture_output=True,
         text=True,
         timeout=120,

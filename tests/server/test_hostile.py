@@ -32,7 +32,12 @@ def png_header_only(width: int, height: int, *, bit_depth: int = 8, color: int =
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, bit_depth, color, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 class Served:
@@ -144,7 +149,9 @@ def test_an_image_over_the_pixel_limit_is_a_400_naming_the_limit_on_every_face(
         served.post("/score", json.dumps({"images": [encoded]}).encode()),
         served.post(
             "/v2/models/fake/infer",
-            json.dumps({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [encoded]}]}).encode(),
+            json.dumps(
+                {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [encoded]}]}
+            ).encode(),
         ),
         served.post("/v1/models/fake:predict", json.dumps({"instances": [{"b64": encoded}]}).encode()),
     ]
@@ -201,7 +208,9 @@ def test_malformed_requests_log_one_warning_per_kind_and_no_traceback(served: Se
         assert status == 400
     log = served.server.proc_log_so_far()
     assert "Traceback" not in log and "ERROR" not in log
-    warnings = [line for line in log.splitlines() if line.startswith("WARNING") and "malformed request" in line]
+    warnings = [
+        line for line in log.splitlines() if line.startswith("WARNING") and "malformed request" in line
+    ]
     assert len(warnings) == len({line.split("(")[1].split(")")[0] for line in warnings}) <= 3
 
 
@@ -216,10 +225,15 @@ def test_an_emptied_or_deleted_keys_file_revokes_every_key(
         status, body = http_get(f"{url}/v2", context=served.context, headers=auth)
         assert status == 503 and "no valid key" in json.loads(body)["error"]
         served.keys.update({"keys.json": keys_json("fresh-key")})
-        assert http_get(f"{url}/v2", context=served.context, headers={"Authorization": "Bearer fresh-key"})[0] == 200
+        assert (
+            http_get(f"{url}/v2", context=served.context, headers={"Authorization": "Bearer fresh-key"})[0]
+            == 200
+        )
         assert http_get(f"{url}/v2", context=served.context, headers=auth)[0] == 401
         (served.keys.root / "keys.json").unlink()
-        status, _ = http_get(f"{url}/v2", context=served.context, headers={"Authorization": "Bearer fresh-key"})
+        status, _ = http_get(
+            f"{url}/v2", context=served.context, headers={"Authorization": "Bearer fresh-key"}
+        )
         assert status == 503
         # The probes do not need a key: the pod stays alive and its state is visible.
         assert http_get(f"{url}/healthz", context=served.context)[0] == 200
@@ -266,7 +280,9 @@ def test_connections_over_the_cap_get_503_and_are_closed(served: Served) -> None
     finally:
         for sock in held:
             sock.close()
-    wait_until(lambda: served.exchange(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")[0] == 200)
+    wait_until(
+        lambda: served.exchange(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")[0] == 200
+    )
 
 
 # -- routes -----------------------------------------------------------------------------------------

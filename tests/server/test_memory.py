@@ -35,7 +35,9 @@ def rss(server: ServerProcess) -> int:
 
 
 def score(url: str, image: bytes) -> int:
-    request = urllib.request.Request(f"{url}/score", data=image, headers={"Content-Type": "image/png"}, method="POST")
+    request = urllib.request.Request(
+        f"{url}/score", data=image, headers={"Content-Type": "image/png"}, method="POST"
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             json.loads(response.read())

@@ -105,8 +105,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=float,
         default=_Defaults.header_timeout_s,
         metavar="S",
-        help="a connection that sends no complete request head in this long is closed "
-        "(default: %(default)s)",
+        help="a connection that sends no complete request head in this long is closed (default: %(default)s)",
     )
     batching.add_argument(
         "--max-connections",

@@ -31,7 +31,14 @@ from aiohttp.typedefs import Handler, Middleware
 from fpgaserve.server.errors import ModelNotReady, Unauthorized
 from fpgaserve.server.metrics import METRICS_KEY
 
-__all__ = ["KEYSTORE_KEY", "KeyFileError", "KeyStore", "KeysUnavailable", "authenticate", "make_auth_middleware"]
+__all__ = [
+    "KEYSTORE_KEY",
+    "KeyFileError",
+    "KeyStore",
+    "KeysUnavailable",
+    "authenticate",
+    "make_auth_middleware",
+]
 
 logger = logging.getLogger(__name__)
 
