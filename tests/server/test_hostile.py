@@ -295,3 +295,28 @@ def test_a_get_on_a_predict_path_is_405_not_a_status_answer(served: Served) -> N
     )
     assert status == 405, body
     assert headers["allow"] == "POST"
+
+
+def _accepts(document: dict[str, Any], schema_name: str, body: Any) -> bool:
+    import jsonschema
+
+    schema = {"$ref": f"#/components/schemas/{schema_name}", "components": document["components"]}
+    return jsonschema.Draft7Validator(schema).is_valid(body)
+
+
+def test_the_api_document_refuses_what_the_server_refuses(served: Served) -> None:
+    status, body = http_get(f"{served.server.url}/openapi.json", context=served.context)
+    document = json.loads(body)
+    image = base64.b64encode(png_header_only(8, 8)).decode()
+    # TF Serving: neither or both of instances/inputs, and empty inputs, are refused by both.
+    for refused in ({}, {"instances": [{"b64": image}], "inputs": [{"b64": image}]}, {"inputs": {}}):
+        assert not _accepts(document, "PredictRequest", refused), refused
+        assert served.post("/v1/models/fake:predict", json.dumps(refused).encode())[0] == 400
+    assert _accepts(document, "PredictRequest", {"instances": [{"b64": image}]})
+    # OIP v2: the served model takes BYTES; FP32 is refused by the document and by the server.
+    fp32 = {"inputs": [{"name": "image", "shape": [1, 2], "datatype": "FP32", "data": [0.5, 0.5]}]}
+    assert not _accepts(document, "InferenceRequest", fp32)
+    assert served.post("/v2/models/fake/infer", json.dumps(fp32).encode())[0] == 400
+    # /score: an image model takes images; an object without them is refused by both.
+    assert not _accepts(document, "ScoreRequest", {})
+    assert served.post("/score", b"{}")[0] == 400
