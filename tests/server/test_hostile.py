@@ -306,6 +306,7 @@ def _accepts(document: dict[str, Any], schema_name: str, body: Any) -> bool:
 
 def test_the_api_document_refuses_what_the_server_refuses(served: Served) -> None:
     status, body = http_get(f"{served.server.url}/openapi.json", context=served.context)
+    assert status == 200
     document = json.loads(body)
     image = base64.b64encode(png_header_only(8, 8)).decode()
     # TF Serving: neither or both of instances/inputs, and empty inputs, are refused by both.
