@@ -201,9 +201,15 @@ def test_a_malformed_header_is_a_json_400_that_echoes_no_key(served: Served, hea
 
 
 def test_malformed_requests_log_one_warning_per_kind_and_no_traceback(served: Served) -> None:
+    bad_chunk = (
+        f"POST /score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: image/png\r\n"
+        "Transfer-Encoding: chunked\r\n\r\nzz\r\nnot a chunk\r\n"
+    ).encode()
     for _ in range(10):
         status, _, _ = served.exchange(b"GET /v2 HTTP/1.1\r\nHost: x\r\nBad\x01Header: 1\r\n\r\n")
         assert status == 400
+        status, _, body = served.exchange(bad_chunk)
+        assert status == 400 and json.loads(body)["error"].startswith(("malformed request", "the request body"))
         status, _, _ = served.exchange(b"NOT-HTTP\r\n\r\n")
         assert status == 400
     log = served.server.proc_log_so_far()
