@@ -209,7 +209,9 @@ def test_malformed_requests_log_one_warning_per_kind_and_no_traceback(served: Se
         status, _, _ = served.exchange(b"GET /v2 HTTP/1.1\r\nHost: x\r\nBad\x01Header: 1\r\n\r\n")
         assert status == 400
         status, _, body = served.exchange(bad_chunk)
-        assert status == 400 and json.loads(body)["error"].startswith(("malformed request", "the request body"))
+        assert status == 400 and json.loads(body)["error"].startswith(
+            ("malformed request", "the request body")
+        )
         status, _, _ = served.exchange(b"NOT-HTTP\r\n\r\n")
         assert status == 400
     log = served.server.proc_log_so_far()
