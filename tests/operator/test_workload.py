@@ -71,8 +71,11 @@ def test_defaults() -> None:
         assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert server["args"] == serving.serve_argv(
         port=serving.HTTP_PORT, grpc_port=serving.GRPC_PORT, keys=True, max_batch_size=8,
-        max_batch_delay_ms=5, max_queue=256, max_body_bytes=16 * 1024 * 1024, request_timeout_s=30,
+        max_batch_delay_ms=5, max_queue=256, max_body_bytes=16 * 1024 * 1024,
+        max_image_pixels=4096 * 4096, request_timeout_s=30, drain_s=5, shutdown_timeout_s=10,
     )  # fmt: skip
+    # The grace period covers the drain period and the in-flight requests after it.
+    assert template["spec"]["terminationGracePeriodSeconds"] == 5 + 10 + 5
     assert server["ports"] == [
         {"name": "http", "containerPort": serving.HTTP_PORT, "protocol": "TCP"},
         {"name": "grpc", "containerPort": serving.GRPC_PORT, "protocol": "TCP"},
@@ -154,6 +157,14 @@ def test_overrides() -> None:
     init, server = containers(deployment({"image": "mine:dev", "imagePullPolicy": "Always"}))
     assert init["image"] == server["image"] == "mine:dev"
     assert init["imagePullPolicy"] == server["imagePullPolicy"] == "Always"
+
+
+def test_the_pixel_limit_and_drain_period_reach_the_server() -> None:
+    obj = deployment({"server": {"maxImagePixels": 1_000_000, "drainSeconds": 20}})
+    _, server = containers(obj)
+    assert server["args"][server["args"].index("--max-image-pixels") + 1] == "1000000"
+    assert server["args"][server["args"].index("--drain-s") + 1] == "20"
+    assert obj["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 20 + 10 + 5
 
 
 def test_s3_source_with_credentials() -> None:

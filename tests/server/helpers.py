@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -127,12 +128,25 @@ class ServerProcess:
         )
         self.log = ""
         self.url = self._wait_for_address()
+        # Keep reading stderr: a chatty server must not block on a full pipe, and tests look at
+        # the log while it runs (``proc_log_so_far``).
+        self._reader = threading.Thread(target=self._read_rest, daemon=True)
+        self._reader.start()
+
+    def _read_rest(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.log += line
+
+    def proc_log_so_far(self) -> str:
+        return self.log
 
     @classmethod
     def fake(
         cls, *, settings: dict[str, Any], runtime: dict[str, Any] | None = None, load_error: str | None = None
     ) -> ServerProcess:
         """``server_main.run`` over ``FakeRuntime(**runtime)``, or a loader that raises ``load_error``."""
+        settings = {"drain_s": 0, **settings}  # tests that drain say so
         source = f"FakeRuntime(**{runtime or {}!r})"
         if load_error is not None:
             source = f"lambda: (_ for _ in ()).throw(RuntimeError({load_error!r}))"
@@ -146,7 +160,7 @@ class ServerProcess:
             f"settings = {settings!r}\n"
             "for key in ('tls_cert', 'tls_key', 'keys_file'):\n"
             "    if settings.get(key): settings[key] = Path(settings[key])\n"
-            f"sys.exit(run(runtime={source}, settings=ServerSettings(**settings)))\n"
+            f"sys.exit(run(runtime={source}, settings=ServerSettings(**settings), exit_process=True))\n"
         )
         return cls(argv=[sys.executable, "-c", code])
 
@@ -172,8 +186,7 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        assert self.proc.stderr is not None
-        self.log += self.proc.stderr.read()  # the rest, after what _wait_for_address read
+        self._reader.join(timeout=DEADLINE)  # the rest of the log, up to the process's end
         return self.proc.returncode
 
     def __enter__(self) -> ServerProcess:
@@ -183,6 +196,7 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self._reader.join(timeout=DEADLINE)
         if self.proc.stderr is not None:
             self.proc.stderr.close()
 

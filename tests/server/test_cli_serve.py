@@ -26,7 +26,12 @@ def test_the_operators_argv_parses_into_settings() -> None:
         max_batch_delay_ms=2.5,
         max_queue=128,
         max_body_bytes=16_777_216,
+        max_image_pixels=1_000_000,
         request_timeout_s=60,
+        header_timeout_s=3,
+        max_connections=50,
+        drain_s=2,
+        shutdown_timeout_s=7,
     )
     settings = settings_from_args(build_parser().parse_args(argv))
     assert settings == ServerSettings(
@@ -40,7 +45,12 @@ def test_the_operators_argv_parses_into_settings() -> None:
         max_batch_delay_ms=2.5,
         max_queue=128,
         max_body_bytes=16_777_216,
+        max_image_pixels=1_000_000,
         request_timeout_s=60.0,
+        header_timeout_s=3.0,
+        max_connections=50,
+        drain_s=2.0,
+        shutdown_timeout_s=7.0,
     )
 
 
@@ -95,7 +105,8 @@ def test_help_lists_every_flag_the_operator_generates() -> None:
     ).stdout
     # Every option the operator can generate, with every switch on and every limit set.
     argv = serve_argv(port=1, tls=True, keys=True, max_batch_size=1, max_batch_delay_ms=1, max_queue=1,
-                      max_body_bytes=1, request_timeout_s=1)  # fmt: skip
+                      max_body_bytes=1, max_image_pixels=1, request_timeout_s=1, header_timeout_s=1,
+                      max_connections=1, drain_s=1, shutdown_timeout_s=1)  # fmt: skip
     flags = [arg for arg in argv if arg.startswith("--")]
     assert len(flags) >= 10
     for flag in flags:

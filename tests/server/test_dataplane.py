@@ -37,11 +37,14 @@ async def test_a_loaded_runtime_is_warmed_up_served_and_closed(png: bytes) -> No
     with pytest.raises(InvalidRequest, match="no inputs"):
         await plane.infer([])
     plane.drain()
-    assert plane.state is ModelState.DRAINING
-    with pytest.raises(ModelNotReady, match="shutting down"):
-        await plane.infer([png])
+    assert plane.state is ModelState.DRAINING and not plane.ready
+    assert plane.not_ready_reason() == "the server is shutting down"
+    # Draining is unready but still serving: requests already on their way are answered.
+    assert len((await plane.infer([png])).outputs) == 1
     await plane.close()
     assert runtime.closed
+    with pytest.raises(ModelNotReady):
+        await plane.infer([png])
 
 
 async def test_validation_runs_in_a_thread_and_names_the_input(png: bytes) -> None:

@@ -95,11 +95,41 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="largest request body before 413 (default: %(default)s)",
     )
     batching.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=_Defaults.max_image_pixels,
+        metavar="N",
+        help="largest image (width x height, read from its header before decoding) before 400 "
+        "(default: %(default)s)",
+    )
+    batching.add_argument(
         "--request-timeout-s",
         type=float,
         default=_Defaults.request_timeout_s,
         metavar="S",
         help="longest a request may take, queue and compute, before 504 (default: %(default)s)",
+    )
+    batching.add_argument(
+        "--header-timeout-s",
+        type=float,
+        default=_Defaults.header_timeout_s,
+        metavar="S",
+        help="a connection that sends no complete request head in this long is closed (default: %(default)s)",
+    )
+    batching.add_argument(
+        "--max-connections",
+        type=int,
+        default=_Defaults.max_connections,
+        metavar="N",
+        help="open connections before new ones get 503 and are closed (default: %(default)s)",
+    )
+    batching.add_argument(
+        "--drain-s",
+        type=float,
+        default=_Defaults.drain_s,
+        metavar="S",
+        help="after SIGTERM, how long to stay unready but serving before the port closes "
+        "(default: %(default)s)",
     )
     batching.add_argument(
         "--shutdown-timeout-s",
@@ -125,7 +155,11 @@ def settings_from_args(args: argparse.Namespace) -> _Defaults:
             max_batch_delay_ms=args.max_batch_delay_ms,
             max_queue=args.max_queue,
             max_body_bytes=args.max_body_bytes,
+            max_image_pixels=args.max_image_pixels,
             request_timeout_s=args.request_timeout_s,
+            header_timeout_s=args.header_timeout_s,
+            max_connections=args.max_connections,
+            drain_s=args.drain_s,
             shutdown_timeout_s=args.shutdown_timeout_s,
         )
     except ValueError as exc:
@@ -145,16 +179,21 @@ def run_serve(args: argparse.Namespace, *, load: Callable[[Path], ModelRuntime] 
 
     loader = _load_pipeline if load is None else load
     try:
-        return run(runtime=lambda: loader(model_dir), settings=settings)
+        return run(runtime=lambda: loader(model_dir), settings=settings, exit_process=True)
     except (KeyFileError, TlsConfigError, OSError) as exc:
         raise UserError(str(exc)) from None
 
 
 def _load_pipeline(model_dir: Path) -> ModelRuntime:
     # In the load thread: importing the pipeline brings TensorFlow, which takes seconds.
+    from fpgaserve.package.reader import PackageError
     from fpgaserve.runtime.pipeline import load_pipeline
 
-    return load_pipeline(model_dir)
+    try:
+        return load_pipeline(model_dir)
+    except PackageError as exc:
+        # A refused package is the user's to fix: one line, exit 2 (server_main), no traceback.
+        raise UserError(f"{model_dir}: package refused: {exc}") from None
 
 
 def _run(args: argparse.Namespace) -> int:

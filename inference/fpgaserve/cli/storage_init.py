@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fpgaserve.api.errors import UserError
-from fpgaserve.api.serving import PACKAGE_FILENAME, SOURCE_DIR
+from fpgaserve.api.serving import PACKAGE_FILENAME, SOURCE_DIR, SOURCE_URI_ENV
 
 if TYPE_CHECKING:
     from fpgaserve.api.manifest import Manifest
@@ -44,7 +45,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "check its sha256 while it streams, verify it (links, path traversal, zip bombs, member "
         "digests, format version, stage shapes) and unpack it into DEST.",
     )
-    p.add_argument("--uri", required=True, help="where the package is")
+    p.add_argument(
+        "--uri",
+        help=f"where the package is (default: the environment variable {SOURCE_URI_ENV}, where a "
+        "URI that carries a credential, such as a presigned URL, is passed)",
+    )
     p.add_argument("--sha256", required=True, metavar="HEX", help="the package's expected sha256")
     p.add_argument("--dest", required=True, type=Path, metavar="DIR", help="directory to unpack into")
     p.add_argument(
@@ -152,8 +157,11 @@ def write_termination_message(path: Path, message: str) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     try:
+        uri = args.uri or os.environ.get(SOURCE_URI_ENV, "").strip()
+        if not uri:
+            raise UserError(f"no package URI: give --uri or set {SOURCE_URI_ENV}")
         summary = storage_init(
-            uri=args.uri,
+            uri=uri,
             sha256=args.sha256,
             dest=args.dest,
             credentials_dir=args.credentials_dir,

@@ -62,8 +62,9 @@ class PackageLimits:
     max_total_bytes: int = 4 * GiB
     max_members: int = 10_000
     max_manifest_bytes: int = 1 * MiB
-    # Uncompressed/compressed size of one member; checked from ratio_floor_bytes up, since small
-    # text members (JSON, labels) legitimately compress well.
+    # Uncompressed/compressed size, of one member and of the whole archive; checked from
+    # ratio_floor_bytes up, since small text members (JSON, labels) legitimately compress well.
+    # The whole-archive bound is what stops many members each just under the floor.
     max_ratio: float = 100.0
     ratio_floor_bytes: int = 1 * MiB
 
@@ -161,7 +162,7 @@ def _check_entries(zf: zipfile.ZipFile, limits: PackageLimits) -> list[zipfile.Z
         raise PackageError(f"package has {len(infos)} members, more than the limit of {limits.max_members}")
     seen: set[str] = set()
     files: list[zipfile.ZipInfo] = []
-    total = 0
+    total = packed = 0
     for info in infos:
         name = info.filename
         _check_name(name)
@@ -192,11 +193,17 @@ def _check_entries(zf: zipfile.ZipFile, limits: PackageLimits) -> list[zipfile.Z
                 f"exceeds {limits.max_ratio:.0f}:1 (zip bomb?)"
             )
         total += info.file_size
+        packed += info.compress_size
         if total > limits.max_total_bytes:
             raise PackageError(
                 f"package expands to more than {limits.max_total_bytes} bytes in total (zip bomb?)"
             )
         files.append(info)
+    if total >= limits.ratio_floor_bytes and total > limits.max_ratio * max(packed, 1):
+        raise PackageError(
+            f"package expands from {packed} to {total} bytes: compression ratio "
+            f"{total / max(packed, 1):.0f}:1 exceeds {limits.max_ratio:.0f}:1 over the whole archive (zip bomb?)"
+        )
     _check_no_overlap(files)
     return files
 

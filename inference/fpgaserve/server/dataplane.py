@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import enum
+import functools
 import logging
 import struct
 import zlib
@@ -20,6 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from fpgaserve.api.errors import UserError
+from fpgaserve.runtime.images import check_image_pixels
 from fpgaserve.runtime.protocol import InvalidInput, ModelRuntime, TensorSpec
 from fpgaserve.server.batching import BatchOutput, DynamicBatcher, Item
 from fpgaserve.server.codec import check_shape
@@ -79,7 +83,10 @@ class DataPlane:
             raise
         except Exception as exc:
             self.state, self.failure = ModelState.FAILED, f"{type(exc).__name__}: {exc}"
-            logger.error("model failed to load: %s", self.failure, exc_info=exc)
+            # A refused package (UserError) is explained by its message; a bug needs its traceback.
+            logger.error(
+                "model failed to load: %s", self.failure, exc_info=None if isinstance(exc, UserError) else exc
+            )
             raise
         if self.state is ModelState.LOADING:
             self.state = ModelState.READY
@@ -134,9 +141,12 @@ class DataPlane:
         return "the model is still loading; retry shortly"
 
     def model(self, name: str | None = None, *, version: str | None = None) -> ModelRuntime:
-        """The ready runtime; ``ModelNotFound`` unless ``name`` (and ``version``) are its own."""
+        """The ready runtime; ``ModelNotFound`` unless ``name`` (and ``version``) are its own.
+
+        A draining server still serves: it is unready so that traffic moves away, and what still
+        arrives in the meantime is answered."""
         runtime = self._runtime
-        if runtime is None or self.state is not ModelState.READY:
+        if runtime is None or self.state not in (ModelState.READY, ModelState.DRAINING):
             raise ModelNotReady(self.not_ready_reason())
         if name is not None and name != runtime.name:
             raise ModelNotFound(f"model {name!r} is not served here; this server serves {runtime.name!r}")
@@ -163,12 +173,23 @@ class DataPlane:
         end = None if timeout_s is None else loop.time() + timeout_s
         with batcher.inflight(len(items)):
             try:
-                await asyncio.wait_for(
-                    loop.run_in_executor(self._validators, _validate_all, runtime, items), timeout_s
+                most = await asyncio.wait_for(
+                    loop.run_in_executor(
+                        self._validators,
+                        functools.partial(
+                            _validate_all, runtime, items, max_image_pixels=self.settings.max_image_pixels
+                        ),
+                    ),
+                    timeout_s,
                 )
-                return await batcher.submit(
-                    items, timeout_s=None if end is None else max(0.0, end - loop.time())
-                )
+                try:
+                    return await batcher.submit(
+                        items, timeout_s=None if end is None else max(0.0, end - loop.time())
+                    )
+                finally:
+                    if most > TRIM_AFTER_PIXELS:
+                        with contextlib.suppress(RuntimeError):  # the pool is shut down: closing
+                            loop.run_in_executor(self._validators, _release_free_memory)
             except asyncio.TimeoutError:
                 raise InferenceTimeout(
                     f"inference did not finish within {timeout_s:g} s (--request-timeout-s); "
@@ -176,18 +197,38 @@ class DataPlane:
                 ) from None
 
 
-def _validate_all(runtime: ModelRuntime, items: list[Item]) -> None:
-    """Validator thread: the spec's kind and shape, then the runtime's own cheap check."""
+def _validate_all(runtime: ModelRuntime, items: list[Item], *, max_image_pixels: int) -> int:
+    """Validator thread: the spec's kind and shape, an image's pixel count from its header (before
+    anything decodes it), then the runtime's own cheap check. Returns the most pixels of an image."""
     spec = runtime.input_spec
+    most = 0
     for index, item in enumerate(items):
         if spec.dtype == "string":
             if not isinstance(item, bytes):
                 raise InvalidInput(f"{spec.name!r} takes encoded images (bytes), not tensors", index=index)
+            most = max(most, check_image_pixels(item, index=index, max_pixels=max_image_pixels))
         elif not isinstance(item, np.ndarray):
             raise InvalidInput(f"{spec.name!r} takes {spec.dtype} tensors, not encoded images", index=index)
         else:
             check_shape(item.shape, spec, index=index)
         runtime.validate(item, index=index)
+    return most
+
+
+# Images of more pixels than this leave the decode's buffers in the allocator's free lists; after
+# one, free memory is handed back to the system (glibc keeps it otherwise: a resident size that
+# only grows, until the pod's memory limit).
+TRIM_AFTER_PIXELS = 2048 * 2048
+
+
+def _release_free_memory() -> None:
+    """``malloc_trim(0)`` where the C library has it (glibc); nothing elsewhere."""
+    try:
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
 
 
 def _warm_up_input(spec: TensorSpec) -> Item | None:

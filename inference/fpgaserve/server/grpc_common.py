@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 
 from fpgaserve.runtime.protocol import InvalidInput
-from fpgaserve.server.auth import KeyStore
+from fpgaserve.server.auth import KeyStore, authenticate
 from fpgaserve.server.dataplane import DataPlane
 from fpgaserve.server.errors import (
     InferenceTimeout,
@@ -95,11 +95,13 @@ def _check_key(services: GrpcServices, context: grpc.aio.ServicerContext[Any, An
     if store is None:
         return
     authorization = _authorization(context)
-    if not store.check(authorization):
+    try:
+        authenticate(store, authorization)  # no valid key at all (keys file emptied): UNAVAILABLE
+    except Unauthorized:
         services.metrics.auth_failures.inc()
         if not authorization:
-            raise Unauthorized("missing key: send the metadata 'authorization: Bearer <key>'")
-        raise Unauthorized("invalid key: send 'authorization: Bearer <key>' with a current key")
+            raise Unauthorized("missing key: send the metadata 'authorization: Bearer <key>'") from None
+        raise Unauthorized("invalid key: send 'authorization: Bearer <key>' with a current key") from None
 
 
 def unary_method(

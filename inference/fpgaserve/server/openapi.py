@@ -13,6 +13,7 @@ from aiohttp import web
 
 from fpgaserve.runtime.protocol import ModelRuntime
 from fpgaserve.server.rest_common import DATAPLANE_KEY, package_version
+from fpgaserve.server.rest_v2 import DATATYPES
 
 __all__ = ["build_openapi", "openapi_handler", "routes"]
 
@@ -65,6 +66,10 @@ def build_openapi(*, runtime: ModelRuntime | None, server_version: str) -> dict[
     name = _param("name", [runtime.name] if runtime else None)
     version = _param("version", [runtime.version] if runtime else None)
     input_names = {"enum": [runtime.input_spec.name]} if runtime else {}
+    # Once the model is known, only its input's datatype is accepted (the server refuses others).
+    datatypes = [DATATYPES[runtime.input_spec.dtype]] if runtime else sorted(DATATYPES.values())
+    images = runtime is None or runtime.input_spec.dtype == "string"
+    tensors = runtime is None or runtime.input_spec.dtype != "string"
     obj = {"type": "object"}
     infer_err = (400, 401, 404, 408, 413, 503, 504)
     meta_err = (401, 404, 503)
@@ -151,7 +156,7 @@ def build_openapi(*, runtime: ModelRuntime | None, server_version: str) -> dict[
         "properties": {
             "name": {"type": "string", **input_names},
             "shape": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}},
-            "datatype": {"type": "string", "enum": ["BYTES", "FP32", "INT64"]},
+            "datatype": {"type": "string", "enum": datatypes},
             "parameters": {"type": "object"},
             "data": {"type": "array", "items": {}},
         },
@@ -165,6 +170,8 @@ def build_openapi(*, runtime: ModelRuntime | None, server_version: str) -> dict[
                 "images": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "byte"}},
                 "instances": {"type": "array", "minItems": 1, "items": _NUMBERS},
             },
+            # The served model takes one of the two (both, while no model is loaded yet).
+            "anyOf": [{"required": ["images"]}] * images + [{"required": ["instances"]}] * tensors,
         },
         "ScoreResponse": {
             "type": "object",
@@ -230,8 +237,21 @@ def build_openapi(*, runtime: ModelRuntime | None, server_version: str) -> dict[
             "properties": {
                 "signature_name": {"type": "string"},
                 "instances": {"type": "array", "minItems": 1, "items": {}},
-                "inputs": {},
+                "inputs": {
+                    "oneOf": [
+                        {"type": "array", "minItems": 1, "items": {}},
+                        {
+                            "type": "object",
+                            "minProperties": 1,
+                            "maxProperties": 1,
+                            "additionalProperties": {"type": "array", "minItems": 1, "items": {}},
+                            **({"required": [runtime.input_spec.name]} if runtime else {}),
+                        },
+                    ]
+                },
             },
+            # Exactly one of the two: TF Serving's row and columnar formats do not mix.
+            "oneOf": [{"required": ["instances"]}, {"required": ["inputs"]}],
         },
     }
     return {

@@ -13,6 +13,7 @@ from importlib import metadata
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from fpgaserve.server.dataplane import DataPlane
 from fpgaserve.server.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
@@ -47,6 +48,12 @@ async def read_body(request: web.Request) -> bytes:
     except asyncio.TimeoutError:
         raise RequestTimeout(
             f"the request body did not arrive within {settings.request_timeout_s:g} s"
+        ) from None
+    except RequestPayloadError:
+        # The client's mistake (bad chunked encoding, fewer bytes than Content-Length), not a bug:
+        # a 400, and no traceback in the log.
+        raise InvalidRequest(
+            "the request body is malformed: its chunked encoding or Content-Length is invalid"
         ) from None
 
 

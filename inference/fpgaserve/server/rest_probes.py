@@ -10,6 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from fpgaserve.api.serving import LIVENESS_PATH, READINESS_PATH
+from fpgaserve.server.errors import ModelNotReady
 from fpgaserve.server.rest_common import DATAPLANE_KEY
 
 __all__ = ["healthz", "readyz", "routes"]
@@ -24,5 +25,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    runtime = request.app[DATAPLANE_KEY].model()  # ModelNotReady -> 503 with the reason
+    plane = request.app[DATAPLANE_KEY]
+    if not plane.ready:  # loading, failed, or draining (which still serves, but must not be sent more)
+        raise ModelNotReady(plane.not_ready_reason())
+    runtime = plane.model()
     return web.json_response({"status": "ready", "model": runtime.name, "version": runtime.version})

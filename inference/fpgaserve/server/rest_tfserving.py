@@ -23,13 +23,18 @@ __all__ = ["routes"]
 _TF_DTYPES = {"string": "DT_STRING", "float32": "DT_FLOAT", "int64": "DT_INT64"}
 
 
+# Names and versions hold no ':' so that ".../versions/1:predict" is never read as version
+# "1:predict" by the status route (a GET there is 405, not a status answer).
+_NAME, _VERSION = "{name:[^/:]+}", "{version:[^/:]+}"
+
+
 def routes() -> list[web.RouteDef]:
     return [
-        web.post("/v1/models/{name}:predict", predict),
-        web.post("/v1/models/{name}/versions/{version}:predict", predict),
-        web.get("/v1/models/{name}", status),
-        web.get("/v1/models/{name}/versions/{version}", status),
-        web.get("/v1/models/{name}/metadata", model_metadata),
+        web.post(f"/v1/models/{_NAME}:predict", predict),
+        web.post(f"/v1/models/{_NAME}/versions/{_VERSION}:predict", predict),
+        web.get(f"/v1/models/{_NAME}", status),
+        web.get(f"/v1/models/{_NAME}/versions/{_VERSION}", status),
+        web.get(f"/v1/models/{_NAME}/metadata", model_metadata),
     ]
 
 

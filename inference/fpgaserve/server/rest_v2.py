@@ -31,7 +31,7 @@ from fpgaserve.server.codec import (
     pack_bytes_elements,
     unpack_bytes_elements,
 )
-from fpgaserve.server.errors import InvalidRequest
+from fpgaserve.server.errors import InvalidRequest, ModelNotReady
 from fpgaserve.server.rest_common import (
     DATAPLANE_KEY,
     json_text,
@@ -101,7 +101,9 @@ async def live(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    request.app[DATAPLANE_KEY].model()  # raises ModelNotReady (503) until loaded and warmed up
+    plane = request.app[DATAPLANE_KEY]
+    if not plane.ready:  # loading, failed or draining
+        raise ModelNotReady(plane.not_ready_reason())
     return web.json_response({"ready": True})
 
 
@@ -130,6 +132,9 @@ async def model_metadata(request: web.Request) -> web.Response:
 
 async def model_ready(request: web.Request) -> web.Response:
     runtime = _model(request)  # raises ModelNotReady (503) until loaded and warmed up
+    plane = request.app[DATAPLANE_KEY]
+    if not plane.ready:  # draining: still answers, but is not ready for more
+        raise ModelNotReady(plane.not_ready_reason())
     return web.json_response({"name": runtime.name, "ready": True})
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fpgaserve.api.serving import HTTP_PORT
+from fpgaserve.api.serving import HTTP_PORT, IMAGE_PIXELS_CEILING
 
 __all__ = ["ServerSettings"]
 
@@ -29,8 +29,16 @@ class ServerSettings:
     max_batch_delay_ms: float = 5.0
     max_queue: int = 64  # inputs waiting for a batch, across all requests
     max_body_bytes: int = 16 * 1024 * 1024
+    # Pixels per image, read from its header before any decode: 4096x4096. The decode and the
+    # preprocessing of one image take ~15 bytes per pixel, so this bounds one image to ~250 MB.
+    max_image_pixels: int = 4096 * 4096
     request_timeout_s: float = 30.0
-    shutdown_timeout_s: float = 10.0  # how long in-flight requests may finish on SIGTERM
+    header_timeout_s: float = 10.0  # a connection must send a request's headers within this
+    max_connections: int = 1024  # open connections; more are answered 503 and closed
+    # After SIGTERM: readiness turns false and the listener keeps accepting this long, so that the
+    # endpoints controller and proxies stop sending before the port closes (a rollout drops nothing).
+    drain_s: float = 5.0
+    shutdown_timeout_s: float = 10.0  # then how long in-flight requests may finish
     keys_check_interval_s: float = 1.0  # how often the keys file is checked for a rotation
     tls_check_interval_s: float = 5.0  # how often the TLS files are checked for a rotation
 
@@ -51,8 +59,14 @@ class ServerSettings:
             raise ValueError("max queue must be at least 1")
         if self.max_body_bytes < 1024:
             raise ValueError("max body bytes must be at least 1024")
+        if not 1 <= self.max_image_pixels <= IMAGE_PIXELS_CEILING:
+            raise ValueError(f"max image pixels must be between 1 and {IMAGE_PIXELS_CEILING}")
+        if self.max_connections < 1:
+            raise ValueError("max connections must be at least 1")
         if (
             self.request_timeout_s <= 0
+            or self.header_timeout_s <= 0
+            or self.drain_s < 0
             or self.shutdown_timeout_s < 0
             or min(self.keys_check_interval_s, self.tls_check_interval_s) < 0
         ):

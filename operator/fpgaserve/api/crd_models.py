@@ -14,6 +14,7 @@ from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, model_validat
 from pydantic.alias_generators import to_camel
 
 from fpgaserve.api.constants import DEFAULT_RESOURCE_NAME, DRA_DEVICE_CLASS
+from fpgaserve.api.serving import IMAGE_PIXELS_CEILING
 
 __all__ = [
     "API_VERSION",
@@ -349,7 +350,21 @@ class ServerSpec(_Model):
     """Request limits of the server."""
 
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024**3)
+    max_image_pixels: int = Field(
+        default=4096 * 4096,
+        ge=1,
+        le=IMAGE_PIXELS_CEILING,
+        description="Largest image (width x height, read from its header before decoding); "
+        "larger ones get 400. Bounds the memory one image takes (about 15 bytes per pixel).",
+    )
     request_timeout_seconds: int = Field(default=30, ge=1, le=3600)
+    drain_seconds: int = Field(
+        default=5,
+        ge=0,
+        le=300,
+        description="After SIGTERM the server stays unready but serving this long, so that a "
+        "rollout drops no request; the pod's grace period covers it.",
+    )
 
 
 class FpgaWebserviceSpec(_Model):

@@ -256,12 +256,18 @@ def parse_manifest(data: bytes | str | dict[str, Any]) -> Manifest:
             data = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ManifestError(f"{MANIFEST_NAME} is not valid JSON ({exc})") from None
+        except RecursionError:
+            raise ManifestError(f"{MANIFEST_NAME} is nested too deeply to be a manifest") from None
+        except ValueError as exc:  # e.g. an integer of more digits than Python converts (4300)
+            raise ManifestError(f"{MANIFEST_NAME} is not a usable JSON document ({exc})") from None
         if not isinstance(data, dict):
             raise ManifestError(f"{MANIFEST_NAME} must hold a JSON object")
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
         raise ManifestError(f"invalid {MANIFEST_NAME}: {_describe(exc)}") from None
+    except RecursionError:
+        raise ManifestError(f"{MANIFEST_NAME} is nested too deeply to be a manifest") from None
 
 
 def _describe(exc: ValidationError) -> str:

@@ -14,6 +14,7 @@ __all__ = [
     "GRPC_SERVICES",
     "HTTPS_PORT",
     "HTTP_PORT",
+    "IMAGE_PIXELS_CEILING",
     "KEYS_DIR",
     "KEYS_FILE",
     "KEYS_PRIMARY",
@@ -24,6 +25,8 @@ __all__ = [
     "PACKAGE_FILENAME",
     "READINESS_PATH",
     "SOURCE_DIR",
+    "SOURCE_URI_ENV",
+    "SOURCE_URI_KEY",
     "TERMINATION_LOG",
     "TLS_CERT_FILE",
     "TLS_DIR",
@@ -58,12 +61,19 @@ TLS_CERT_FILE = f"{TLS_DIR}/tls.crt"
 TLS_KEY_FILE = f"{TLS_DIR}/tls.key"
 
 # Command lines (argv after the image's entrypoint "fpgaserve"):
-#   storage-init --uri URI --sha256 HEX --dest MODEL_DIR [--termination-log FILE]
+#   storage-init [--uri URI] --sha256 HEX --dest MODEL_DIR [--termination-log FILE]
 #                [--credentials-dir DIR] [--endpoint URL]
+#   (without --uri, the URI is read from the environment variable SOURCE_URI_ENV, which the pod
+#   fills from a Secret: a presigned URL's query is a credential and must not sit in the argv)
 #   serve MODEL_DIR --host 0.0.0.0 --port PORT [--grpc-port GRPC_PORT]
 #         [--tls-cert TLS_CERT_FILE --tls-key TLS_KEY_FILE]
 #         [--keys-file KEYS_FILE] [--max-batch-size N] [--max-batch-delay-ms MS] [--max-queue N]
-#         [--max-body-bytes N] [--request-timeout-s S]
+#         [--max-body-bytes N] [--max-image-pixels N] [--request-timeout-s S]
+#         [--header-timeout-s S] [--max-connections N] [--drain-s S] [--shutdown-timeout-s S]
+
+# The largest --max-image-pixels: Pillow, which reads image headers, refuses images over twice its
+# MAX_IMAGE_PIXELS (89,478,485) as decompression bombs before any limit of ours is checked.
+IMAGE_PIXELS_CEILING = 2 * 89_478_485
 
 # Where a container writes why it failed (the kubelet's default terminationMessagePath); the pod
 # template sets terminationMessagePolicy FallbackToLogsOnError, and the operator reports it.
@@ -76,21 +86,29 @@ METRICS_PATH = "/metrics"
 
 # storage-init's --credentials-dir: the FpgaModel's source Secret, one file per key.
 CREDENTIALS_DIR = "/var/run/fpgaserve/credentials"
+# A source URI that carries a credential reaches storage-init through this variable, from the key
+# SOURCE_URI_KEY of a Secret, instead of its argv (which anyone who reads Deployments can read).
+SOURCE_URI_ENV = "FPGASERVE_SOURCE_URI"
+SOURCE_URI_KEY = "uri"
 # pvc:// and file:// sources are mounted read-only here and handed to storage-init as file:// URIs.
 SOURCE_DIR = "/mnt/source"
 
 
 def storage_init_argv(
     *,
-    uri: str,
+    uri: str | None,
     sha256: str,
     dest: str = MODEL_DIR,
     credentials_dir: str | None = None,
     endpoint: str | None = None,
     termination_log: str | None = None,
 ) -> list[str]:
-    """``storage-init`` argv (after the entrypoint), exactly as the comment above spells it."""
-    argv = ["storage-init", "--uri", uri, "--sha256", sha256, "--dest", dest]
+    """``storage-init`` argv (after the entrypoint), exactly as the comment above spells it; ``uri``
+    None: read from ``SOURCE_URI_ENV``."""
+    argv = ["storage-init"]
+    if uri is not None:
+        argv += ["--uri", uri]
+    argv += ["--sha256", sha256, "--dest", dest]
     if termination_log is not None:
         argv += ["--termination-log", termination_log]
     if credentials_dir is not None:
@@ -111,7 +129,12 @@ def serve_argv(
     max_batch_delay_ms: float | None = None,
     max_queue: int | None = None,
     max_body_bytes: int | None = None,
+    max_image_pixels: int | None = None,
     request_timeout_s: float | None = None,
+    header_timeout_s: float | None = None,
+    max_connections: int | None = None,
+    drain_s: float | None = None,
+    shutdown_timeout_s: float | None = None,
 ) -> list[str]:
     """``serve`` argv (after the entrypoint); TLS and keys use the mount paths above."""
     argv = ["serve", model_dir, "--host", "0.0.0.0", "--port", str(port)]
@@ -126,7 +149,12 @@ def serve_argv(
         ("--max-batch-delay-ms", max_batch_delay_ms),
         ("--max-queue", max_queue),
         ("--max-body-bytes", max_body_bytes),
+        ("--max-image-pixels", max_image_pixels),
         ("--request-timeout-s", request_timeout_s),
+        ("--header-timeout-s", header_timeout_s),
+        ("--max-connections", max_connections),
+        ("--drain-s", drain_s),
+        ("--shutdown-timeout-s", shutdown_timeout_s),
     ]
     for flag, value in options:
         if value is not None:

@@ -20,6 +20,7 @@ __all__ = [
     "object_meta",
     "owner_reference",
     "selector_labels",
+    "source_secret_name",
     "tls_secret_name",
 ]
 
@@ -45,6 +46,11 @@ def labels(name: str) -> dict[str, str]:
 
 def keys_secret_name(name: str) -> str:
     return f"{name}-keys"
+
+
+def source_secret_name(name: str) -> str:
+    """The Secret holding a source URI that carries a credential (a presigned URL's query)."""
+    return f"{name}-source"
 
 
 def tls_secret_name(name: str) -> str:

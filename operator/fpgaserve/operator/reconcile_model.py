@@ -63,8 +63,7 @@ async def _inspect_package(
     data: dict[str, str] = {}
     if spec.source.secret_ref is not None:
         secret = await kube.get(SECRET, namespace, spec.source.secret_ref.name)
-        encoded = (secret or {}).get("data") or {}
-        data = {k: base64.b64decode(v).decode().strip() for k, v in encoded.items()}
+        data = _secret_fields(secret or {}, name=spec.source.secret_ref.name)
     uri, headers, token = spec.source.uri, None, data.get("token")
     if spec.source.scheme == "s3":
         key_id, secret_key = data.get("AWS_ACCESS_KEY_ID"), data.get("AWS_SECRET_ACCESS_KEY")
@@ -99,6 +98,37 @@ async def _inspect_package(
     return Check(True, "Read", f"{info.manifest.name} {info.manifest.version}: {stages}"), found
 
 
+# The fields of a source Secret the operator reads; anything else in it (a binary CA bundle, say) is
+# storage-init's business or nobody's, and is never decoded here.
+_SECRET_FIELDS = (
+    "token",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+)
+
+
+class SecretFieldError(Exception):
+    """A field the operator needs from the source Secret is not base64 of UTF-8 text (the message
+    names the Secret and the field, never the value)."""
+
+
+def _secret_fields(secret: Mapping[str, Any], *, name: str) -> dict[str, str]:
+    encoded = secret.get("data") or {}
+    fields: dict[str, str] = {}
+    for field in _SECRET_FIELDS:
+        value = encoded.get(field)
+        if value is None:
+            continue
+        try:
+            fields[field] = base64.b64decode(value, validate=True).decode("utf-8").strip()
+        except (ValueError, UnicodeDecodeError):  # binascii.Error is a ValueError
+            raise SecretFieldError(f"Secret {name} (source.secretRef): {field} is not UTF-8 text") from None
+    return fields
+
+
 async def reconcile_model(*, kube: Kube, config: OperatorConfig, body: Mapping[str, Any]) -> Outcome:
     """One cycle for a model: check its source (and, where reachable, its manifest) and record who
     uses it."""
@@ -117,6 +147,8 @@ async def reconcile_model(*, kube: Kube, config: OperatorConfig, body: Mapping[s
         else:
             manifest, package = await _inspect_package(kube, namespace, spec, previous, digest)
         used_by = await users_of_model(kube, namespace, name)
+    except SecretFieldError as exc:
+        source, used_by = Check(False, "SecretInvalid", str(exc)), list(previous.get("usedBy") or [])
     except SpecError as exc:
         source, used_by = (
             Check(False, exc.reason, exc.message, permanent=True),

@@ -45,6 +45,7 @@ from fpgaserve.operator.naming import (
     grpc_ingress_name,
     keys_secret_name,
     selector_labels,
+    source_secret_name,
     tls_secret_name,
 )
 from fpgaserve.operator.networking import (
@@ -67,7 +68,7 @@ from fpgaserve.operator.secrets import (
 )
 from fpgaserve.operator.status import Check, now_iso, status_patch, webservice_status
 from fpgaserve.operator.validation import SpecError, parse_model, parse_webservice
-from fpgaserve.operator.workload import build_deployment
+from fpgaserve.operator.workload import build_deployment, build_source_secret
 
 __all__ = ["reconcile_webservice", "regenerate_key"]
 
@@ -207,6 +208,11 @@ async def _apply_all(
         steps[f"Secret {tls_secret_name(name)}"] = _ensure_tls(kube, owner, hosts)
     else:
         unwanted.append((SECRET, tls_secret_name(name)))
+    source_secret = build_source_secret(owner=owner, model=model)
+    if source_secret is not None:  # a presigned URL: storage-init reads it from this Secret
+        steps[f"Secret {source_secret_name(name)}"] = kube.apply(source_secret, owner_uid=uid)
+    else:
+        unwanted.append((SECRET, source_secret_name(name)))
     for kind, obj_name in unwanted:
         steps[f"{kind.kind} {obj_name} (removed)"] = _prune(kube, kind, namespace, obj_name, uid)
     results = await asyncio.gather(*steps.values())

@@ -8,6 +8,7 @@ non-root user with a read-only root filesystem and no capabilities.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -20,7 +21,14 @@ from fpgaserve.api.constants import ENV_REQUIRE_DEVICE
 from fpgaserve.api.crd_models import FpgaModelSpec, FpgaWebserviceSpec, ModelSource
 from fpgaserve.operator.claims import CLAIM_NAME, claim_template_name, uses_dra
 from fpgaserve.operator.config import OperatorConfig
-from fpgaserve.operator.naming import keys_secret_name, labels, object_meta, selector_labels, tls_secret_name
+from fpgaserve.operator.naming import (
+    keys_secret_name,
+    labels,
+    object_meta,
+    selector_labels,
+    source_secret_name,
+    tls_secret_name,
+)
 
 __all__ = [
     "GRPC_PORT_NAME",
@@ -28,6 +36,7 @@ __all__ = [
     "MODEL_DIGEST_ANNOTATION",
     "ResolvedSource",
     "build_deployment",
+    "build_source_secret",
     "canonical_quantity",
     "resolve_source",
     "server_port",
@@ -37,6 +46,7 @@ __all__ = [
 # runAsNonRoot can be verified by the kubelet.
 IMAGE_UID = 10001
 MODEL_DIGEST_ANNOTATION = "fpgaserve.io/model-digest"
+SHUTDOWN_TIMEOUT_S = 10  # how long in-flight requests may finish after the drain period
 KEYS_FILENAME = str(PurePosixPath(serving.KEYS_FILE).relative_to(serving.KEYS_DIR))
 TLS_CERT_FILENAME = str(PurePosixPath(serving.TLS_CERT_FILE).relative_to(serving.TLS_DIR))
 TLS_KEY_FILENAME = str(PurePosixPath(serving.TLS_KEY_FILE).relative_to(serving.TLS_DIR))
@@ -54,6 +64,28 @@ class ResolvedSource:
 
     uri: str
     volume: dict[str, Any] | None = None  # a pvc or hostPath volume, mounted at SOURCE_DIR
+
+    @property
+    def secret(self) -> bool:
+        """Whether the URI carries a credential (a presigned URL's query) and so goes to
+        storage-init through a Secret (``build_source_secret``), not its argv."""
+        parts = urlsplit(self.uri)
+        return bool(parts.query or parts.fragment)
+
+
+def build_source_secret(*, owner: Mapping[str, Any], model: FpgaModelSpec) -> dict[str, Any] | None:
+    """The Secret that hands storage-init a source URI carrying a credential; None when the URI
+    carries none (it then stays readable in the init container's argv)."""
+    source = resolve_source(model.source)
+    if not source.secret:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": object_meta(owner=owner, name=source_secret_name(owner["metadata"]["name"])),
+        "type": "Opaque",
+        "data": {serving.SOURCE_URI_KEY: base64.b64encode(source.uri.encode()).decode()},
+    }
 
 
 def resolve_source(source: ModelSource) -> ResolvedSource:
@@ -79,6 +111,11 @@ def resolve_source(source: ModelSource) -> ResolvedSource:
     if source.scheme in ("http", "https") and not parts.netloc:
         raise ValueError("expected a host")
     return ResolvedSource(uri=source.uri)
+
+
+def _source_uri_env(name: str) -> dict[str, Any]:
+    secret = {"name": source_secret_name(name), "key": serving.SOURCE_URI_KEY}
+    return {"name": serving.SOURCE_URI_ENV, "valueFrom": {"secretKeyRef": secret}}
 
 
 def canonical_quantity(value: str) -> str:
@@ -192,7 +229,7 @@ def _pod_template(
         "image": image,
         "imagePullPolicy": pull_policy,
         "args": serving.storage_init_argv(
-            uri=source.uri,
+            uri=None if source.secret else source.uri,
             sha256=model.source.sha256,
             dest=serving.MODEL_DIR,
             credentials_dir=serving.CREDENTIALS_DIR if model.source.secret_ref is not None else None,
@@ -204,6 +241,8 @@ def _pod_template(
         "volumeMounts": init_mounts,
         **_termination_message(),
     }
+    if source.secret:
+        init["env"] = [_source_uri_env(name)]
     server: dict[str, Any] = {
         "name": "server",
         "image": image,
@@ -218,7 +257,10 @@ def _pod_template(
             max_batch_delay_ms=spec.batching.max_batch_delay_ms,
             max_queue=spec.batching.max_queue,
             max_body_bytes=spec.server.max_body_bytes,
+            max_image_pixels=spec.server.max_image_pixels,
             request_timeout_s=spec.server.request_timeout_seconds,
+            drain_s=spec.server.drain_seconds,
+            shutdown_timeout_s=SHUTDOWN_TIMEOUT_S,
         ),
         "ports": _container_ports(spec),
         "env": [{"name": ENV_REQUIRE_DEVICE, "value": "1"}] if spec.fpga.count > 0 else [],
@@ -240,6 +282,10 @@ def _pod_template(
     pod_spec: dict[str, Any] = {
         # The server never talks to the API server.
         "automountServiceAccountToken": False,
+        # On SIGTERM the server stays unready but serving for drainSeconds (instead of a preStop
+        # sleep: the endpoints controller and proxies stop sending meanwhile), then in-flight
+        # requests get SHUTDOWN_TIMEOUT_S; the kubelet must not kill it before.
+        "terminationGracePeriodSeconds": spec.server.drain_seconds + SHUTDOWN_TIMEOUT_S + 5,
         "enableServiceLinks": False,
         "securityContext": {
             "runAsNonRoot": True,
