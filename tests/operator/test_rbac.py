@@ -27,9 +27,16 @@ _KOPF_GET = (
     "kopf's documented RBAC for the resources it serves; it lists and watches them, and a GET of "
     "one object is one failure away (a kopf upgrade) from being needed"
 )
+_DRA_UNRECORDED = (
+    "DRA mode (issue 15): the reconciler's tests drive it without the kopf operator, so no recorded "
+    "test makes this call yet; an operator test in DRA mode would retire these entries"
+)
 # Granted although no recorded test makes the call, each for a reason. Shrink this list by
 # covering the call in an operator test (the check then passes without the entry).
 DELIBERATE_EXTRAS: dict[Grant, str] = {
+    Grant("resource.k8s.io", "resourceclaimtemplates", "create"): _DRA_UNRECORDED,
+    Grant("resource.k8s.io", "resourceclaimtemplates", "patch"): _DRA_UNRECORDED,
+    Grant("resource.k8s.io", "resourceclaimtemplates", "delete"): _DRA_UNRECORDED,
     Grant("fpgaserve.io", "fpgawebservices", "get"): _KOPF_GET,
     Grant("kopf.dev", "kopfpeerings", "get"): _KOPF_GET,
     Grant("kopf.dev", "clusterkopfpeerings", "get"): _KOPF_GET,
