@@ -294,6 +294,11 @@ class FpgaStage(Stage):
                 "program_sha256": digest,
                 "program_version": program.version,
                 "source": source,
+                "layer_formats": {
+                    op: BfpFormatSpec.model_validate(asdict(program.format_of(op)))
+                    for op in program.layer_formats()
+                    if program.format_of(op) != program.fmt
+                },
             },
         )
 
