@@ -173,20 +173,19 @@ class _Evaluator:
             if op.kind in MATRIX_OPS
         }
 
-    def score(self, formats: dict[str, BfpFormat]) -> _Score:
+    def score(self, formats: dict[str, BfpFormat], *, examples: int | None = None) -> _Score:
+        """The program's agreement with float on the calibration batch (or its first ``examples``)."""
         self.runs += 1
+        n = len(self.calibration) if examples is None else min(examples, len(self.calibration))
         with Executor(self.program(formats), device=EmulatedDevice(self._model)) as ex:
             out = np.concatenate(
-                [
-                    ex.run(self.calibration[i : i + _BATCH]).outputs
-                    for i in range(0, len(self.calibration), _BATCH)
-                ]
+                [ex.run(self.calibration[i : min(i + _BATCH, n)]).outputs for i in range(0, n, _BATCH)]
             )
         flat = out.reshape(len(out), -1).astype(np.float64)
-        ref = self.reference.astype(np.float64)
+        ref = self.reference[:n].astype(np.float64)
         norms = np.linalg.norm(flat, axis=1) * np.linalg.norm(ref, axis=1)
         cos = np.where(norms > 0, (flat * ref).sum(axis=1) / np.maximum(norms, 1e-300), 0.0)
-        top1 = float(np.mean(self._classes(out) == self.reference_top1))
+        top1 = float(np.mean(self._classes(out) == self.reference_top1[:n]))
         return _Score(top1=top1, cosine=float(cos.mean()))
 
 

@@ -90,8 +90,9 @@ DEFAULT_FORMAT = FORMATS["int12-bfp"]
 # Not a format: asks for a mixed-precision program chosen against an accuracy budget (the zoo's and
 # the command line's ``--format auto``; the search is ``fpgaserve.compiler.precision``).
 AUTO_FORMAT = "auto"
-# Its default budget: top-1 agreement with the float model on all calibration photos but at most 1 %.
-DEFAULT_BUDGET = "top1>=99%"
+# Its default budget: mean feature cosine with the float model on the calibration photos. Not top-1:
+# on the zoo's 30 calibration photos int12-bfp itself flips one near-tie (docs/numerics.md).
+DEFAULT_BUDGET = "cosine>=0.999"
 
 
 def get_format(name: str) -> BfpFormat:

@@ -128,6 +128,11 @@ class Program:
         return op_format(self.op(op_name), self.fmt)
 
     @property
+    def file_version(self) -> int:
+        """The file format version ``save_program`` writes this program as."""
+        return MIXED_FORMAT_VERSION if self.is_mixed else PROGRAM_FORMAT_VERSION
+
+    @property
     def is_mixed(self) -> bool:
         """Whether any matrix op runs in a format other than the program's."""
         return any(op_format(op, self.fmt) != self.fmt for op in self.ops if op.kind in MATRIX_OPS)
@@ -195,9 +200,8 @@ def save_program(program: Program, path: str | Path) -> str:
     """Write ``program`` to ``path``; returns the sha256 of the file."""
     # A mixed program is version 2 whatever ``program.version`` says: a version-1 reader would decode
     # its weights in the program's format.
-    version = MIXED_FORMAT_VERSION if program.is_mixed else PROGRAM_FORMAT_VERSION
     header = {
-        "version": version,
+        "version": program.file_version,
         "name": program.name,
         "format": asdict(program.fmt),
         "input": {"name": program.input_name, "shape": list(program.input_shape)},

@@ -292,7 +292,7 @@ class FpgaStage(Stage):
                 "format": BfpFormatSpec.model_validate(asdict(program.fmt)),
                 "weight_bytes": program.weight_bytes,
                 "program_sha256": digest,
-                "program_version": program.version,
+                "program_version": program.file_version,
                 "source": source,
                 "layer_formats": {
                     op: BfpFormatSpec.model_validate(asdict(program.format_of(op)))
