@@ -129,8 +129,11 @@ class Program:
 
     @property
     def file_version(self) -> int:
-        """The file format version ``save_program`` writes this program as."""
-        return MIXED_FORMAT_VERSION if self.is_mixed else PROGRAM_FORMAT_VERSION
+        """The file format version ``save_program`` writes this program as: its ``version``, except that
+        a mixed program needs at least version 2 (a version-1 reader would decode its weights wrongly)."""
+        if self.is_mixed and self.version < MIXED_FORMAT_VERSION:
+            return MIXED_FORMAT_VERSION
+        return self.version
 
     @property
     def is_mixed(self) -> bool:
@@ -198,8 +201,6 @@ def _npy_bytes(arr: npt.NDArray[Any]) -> bytes:
 
 def save_program(program: Program, path: str | Path) -> str:
     """Write ``program`` to ``path``; returns the sha256 of the file."""
-    # A mixed program is version 2 whatever ``program.version`` says: a version-1 reader would decode
-    # its weights in the program's format.
     header = {
         "version": program.file_version,
         "name": program.name,
