@@ -112,7 +112,10 @@ def test_compile_searches_per_layer_formats_under_an_accuracy_budget(tmp_path: P
     _mobile_model(tmp_path / "m.keras")
     np.save(tmp_path / "calib.npy", np.random.default_rng(0).normal(size=(8, 16, 16, 3)).astype(np.float32))
     common = ("compile", str(tmp_path / "m.keras"), "--calibration", str(tmp_path / "calib.npy"))
-    done = fpgaserve(*common, "-o", str(tmp_path / "m.fpga"), "--accuracy-budget", "cosine>=0.99")
+    # Generous timeouts: each run imports TensorFlow and runs the emulator dozens of times.
+    done = fpgaserve(
+        *common, "-o", str(tmp_path / "m.fpga"), "--accuracy-budget", "cosine>=0.99", timeout=900
+    )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["precision"]["budget"] == "cosine>=0.99" and summary["precision"]["cosine"] >= 0.99
@@ -122,7 +125,7 @@ def test_compile_searches_per_layer_formats_under_an_accuracy_budget(tmp_path: P
     # A budget the candidates cannot keep: exit 2 naming the limiting layers, no file written.
     done = fpgaserve(
         *common, "-o", str(tmp_path / "bad.fpga"), "--format", "auto", "--accuracy-budget", "cosine>=0.999999",
-        "--candidates", "ms-fp8,msfp12",
+        "--candidates", "ms-fp8,msfp12", timeout=900,
     )  # fmt: skip
     assert done.returncode == 2
     assert "cannot be met" in done.stderr and "limit it most" in done.stderr
