@@ -97,11 +97,11 @@ def _mobile_model(path: Path) -> None:
 
     keras.utils.set_random_seed(1)
     inp = keras.Input((16, 16, 3))
-    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inp)
-    x = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu")(x)
-    x = keras.layers.Conv2D(24, 1, activation="relu")(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="stem")(inp)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu", name="dw")(x)
+    x = keras.layers.Conv2D(24, 1, activation="relu", name="pw")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    keras.Model(inp, keras.layers.Dense(10)(x)).save(path)
+    keras.Model(inp, keras.layers.Dense(10, name="fc")(x)).save(path)
 
 
 def test_compile_searches_per_layer_formats_under_an_accuracy_budget(tmp_path: Path) -> None:
@@ -120,7 +120,7 @@ def test_compile_searches_per_layer_formats_under_an_accuracy_budget(tmp_path: P
     summary = json.loads(done.stdout)
     assert summary["precision"]["budget"] == "cosine>=0.99" and summary["precision"]["cosine"] >= 0.99
     program = load_program(tmp_path / "m.fpga")
-    assert list(program.layer_formats()) == ["conv2d", "depthwise_conv2d", "conv2d_1", "dense"]
+    assert list(program.layer_formats()) == ["stem", "dw", "pw", "fc"]
     assert summary["weightBytes"] == program.weight_bytes
     # A budget the candidates cannot keep: exit 2 naming the limiting layers, no file written.
     done = fpgaserve(
