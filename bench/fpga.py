@@ -5,8 +5,12 @@ top-5 agreement with the float Keras model on real photos (scikit-image's bundle
 flips and scales of them), modeled device latency, and emulation wall latency at batch 1 and 8 next
 to the float TensorFlow model measured in the same run (interleaved, median of repeats).
 
-    python bench/fpga.py                       # everything (~3 minutes on 2 cores)
-    python bench/fpga.py --models efficientnet-lite0 --formats int12-bfp msfp16 --json out.json
+Format ``auto`` is the mixed-precision program (per layer the narrowest format that keeps the zoo's
+accuracy budget on its calibration photos, which share no photo with the benchmark's: see
+``fpgaserve.sdk.calibration``); its "compile s" is the precision search's time.
+
+    python bench/fpga.py                       # everything (~3 minutes on 2 cores, plus the searches)
+    python bench/fpga.py --models efficientnet-lite0 --formats int12-bfp msfp16 auto --json out.json
 
 ResNet-50 uses seeded random weights here (Keras's ImageNet weights need a network), so its
 agreement numbers measure numerical fidelity, not accuracy on a trained model.
@@ -30,18 +34,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from fpgaserve.npu import DEFAULT_FORMAT, FORMATS, EmulatedDevice, Executor, get_format
+from fpgaserve.npu.formats import AUTO_FORMAT, DEFAULT_BUDGET
+from fpgaserve.sdk.calibration import BENCHMARK_PHOTOS
 from fpgaserve.sdk.zoo import QuantizedModel, get_zoo_model
 
 # Inputs where the float model's top-1 beats its top-2 by more than this are "decisive": there a
 # flip means the FPGA changed the answer, not that two near-equal classes swapped.
 DECISIVE_MARGIN = 0.1
 
-# Real photos bundled with scikit-image (files in skimage/data; synthetic images left out).
-PHOTOS = (
-    "astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "motorcycle_right.png",
-    "camera.png", "coins.png", "hubble_deep_field.jpg", "ihc.png", "retina.jpg", "moon.png", "brick.png",
-    "grass.png", "gravel.png", "page.png", "text.png",
-)  # fmt: skip
+# Real photos bundled with scikit-image (files in skimage/data; synthetic images left out). The
+# calibration photos of format "auto" are others (a test checks the two sets stay apart).
+PHOTOS = BENCHMARK_PHOTOS
 
 
 def photo_set(min_count: int = 100) -> list[np.ndarray]:
@@ -100,7 +103,7 @@ def agreement(model: QuantizedModel, executor: Executor, batch: np.ndarray, ref_
 
 
 def bench_model(
-    name: str, formats: list[str], images: list[np.ndarray], repeats: int
+    name: str, formats: list[str], images: list[np.ndarray], repeats: int, budgets: list[str]
 ) -> list[dict[str, Any]]:
     import tensorflow as tf
 
@@ -111,20 +114,27 @@ def bench_model(
     ref_feats = np.concatenate([float_fn(batch[i : i + 8]).numpy() for i in range(0, len(batch), 8)])
     ref_probs = base.classifier.predict(ref_feats, verbose=0, batch_size=64)
     rows = []
-    for fmt_name in formats:
+    runs = [(f, b) for f in formats for b in (budgets if f == AUTO_FORMAT else [DEFAULT_BUDGET])]
+    for fmt_name, budget in runs:
+        fmt: Any = AUTO_FORMAT if fmt_name == AUTO_FORMAT else get_format(fmt_name)
         model = get_zoo_model(
-            name, model_path="/tmp/fpgaserve-bench-models", weights=weights, fmt=get_format(fmt_name)
+            name, model_path="/tmp/fpgaserve-bench-models", weights=weights, format=fmt, budget=budget
         )
         start = time.perf_counter()
         program = model.program if model.program_path.exists() else None
-        if program is None:
+        if program is None and model.auto:
+            program = model.program  # runs the precision search
+        elif program is None:
             from fpgaserve.compiler.compile import compile_keras
 
             program = compile_keras(model.featurizer, fmt=model.fmt, input_shape=model.input_shape, name=name)
-        compile_s = time.perf_counter() - start
+        compile_s = float(
+            program.metadata.get("precision", {}).get("searchSeconds", time.perf_counter() - start)
+        )
         big = fpgaserve.npu.DeviceModel("bench", 1 << 30, 6, 128, 1024, 300.0)  # fits every format
         with Executor(program, device=EmulatedDevice(big)) as ex:
-            row: dict[str, Any] = {"model": name, "weights": model.weights, "format": fmt_name,
+            label = f"auto ({model.budget}: {_format_counts(program)})" if model.auto else fmt_name
+            row: dict[str, Any] = {"model": name, "weights": model.weights, "format": label,
                                    "compile_s": compile_s, "weight_MiB": program.weight_bytes / 2**20}  # fmt: skip
             row.update(agreement(model, ex, batch, ref_feats, ref_probs))
             for b in (1, 8):
@@ -140,6 +150,11 @@ def bench_model(
         rows.append(row)
         print(format_row(row), flush=True)
     return rows
+
+
+def _format_counts(program: Any) -> str:
+    counts = program.summary().get("formatCounts", {program.fmt.name: len(program.layer_formats())})
+    return ", ".join(f"{n} {f}" for f, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 HEADER = (
@@ -169,9 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--formats",
         nargs="+",
-        default=[DEFAULT_FORMAT.name, *(f for f in FORMATS if f != DEFAULT_FORMAT.name)],
+        default=[DEFAULT_FORMAT.name, *(f for f in FORMATS if f != DEFAULT_FORMAT.name), AUTO_FORMAT],
     )
     parser.add_argument("--repeats", type=int, default=15, help="timed runs per batch size")
+    parser.add_argument(
+        "--budgets", nargs="+", default=[DEFAULT_BUDGET], help="accuracy budgets of the 'auto' rows"
+    )
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
     images = photo_set()
@@ -179,7 +197,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(images)} photos; {os.cpu_count()} cores; kernels: {os.environ.get('FPGASERVE_KERNELS', 'numba')}"
     )
     print(HEADER, flush=True)
-    rows = [row for name in args.models for row in bench_model(name, args.formats, images, args.repeats)]
+    rows = [
+        row
+        for name in args.models
+        for row in bench_model(name, args.formats, images, args.repeats, args.budgets)
+    ]
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

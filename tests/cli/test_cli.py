@@ -90,3 +90,55 @@ def test_compile_refuses_an_unsupported_layer_by_name(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "layer 'leaky' of type LeakyReLU is not supported" in done.stderr
     assert not (tmp_path / "bad.fpga").exists()
+
+
+def _mobile_model(path: Path) -> None:
+    import keras
+
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="stem")(inp)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu", name="dw")(x)
+    x = keras.layers.Conv2D(24, 1, activation="relu", name="pw")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    keras.Model(inp, keras.layers.Dense(10, name="fc")(x)).save(path)
+
+
+def test_compile_searches_per_layer_formats_under_an_accuracy_budget(tmp_path: Path) -> None:
+    import numpy as np
+
+    from fpgaserve.npu.program import load_program
+
+    _mobile_model(tmp_path / "m.keras")
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).normal(size=(8, 16, 16, 3)).astype(np.float32))
+    common = ("compile", str(tmp_path / "m.keras"), "--calibration", str(tmp_path / "calib.npy"))
+    # Generous timeouts: each run imports TensorFlow and runs the emulator dozens of times.
+    done = fpgaserve(
+        *common, "-o", str(tmp_path / "m.fpga"), "--accuracy-budget", "cosine>=0.99", timeout=900
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["precision"]["budget"] == "cosine>=0.99" and summary["precision"]["cosine"] >= 0.99
+    program = load_program(tmp_path / "m.fpga")
+    assert list(program.layer_formats()) == ["stem", "dw", "pw", "fc"]
+    assert summary["weightBytes"] == program.weight_bytes
+    # A budget the candidates cannot keep: exit 2 naming the limiting layers, no file written.
+    done = fpgaserve(
+        *common, "-o", str(tmp_path / "bad.fpga"), "--format", "auto", "--accuracy-budget", "cosine>=0.999999",
+        "--candidates", "ms-fp8,msfp12", timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "cannot be met" in done.stderr and "limit it most" in done.stderr
+    assert not (tmp_path / "bad.fpga").exists()
+
+
+def test_compile_refuses_a_bad_budget_or_search_options_without_auto(tmp_path: Path) -> None:
+    _mobile_model(tmp_path / "m.keras")
+    done = fpgaserve(
+        "compile", str(tmp_path / "m.keras"), "-o", str(tmp_path / "x.fpga"), "--accuracy-budget", "best"
+    )
+    assert done.returncode == 2 and "cannot read accuracy budget 'best'" in done.stderr
+    done = fpgaserve(
+        "compile", str(tmp_path / "m.keras"), "-o", str(tmp_path / "x.fpga"), "--candidates", "msfp16"
+    )
+    assert done.returncode == 2 and "go with --format auto" in done.stderr

@@ -154,5 +154,5 @@ def test_depthwise_epilogue_quantization_changes_no_bit(keras: Any, monkeypatch:
     assert lowering._prequantized_tensors(program)  # the model has such a pair
     x = np.random.default_rng(6).normal(size=(2, 19, 17, 3)).astype(np.float32)
     fused = run(program, x)
-    monkeypatch.setattr(lowering, "_prequantized_tensors", lambda program: set())
+    monkeypatch.setattr(lowering, "_prequantized_tensors", lambda program: {})
     np.testing.assert_array_equal(run(program, x), fused)

@@ -176,3 +176,39 @@ def test_empty_or_foreign_pipelines_are_refused(tmp_path: Path) -> None:
     definition.pipeline.append("preprocess")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"pipeline\[0\] is a str"):
         definition.save(tmp_path / "p.zip")
+
+
+def test_the_manifest_records_per_layer_formats_of_a_mixed_program(
+    tmp_path: Path, models: tuple[Any, Any]
+) -> None:
+    from fpgaserve.compiler.compile import compile_keras
+    from fpgaserve.npu.formats import FORMATS
+
+    featurizer, classifier = models
+    uniform = compile_keras(featurizer)
+    first = next(iter(uniform.layer_formats()))
+    mixed = compile_keras(featurizer)
+    mixed.ops[[op.name for op in mixed.ops].index(first)].attrs["format"] = dict(
+        name="msfp16", block_size=16, exponent_bits=8, mantissa_bits=7
+    )
+    from fpgaserve.npu.bfp import encode
+    from fpgaserve.npu.program import MIXED_FORMAT_VERSION
+
+    # Repack the op's weight in its new format, as the compiler would.
+    mixed.weights[first] = encode(uniform.dequantized_weight(first).reshape(uniform.weight_shapes[first]),
+                                  FORMATS["msfp16"], axis=2 if len(uniform.weight_shapes[first]) == 4 else 0)  # fmt: skip
+    specs = []
+    for name, program in (("uniform", uniform), ("mixed", mixed)):
+        definition = ModelDefinition(name)
+        definition.pipeline += [FpgaStage(program, name="fpga"), KerasStage(classifier)]
+        info = definition.save(tmp_path / f"{name}.zip")
+        with zipfile.ZipFile(info.path) as zf:
+            text = zf.read("manifest.json").decode()
+        loaded = load_service_definition(info.path, dest=tmp_path / name).manifest.pipeline[0]
+        assert isinstance(loaded, FpgaStageSpec)
+        specs.append((text, loaded))
+    (u_text, u_spec), (m_text, m_spec) = specs
+    assert "layerFormats" in m_text
+    assert "layerFormats" not in u_text and u_spec.layer_formats == {}  # older readers still read it
+    assert set(m_spec.layer_formats) == {first} and m_spec.layer_formats[first].name == "msfp16"
+    assert m_spec.format.name == DEFAULT_FORMAT.name and m_spec.program_version == MIXED_FORMAT_VERSION

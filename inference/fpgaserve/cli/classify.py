@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fpgaserve.api.errors import UserError
-from fpgaserve.cli.options import add_format_option
+from fpgaserve.cli.options import add_format_option, wants_auto
 from fpgaserve.cli.output import print_top
 
 __all__ = ["add_parser", "classify"]
@@ -90,14 +90,23 @@ def classify(args: argparse.Namespace) -> dict[str, Any]:
     from fpgaserve.npu.bfp import get_format
     from fpgaserve.npu.device import EmulatedDevice, get_device_model
     from fpgaserve.npu.executor import Executor
+    from fpgaserve.npu.formats import AUTO_FORMAT
     from fpgaserve.sdk.labels import imagenet_labels
     from fpgaserve.sdk.zoo import WeightsUnavailableError, get_zoo_model
 
     try:
-        fmt = get_format(args.fmt)
+        auto = wants_auto(args)
+        fmt = AUTO_FORMAT if auto else get_format(args.fmt)
+        budget = {"budget": args.budget} if args.budget else {}
         device = EmulatedDevice(get_device_model(args.device_model))
-        model = get_zoo_model(args.model, model_path=args.model_path, weights=args.weights, fmt=fmt)
-        _progress(f"building {model.name} ({model.weights} weights) and its {fmt.name} program", quiet=quiet)
+        model = get_zoo_model(
+            args.model, model_path=args.model_path, weights=args.weights, format=fmt, **budget
+        )
+        _progress(
+            f"building {model.name} ({model.weights} weights) and its {model.format_name} program"
+            + (" (the precision search takes minutes the first time)" if auto else ""),
+            quiet=quiet,
+        )
         program = model.program
         classifier = model.classifier
     except (ValueError, WeightsUnavailableError) as exc:
@@ -115,7 +124,7 @@ def classify(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "image": args.image,
         "model": model.name,
-        "format": fmt.name,
+        "format": model.format_name,
         "device": {"id": device.device_id, "model": device.model.name},
         "top": [{"index": int(i), "label": labels[i], "confidence": round(float(probs[i]), 6)} for i in top],
         "deviceSeconds": result.device_seconds,

@@ -1,13 +1,18 @@
-"""``fpgaserve compile``: compile a Keras featurizer into a device program file."""
+"""``fpgaserve compile``: compile a Keras featurizer into a device program file.
+
+With ``--format auto`` or ``--accuracy-budget``, the per-layer formats are searched for against the
+float model on calibration images (``fpgaserve.compiler.precision``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+from typing import Any, cast
 
 from fpgaserve.api.errors import UserError
-from fpgaserve.cli.options import add_format_option
+from fpgaserve.cli.options import add_format_option, wants_auto
 
 __all__ = ["add_parser"]
 
@@ -26,6 +31,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--rounding", choices=("nearest", "even", "zero"), default=None, help="override the rounding"
     )
     p.add_argument("--input-shape", default=None, help="H,W,C when the model's input shape is not fixed")
+    p.add_argument(
+        "--calibration",
+        nargs="+",
+        default=None,
+        metavar="PATH",
+        help="with --format auto: calibration images (files or folders of .jpg/.png, centre-cropped and "
+        "resized to the input, RGB 0-255), or one .npy batch already preprocessed for the model "
+        "(default: the zoo's calibration photos, as RGB 0-255)",
+    )
+    p.add_argument(
+        "--candidates",
+        default=None,
+        help="with --format auto: comma-separated formats to choose from, narrowest first, the widest "
+        "last (default: all presets, narrowest to int12-bfp)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -38,9 +58,15 @@ def _run(args: argparse.Namespace) -> int:
     from fpgaserve.npu.bfp import get_format
     from fpgaserve.npu.program import save_program
 
+    auto = wants_auto(args)
     try:
-        fmt = get_format(args.fmt)
+        fmt = get_format("int12-bfp" if auto else args.fmt)
         fmt = fmt.with_rounding(args.rounding) if args.rounding else fmt
+        search: dict[str, Any] = {}
+        if auto:
+            search = _search_options(args, rounding=args.rounding)
+        elif args.calibration or args.candidates:
+            raise ValueError("--calibration and --candidates go with --format auto or --accuracy-budget")
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     import keras
@@ -53,9 +79,56 @@ def _run(args: argparse.Namespace) -> int:
     except Exception as exc:  # Keras raises many types for unreadable files
         raise UserError(f"{path}: cannot load the Keras model ({exc})") from exc
     try:
-        program = compile_keras(model, fmt=fmt, input_shape=shape)
-    except (UnsupportedLayerError, ValueError) as exc:
+        if auto:
+            search["fmt"] = search["candidates"][-1]
+            search["calibration"] = _calibration(args.calibration, model=model, input_shape=shape)
+        else:
+            search["fmt"] = fmt
+        program = compile_keras(model, input_shape=shape, **search)
+    except (UnsupportedLayerError, ValueError) as exc:  # BudgetError too: it names the limiting layers
         raise UserError(str(exc)) from exc
     digest = save_program(program, args.output)
-    print(json.dumps({**program.summary(), "path": args.output, "sha256": digest}, indent=2))
+    summary = program.summary()
+    if "precision" in program.metadata:
+        summary["precision"] = program.metadata["precision"]
+    print(json.dumps({**summary, "path": args.output, "sha256": digest}, indent=2))
     return 0
+
+
+def _search_options(args: argparse.Namespace, *, rounding: str | None) -> dict[str, Any]:
+    from fpgaserve.compiler.precision import DEFAULT_CANDIDATES, AccuracyBudget
+    from fpgaserve.npu.bfp import get_format
+    from fpgaserve.npu.formats import DEFAULT_BUDGET, Rounding
+
+    if args.candidates:
+        candidates = tuple(get_format(n.strip()) for n in args.candidates.split(",") if n.strip())
+    else:
+        candidates = DEFAULT_CANDIDATES
+    if rounding:
+        candidates = tuple(f.with_rounding(cast("Rounding", rounding)) for f in candidates)
+    return {"budget": AccuracyBudget.parse(args.budget or DEFAULT_BUDGET), "candidates": candidates}
+
+
+def _calibration(paths: list[str] | None, *, model: Any, input_shape: tuple[int, ...] | None) -> Any:
+    """The calibration batch: a preprocessed .npy, or images resized to the model's input (RGB 0-255)."""
+    import numpy as np
+
+    from fpgaserve.sdk.calibration import calibration_photos, load_images
+    from fpgaserve.sdk.imageproc import center_crop_resize
+
+    if paths and len(paths) == 1 and paths[0].endswith(".npy"):
+        try:
+            return np.load(paths[0], allow_pickle=False).astype(np.float32)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{paths[0]}: not a readable .npy batch ({exc})") from exc
+    shape = input_shape or tuple(model.input_shape[1:])
+    if len(shape) != 3 or shape[0] != shape[1] or shape[2] != 3 or shape[0] is None:
+        raise ValueError(
+            f"the model takes input of shape {shape}, not square RGB images: give --calibration a "
+            "preprocessed .npy batch"
+        )
+    try:
+        images = load_images(paths) if paths else calibration_photos()
+    except FileNotFoundError as exc:
+        raise ValueError(str(exc)) from exc
+    return np.concatenate([center_crop_resize(img, size=int(shape[0])) for img in images])

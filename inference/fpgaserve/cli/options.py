@@ -8,16 +8,31 @@ from __future__ import annotations
 
 import argparse
 
-from fpgaserve.npu.formats import DEFAULT_FORMAT, FORMATS
+from fpgaserve.npu.formats import AUTO_FORMAT, DEFAULT_BUDGET, DEFAULT_FORMAT, FORMATS
 
-__all__ = ["add_format_option"]
+__all__ = ["add_format_option", "wants_auto"]
 
 
 def add_format_option(parser: argparse.ArgumentParser, *, what: str = "BFP format") -> None:
-    """``--format NAME`` (stored as ``args.fmt``); the subcommand resolves it with ``get_format``."""
+    """``--format NAME`` (stored as ``args.fmt``; the subcommand resolves it with ``get_format``, or
+    ``auto``) and ``--accuracy-budget`` (``args.budget``; None unless given)."""
     parser.add_argument(
         "--format",
         default=DEFAULT_FORMAT.name,
         dest="fmt",
-        help=f"{what}: {', '.join(FORMATS)} (default: %(default)s; see docs/numerics.md)",
+        help=f"{what}: {', '.join(FORMATS)}, or {AUTO_FORMAT} for the narrowest format per layer that keeps "
+        "the accuracy budget (default: %(default)s; see docs/numerics.md)",
     )
+    parser.add_argument(
+        "--accuracy-budget",
+        dest="budget",
+        default=None,
+        metavar="BUDGET",
+        help=f"with --format {AUTO_FORMAT} (implied): how close to float the program must stay on the "
+        f"calibration photos, e.g. 'top1>=99%%' or 'cosine>=0.999' (default: {DEFAULT_BUDGET.replace('%', '%%')})",
+    )
+
+
+def wants_auto(args: argparse.Namespace) -> bool:
+    """Whether the command line asks for a mixed-precision program."""
+    return bool(args.budget) or str(args.fmt).lower() == AUTO_FORMAT

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fpgaserve.api.errors import UserError
-from fpgaserve.cli.options import add_format_option
+from fpgaserve.cli.options import add_format_option, wants_auto
 from fpgaserve.cli.output import print_top
 
 __all__ = ["add_parser", "quickstart"]
@@ -55,13 +55,16 @@ def quickstart(args: argparse.Namespace) -> dict[str, Any]:
     import imageio.v3 as iio
 
     import fpgaserve.npu  # noqa: F401  (threading defaults before numpy starts its pools)
-    from fpgaserve.npu.bfp import get_format
+    from fpgaserve.npu.bfp import BfpFormat, get_format
+    from fpgaserve.npu.formats import AUTO_FORMAT
     from fpgaserve.sdk.local import LocalWebservice
     from fpgaserve.sdk.pipeline import zoo_pipeline
     from fpgaserve.sdk.zoo import QuantizedEfficientNetLite0
 
     try:
-        fmt = get_format(args.fmt)
+        fmt: BfpFormat | str = AUTO_FORMAT if wants_auto(args) else get_format(args.fmt)
+        budget = {"budget": args.budget} if args.budget else {}
+        model = QuantizedEfficientNetLite0(args.model_path, format=fmt, **budget)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     encoded = iio.imwrite("<bytes>", image, extension=".png")  # what a client would upload
@@ -69,7 +72,6 @@ def quickstart(args: argparse.Namespace) -> dict[str, Any]:
         started = _step(
             "building the pipeline: preprocess -> EfficientNet-Lite0 on the FPGA -> classifier", quiet=quiet
         )
-        model = QuantizedEfficientNetLite0(args.model_path, fmt=fmt)
         info = zoo_pipeline(model).save(Path(work) / "service_def.zip")
         build_s = time.perf_counter() - started
         started = _step(
@@ -86,7 +88,7 @@ def quickstart(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "image": args.image,
         "model": answer.get("model"),
-        "format": fmt.name,
+        "format": model.format_name,
         "scoringUri": uri,
         "packageSha256": info.sha256,
         "top": [

@@ -1,7 +1,8 @@
 """Compile a Keras featurizer into a device program.
 
 Role: the compiler's entry point. Imports the Keras model (``keras_import``), fuses it for the
-device (``fuse``), quantizes every matrix-unit weight once into the chosen BFP format, records
+device (``fuse``), quantizes every matrix-unit weight once into the chosen BFP format (one for the
+whole program, or per layer: given, or chosen against an accuracy budget by ``precision``), records
 per-op shapes for the executor's buffers and cycle model, and returns a ``Program``.
 """
 
@@ -9,24 +10,55 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fpgaserve.compiler.fuse import optimize
 from fpgaserve.compiler.keras_import import Graph, import_keras
-from fpgaserve.npu.bfp import DEFAULT_FORMAT, BfpFormat, encode
-from fpgaserve.npu.program import MATRIX_OPS, Op, Program, reduction_axis
+from fpgaserve.npu.bfp import DEFAULT_FORMAT, BfpFormat, BfpTensor, encode
+from fpgaserve.npu.program import (
+    MATRIX_OPS,
+    MIXED_FORMAT_VERSION,
+    PROGRAM_FORMAT_VERSION,
+    Op,
+    Program,
+    reduction_axis,
+)
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from fpgaserve.compiler.precision import AccuracyBudget
 
 __all__ = ["compile_graph", "compile_keras"]
 
 logger = logging.getLogger(__name__)
 
 
+WeightCache = dict[tuple[str, BfpFormat], BfpTensor]
+
+
 def compile_graph(
-    graph: Graph, *, fmt: BfpFormat, name: str, metadata: dict[str, Any] | None = None
+    graph: Graph,
+    *,
+    fmt: BfpFormat,
+    name: str,
+    metadata: dict[str, Any] | None = None,
+    layer_formats: Mapping[str, BfpFormat] | None = None,
+    cache: WeightCache | None = None,
 ) -> Program:
-    """Quantize an optimized float graph into a program."""
+    """Quantize an optimized float graph into a program.
+
+    ``layer_formats`` maps matrix ops to their own formats (others use ``fmt``); ``cache`` keeps packed
+    weights per (op, format) across calls (the precision search compiles many variants).
+    """
+    layer_formats = layer_formats or {}
+    unknown = set(layer_formats) - {g.name for g in graph.ops if g.kind in MATRIX_OPS}
+    if unknown:
+        raise ValueError(f"layer_formats names ops that are not matrix ops: {', '.join(sorted(unknown))}")
     ops: list[Op] = []
     weights, weight_shapes, biases, constants = {}, {}, {}, {}
     for g in graph.ops:
@@ -39,7 +71,16 @@ def compile_graph(
             if g.kind == "depthwise_conv2d":  # stored as (taps, channels): blocks run over the taps
                 attrs["kernel"] = [int(weight.shape[0]), int(weight.shape[1])]
                 weight = weight.reshape(-1, weight.shape[2])
-            weights[g.name] = encode(weight, fmt, axis=reduction_axis(g.kind))
+            op_fmt = layer_formats.get(g.name, fmt)
+            if op_fmt != fmt:
+                attrs["format"] = asdict(op_fmt)
+            key = (g.name, op_fmt)
+            packed = cache.get(key) if cache is not None else None
+            if packed is None:
+                packed = encode(weight, op_fmt, axis=reduction_axis(g.kind))
+                if cache is not None:
+                    cache[key] = packed
+            weights[g.name] = packed
             weight_shapes[g.name] = tuple(int(d) for d in weight.shape)
             if g.bias is not None:
                 biases[g.name] = np.asarray(g.bias, np.float32)
@@ -61,6 +102,7 @@ def compile_graph(
         biases=biases,
         constants=constants,
         metadata=dict(metadata or {}),
+        version=MIXED_FORMAT_VERSION if any("format" in op.attrs for op in ops) else PROGRAM_FORMAT_VERSION,
     )
 
 
@@ -71,16 +113,38 @@ def compile_keras(
     input_shape: tuple[int, ...] | None = None,
     name: str | None = None,
     metadata: dict[str, Any] | None = None,
+    budget: AccuracyBudget | None = None,
+    calibration: npt.NDArray[Any] | None = None,
+    candidates: tuple[BfpFormat, ...] | None = None,
+    head: Callable[[npt.NDArray[Any]], npt.NDArray[Any]] | None = None,
 ) -> Program:
     """Compile a Keras featurizer (functional or Sequential) for the emulated FPGA.
 
-    Raises ``UnsupportedLayerError`` naming the first layer the device cannot run.
+    With a ``budget`` (and a preprocessed ``calibration`` batch), each matrix op gets the narrowest
+    format of ``candidates`` (default: the presets, narrowest to INT12-BFP) that keeps the whole
+    program within the budget against the float model; ``head`` maps outputs to class scores for a
+    top-1 budget (default: the outputs themselves). ``fmt`` is then the program's base format. See
+    ``fpgaserve.compiler.precision`` and docs/numerics.md. Raises ``UnsupportedLayerError`` naming the
+    first layer the device cannot run, and ``BudgetError`` when no choice meets the budget.
     """
     start = time.perf_counter()
     graph = optimize(import_keras(model, input_shape=input_shape))
-    program = compile_graph(graph, fmt=fmt, name=name or model.name, metadata=metadata)
+    meta = dict(metadata or {})
+    if budget is None:
+        program = compile_graph(graph, fmt=fmt, name=name or model.name, metadata=meta)
+    else:
+        from fpgaserve.compiler.precision import search_formats
+
+        if calibration is None:
+            raise ValueError("an accuracy budget needs a calibration batch")
+        result = search_formats(
+            graph, model=model, budget=budget, calibration=calibration, candidates=candidates,
+            head=head, name=name or model.name, metadata=meta,
+        )  # fmt: skip
+        program = result.program
     logger.info(
         "compiled %s: %d ops, %.1f MiB of %s weights in %.1f s",
-        program.name, len(program.ops), program.weight_bytes / 2**20, fmt.name, time.perf_counter() - start,
+        program.name, len(program.ops), program.weight_bytes / 2**20,
+        "mixed" if program.is_mixed else program.fmt.name, time.perf_counter() - start,
     )  # fmt: skip
     return program

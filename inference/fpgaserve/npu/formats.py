@@ -9,7 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
-__all__ = ["DEFAULT_FORMAT", "FORMATS", "ROUNDING_MODES", "BfpFormat", "Rounding", "get_format"]
+__all__ = [
+    "AUTO_FORMAT",
+    "DEFAULT_BUDGET",
+    "DEFAULT_FORMAT",
+    "FORMATS",
+    "ROUNDING_MODES",
+    "BfpFormat",
+    "Rounding",
+    "get_format",
+]
 
 Rounding = Literal["nearest", "even", "zero"]
 ROUNDING_MODES: tuple[Rounding, ...] = ("nearest", "even", "zero")
@@ -78,6 +87,12 @@ FORMATS: dict[str, BfpFormat] = {
 # EfficientNet-Lite0 (top-1 agreement with float 100 % on bench/fpga.py's photos), MSFP16 does not
 # (85 %). Narrower formats are one --format away. The reasoning and figures: docs/numerics.md.
 DEFAULT_FORMAT = FORMATS["int12-bfp"]
+# Not a format: asks for a mixed-precision program chosen against an accuracy budget (the zoo's and
+# the command line's ``--format auto``; the search is ``fpgaserve.compiler.precision``).
+AUTO_FORMAT = "auto"
+# Its default budget: mean feature cosine with the float model on the calibration photos. Not top-1:
+# on the zoo's 30 calibration photos int12-bfp itself flips one near-tie (docs/numerics.md).
+DEFAULT_BUDGET = "cosine>=0.999"
 
 
 def get_format(name: str) -> BfpFormat:

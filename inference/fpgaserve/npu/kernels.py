@@ -45,6 +45,7 @@ class Kernels(Protocol):
         bias: F32 | None = None,
         activation: str = "linear",
         quantize_output: bool = False,
+        output_fmt: BfpFormat | None = None,
     ) -> F32: ...
 
     def bias_activation(self, x: F32, bias: F32 | None, activation: str) -> None: ...

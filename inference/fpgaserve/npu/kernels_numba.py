@@ -203,12 +203,13 @@ def _quantize_row(row, block, mbits, emin, emax, mode, pow2):  # type: ignore[no
 
 @numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def _depthwise_bfp(  # type: ignore[no-untyped-def]
-    x, bits, w, bias, act, stride, pt, pl, block, mbits, emin, emax, mode, qblock, pow2, out
+    x, bits, w, bias, act, stride, pt, pl, block, mbits, emin, emax, mode, qblock, qfmt, pow2, out
 ):
     """Depthwise conv with its inputs BFP-quantized per output window (the kh*kw taps of a channel
     are its dot product, tiled into blocks of ``block`` taps) and zero padding (``pt``, ``pl``
     before; taps outside the input read zeros), then bias, activation and, when ``qblock`` > 0, the
-    BFP quantization of the output along channels for a pointwise consumer. Vectorised over C."""
+    BFP quantization of the output along channels for a pointwise consumer, in that consumer's format
+    (``qfmt`` = its mantissa bits, emin, emax, rounding code). Vectorised over C."""
     n, oh, ow, c = out.shape
     h, wd = x.shape[1], x.shape[2]
     kh, kw, _ = w.shape
@@ -308,7 +309,7 @@ def _depthwise_bfp(  # type: ignore[no-untyped-def]
                     v = min(v, np.float32(6.0))
                 acc[ch] = v
             if qblock > 0:
-                _quantize_row(acc, qblock, mbits, emin, emax, mode, pow2)
+                _quantize_row(acc, qblock, qfmt[0], qfmt[1], qfmt[2], qfmt[3], pow2)
 
 
 def depthwise_conv(
@@ -323,10 +324,14 @@ def depthwise_conv(
     bias: F32 | None = None,
     activation: str = "linear",
     quantize_output: bool = False,
+    output_fmt: BfpFormat | None = None,
 ) -> F32:
     """Depthwise convolution of an NHWC input with a (kh, kw, C) filter, zero-padded by ``pads``;
     each channel's kh*kw input window is quantized along the taps in blocks of ``fmt.block_size``.
-    Then bias and activation, and optionally the BFP quantization of the result along channels."""
+    Then bias and activation, and optionally the BFP quantization of the result along channels in
+    ``output_fmt`` (default ``fmt``)."""
+    ofmt = output_fmt or fmt
+    qfmt = np.array([ofmt.mantissa_bits, ofmt.emin, ofmt.emax, _ROUNDING_CODE[ofmt.rounding]], np.int64)
     x = np.ascontiguousarray(x, dtype=np.float32)
     c = x.shape[3]
     b = np.ascontiguousarray(bias, dtype=np.float32) if bias is not None else np.zeros(c, np.float32)
@@ -334,7 +339,7 @@ def depthwise_conv(
     _depthwise_bfp(
         x, x.view(np.uint32), np.ascontiguousarray(w, dtype=np.float32), b, _ACTIVATION_CODE[activation],
         stride, pads[0], pads[2], fmt.block_size, fmt.mantissa_bits, fmt.emin, fmt.emax,
-        _ROUNDING_CODE[fmt.rounding], fmt.block_size if quantize_output else 0, _POW2, out,
+        _ROUNDING_CODE[fmt.rounding], ofmt.block_size if quantize_output else 0, qfmt, _POW2, out,
     )  # fmt: skip
     return out
 

@@ -49,11 +49,12 @@ def depthwise_conv(
     bias: F32 | None = None,
     activation: str = "linear",
     quantize_output: bool = False,
+    output_fmt: BfpFormat | None = None,
 ) -> F32:
     """Depthwise convolution of an NHWC input with a (kh, kw, C) filter, zero-padded by ``pads``;
     each channel's kh*kw input window is quantized along the taps in blocks of ``fmt.block_size``
     (the taps are that channel's dot product). Then bias and activation, and optionally the BFP
-    quantization of the result along channels."""
+    quantization of the result along channels, in ``output_fmt`` (default ``fmt``: its consumer's)."""
     kh, kw, c = w.shape
     t, b, left, r = pads
     xp = np.pad(x, ((0, 0), (t, b), (left, r), (0, 0))) if any(pads) else x
@@ -69,7 +70,7 @@ def depthwise_conv(
     for tap in range(kh * kw):  # accumulate tap by tap, in the same order as the JIT kernel
         out += q[..., tap] * w[tap // kw, tap % kw]
     bias_activation(out, bias, activation)
-    return quantize(out, fmt, axis=-1) if quantize_output else out
+    return quantize(out, output_fmt or fmt, axis=-1) if quantize_output else out
 
 
 def bias_activation(x: F32, bias: F32 | None, activation: str) -> None:

@@ -15,8 +15,9 @@ import numpy as np
 import numpy.typing as npt
 
 from fpgaserve.npu.device import DeviceModel
+from fpgaserve.npu.formats import BfpFormat
 from fpgaserve.npu.kernels import Kernels
-from fpgaserve.npu.program import Op, Program
+from fpgaserve.npu.program import Op, Program, op_format
 
 __all__ = ["Env", "Step", "lower_program"]
 
@@ -48,16 +49,16 @@ def _is_pointwise(op: Op, program: Program) -> bool:
     )  # fmt: skip
 
 
-def _prequantized_tensors(program: Program) -> set[str]:
-    """Depthwise outputs whose only consumer is a stride-1 pointwise conv: the depthwise kernel
-    quantizes them, exactly as that conv would, in its epilogue."""
-    found = set()
+def _prequantized_tensors(program: Program) -> dict[str, BfpFormat]:
+    """Depthwise outputs whose only consumer is a stride-1 pointwise conv, with that conv's format:
+    the depthwise kernel quantizes them, exactly as that conv would, in its epilogue."""
+    found = {}
     for op in program.ops:
         if op.kind != "depthwise_conv2d" or op.output == program.output_name:
             continue
         users = [u for u in program.ops if op.output in u.inputs]
         if len(users) == 1 and _is_pointwise(users[0], program):
-            found.add(op.output)
+            found[op.output] = op_format(users[0], program.fmt)
     return found
 
 
@@ -94,7 +95,7 @@ class _OpLowering:
         src, dst = op.inputs[0], op.output
         k = self._kernels
 
-        fmt = self.program.fmt
+        fmt = op_format(op, self.program.fmt)
         element_bits = 1 + fmt.mantissa_bits
         pointwise = kh == 1 and kw == 1 and not any(pads)
         prequantized = src in self._prequantized
@@ -131,14 +132,15 @@ class _OpLowering:
         act = op.attrs.get("activation", "linear")
         src, dst = op.inputs[0], op.output
         k = self._kernels
-        fmt = self.program.fmt
-        # Quantizing for a pointwise consumer in this kernel's epilogue saves that conv a pass.
-        quantize_output = dst in self._prequantized
+        fmt = op_format(op, self.program.fmt)
+        # Quantizing for a pointwise consumer in this kernel's epilogue (in that consumer's format)
+        # saves that conv a pass.
+        output_fmt = self._prequantized.get(dst)
 
         def run(env: Env) -> None:
             env[dst] = k.depthwise_conv(
                 env[src], w, fmt, stride=stride, pads=pads, out_h=ho, out_w=wo,
-                bias=bias, activation=act, quantize_output=quantize_output,
+                bias=bias, activation=act, quantize_output=output_fmt is not None, output_fmt=output_fmt,
             )  # fmt: skip
 
         def cycles(batch: int, model: DeviceModel) -> int:
@@ -152,7 +154,7 @@ class _OpLowering:
         act = op.attrs.get("activation", "linear")
         src, dst = op.inputs[0], op.output
         k = self._kernels
-        fmt = self.program.fmt
+        fmt = op_format(op, self.program.fmt)
         element_bits = 1 + fmt.mantissa_bits
 
         def run(env: Env) -> None:

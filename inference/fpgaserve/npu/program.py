@@ -7,6 +7,11 @@ A program is a list of ops over named tensors in NHWC layout. Matrix-unit ops (`
 ``depthwise_conv2d``, ``dense``) carry BFP-packed weights and a float32 bias (BatchNorm already
 folded in); the others run on the vector units. The file is a zip of ``program.json`` (format
 version, BFP format, ops, shapes) and ``.npy`` members, readable with ``allow_pickle=False``.
+
+Mixed precision: a matrix op may carry its own BFP format in ``attrs["format"]`` (a ``BfpFormat`` as a
+dict); its weights are packed in it and its input activations are quantized in it. Ops without one use
+the program's ``fmt``. A program with any per-op format is written as file version 2 (a reader of
+version 1 would decode its weights in the wrong format); uniform programs stay version 1.
 """
 
 from __future__ import annotations
@@ -26,17 +31,21 @@ from fpgaserve.npu.bfp import BfpFormat, BfpTensor, decode
 
 __all__ = [
     "MATRIX_OPS",
+    "MIXED_FORMAT_VERSION",
     "OP_KINDS",
     "PROGRAM_FORMAT_VERSION",
     "Op",
     "Program",
     "ProgramFormatError",
     "load_program",
+    "op_format",
     "reduction_axis",
     "save_program",
 ]
 
-PROGRAM_FORMAT_VERSION = 1
+PROGRAM_FORMAT_VERSION = 1  # what a program with one format everywhere is written as
+MIXED_FORMAT_VERSION = 2  # a program whose matrix ops carry their own formats
+READABLE_VERSIONS = (PROGRAM_FORMAT_VERSION, MIXED_FORMAT_VERSION)
 MATRIX_OPS = frozenset({"conv2d", "depthwise_conv2d", "dense"})
 OP_KINDS = MATRIX_OPS | frozenset(
     {"add", "activation", "scale_shift", "max_pool", "avg_pool", "global_avg_pool", "pad", "reshape"}
@@ -64,6 +73,21 @@ class Op:
         act = self.attrs.get("activation", "linear")
         if act not in ACTIVATIONS:
             raise ProgramFormatError(f"op {self.name!r} has unknown activation {act!r}")
+        if "format" in self.attrs:
+            if self.kind not in MATRIX_OPS:
+                raise ProgramFormatError(
+                    f"op {self.name!r} ({self.kind}) runs on the vector units: no format"
+                )
+            try:
+                BfpFormat(**self.attrs["format"])
+            except (TypeError, ValueError) as exc:
+                raise ProgramFormatError(f"op {self.name!r} has an invalid format ({exc})") from None
+
+
+def op_format(op: Op, default: BfpFormat) -> BfpFormat:
+    """The BFP format of a matrix op: its own when it carries one, else the program's ``default``."""
+    spec = op.attrs.get("format")
+    return BfpFormat(**spec) if spec is not None else default
 
 
 @dataclass
@@ -90,12 +114,35 @@ class Program:
     @property
     def weight_bytes(self) -> int:
         """Device weight memory the program occupies: packed BFP weights plus fp32 vectors."""
-        packed = sum(
-            self.fmt.storage_bytes(values=t.mantissas.size, blocks=t.exponents.size)
-            for t in self.weights.values()
-        )
+        packed = sum(self.op_weight_bytes(name) for name in self.weights)
         vectors = sum(b.nbytes for b in self.biases.values()) + sum(c.nbytes for c in self.constants.values())
         return packed + vectors
+
+    def op_weight_bytes(self, op_name: str) -> int:
+        """Packed bytes of one matrix op's weights, in that op's format."""
+        t = self.weights[op_name]
+        return t.fmt.storage_bytes(values=t.mantissas.size, blocks=t.exponents.size)
+
+    def format_of(self, op_name: str) -> BfpFormat:
+        """The BFP format a matrix op runs in (its own, or the program's)."""
+        return op_format(self.op(op_name), self.fmt)
+
+    @property
+    def file_version(self) -> int:
+        """The file format version ``save_program`` writes this program as: its ``version``, except that
+        a mixed program needs at least version 2 (a version-1 reader would decode its weights wrongly)."""
+        if self.is_mixed and self.version < MIXED_FORMAT_VERSION:
+            return MIXED_FORMAT_VERSION
+        return self.version
+
+    @property
+    def is_mixed(self) -> bool:
+        """Whether any matrix op runs in a format other than the program's."""
+        return any(op_format(op, self.fmt) != self.fmt for op in self.ops if op.kind in MATRIX_OPS)
+
+    def layer_formats(self) -> dict[str, str]:
+        """Format name per matrix op, in program order."""
+        return {op.name: op_format(op, self.fmt).name for op in self.ops if op.kind in MATRIX_OPS}
 
     @property
     def parameter_count(self) -> int:
@@ -121,15 +168,22 @@ class Program:
         counts: dict[str, int] = {}
         for op in self.ops:
             counts[op.kind] = counts.get(op.kind, 0) + 1
-        return {
+        summary: dict[str, Any] = {
             "name": self.name,
-            "format": self.fmt.name,
+            "format": "mixed" if self.is_mixed else self.fmt.name,
             "inputShape": list(self.input_shape),
             "outputShape": list(self.output_shape),
             "ops": counts,
             "parameters": self.parameter_count,
             "weightBytes": self.weight_bytes,
         }
+        if self.is_mixed:
+            layer_formats = self.layer_formats()
+            summary["layerFormats"] = layer_formats
+            summary["formatCounts"] = {
+                f: list(layer_formats.values()).count(f) for f in sorted(set(layer_formats.values()))
+            }
+        return summary
 
 
 def reduction_axis(kind: str) -> int:
@@ -148,7 +202,7 @@ def _npy_bytes(arr: npt.NDArray[Any]) -> bytes:
 def save_program(program: Program, path: str | Path) -> str:
     """Write ``program`` to ``path``; returns the sha256 of the file."""
     header = {
-        "version": program.version,
+        "version": program.file_version,
         "name": program.name,
         "format": asdict(program.fmt),
         "input": {"name": program.input_name, "shape": list(program.input_shape)},
@@ -213,10 +267,10 @@ def _load_program(path: str | Path) -> Program:
         except (KeyError, json.JSONDecodeError) as exc:
             raise ProgramFormatError(f"{path}: missing or invalid program.json ({exc})") from None
         version = header.get("version")
-        if version != PROGRAM_FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise ProgramFormatError(
                 f"{path}: program format version {version!r} is not supported (this fpgaserve reads "
-                f"version {PROGRAM_FORMAT_VERSION}); recompile the model with this version"
+                f"versions {', '.join(map(str, READABLE_VERSIONS))}); recompile the model with this version"
             )
         fmt = BfpFormat(**header["format"])
         ops = [
@@ -229,14 +283,16 @@ def _load_program(path: str | Path) -> Program:
             )
             for o in header["ops"]
         ]
+        formats = {op.name: op_format(op, fmt) for op in ops}
         weights: dict[str, BfpTensor] = {}
         shapes: dict[str, tuple[int, ...]] = {}
         for k, meta in header["weights"].items():
             mant = _load_npy(zf, f"weights/{k}/mantissas.npy").astype(np.int16, copy=False)
             exps = _load_npy(zf, f"weights/{k}/exponents.npy").astype(np.int8, copy=False)
-            if mant.shape[-1] != exps.shape[-1] * fmt.block_size:
+            wfmt = formats.get(k, fmt)
+            if mant.shape[-1] != exps.shape[-1] * wfmt.block_size:
                 raise ProgramFormatError(f"{path}: weight {k!r} mantissas and exponents disagree")
-            weights[k] = BfpTensor(mantissas=mant, exponents=exps, length=int(meta["length"]), fmt=fmt)
+            weights[k] = BfpTensor(mantissas=mant, exponents=exps, length=int(meta["length"]), fmt=wfmt)
             shapes[k] = tuple(meta["shape"])
         biases = {
             n.removeprefix("biases/").removesuffix(".npy"): _load_npy(zf, n).astype(np.float32)

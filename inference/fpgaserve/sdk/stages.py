@@ -292,8 +292,13 @@ class FpgaStage(Stage):
                 "format": BfpFormatSpec.model_validate(asdict(program.fmt)),
                 "weight_bytes": program.weight_bytes,
                 "program_sha256": digest,
-                "program_version": program.version,
+                "program_version": program.file_version,
                 "source": source,
+                "layer_formats": {
+                    op: BfpFormatSpec.model_validate(asdict(program.format_of(op)))
+                    for op in program.layer_formats()
+                    if program.format_of(op) != program.fmt
+                },
             },
         )
 

@@ -4,7 +4,10 @@ Role: ready-made quantized featurizers (and their default classifiers) that comp
 programs: ``QuantizedResnet50`` with ``Resnet50.get_default_classifier``, and the offline, really
 pretrained ``QuantizedEfficientNetLite0``. Each knows its input size and preprocessing, builds its
 Keras featurizer on first use, and keeps its compiled program in ``model_path`` so later runs load
-it instead of compiling again. Called by users, ``fpgaserve classify`` and the benchmarks.
+it instead of compiling again. ``format="auto"`` compiles a mixed-precision program: per layer the
+narrowest format that keeps top-1 agreement with float within a budget on a calibration set of real
+photos (``fpgaserve.sdk.calibration``; none of them in the benchmark's). Called by users,
+``fpgaserve classify`` and the benchmarks.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fpgaserve.npu.bfp import DEFAULT_FORMAT, BfpFormat, get_format
+from fpgaserve.npu.formats import AUTO_FORMAT, DEFAULT_BUDGET
 from fpgaserve.npu.program import (
     PROGRAM_FORMAT_VERSION,
     Program,
@@ -92,17 +96,35 @@ class QuantizedModel:
         *,
         weights: str | None = None,
         fmt: BfpFormat | str = DEFAULT_FORMAT,
+        format: BfpFormat | str | None = None,  # the notebook-style name of ``fmt``
+        budget: str = DEFAULT_BUDGET,
     ) -> None:
+        """``format``/``fmt``: a BFP format or its name, or ``"auto"`` for a mixed-precision program
+        that keeps ``budget`` (e.g. ``"top1>=99%"``, ``"cosine>=0.999"``) on the calibration photos."""
         self.model_path = Path(model_path).expanduser()
         self.is_frozen = is_frozen
         self.weights = weights or self.default_weights
-        self.fmt = get_format(fmt) if isinstance(fmt, str) else fmt
+        chosen = format if format is not None else fmt
+        self.auto = isinstance(chosen, str) and chosen.lower() == AUTO_FORMAT
+        if self.auto:
+            from fpgaserve.compiler.precision import AccuracyBudget
+
+            self.budget: str | None = str(AccuracyBudget.parse(budget))  # validated now, not at compile
+            chosen = DEFAULT_FORMAT  # the widest candidate: the program's base format
+        else:
+            self.budget = None
+        self.fmt = get_format(chosen) if isinstance(chosen, str) else chosen
         self._weights_id = _weights_id(self.weights)
         self._program: Program | None = None
 
     @property
+    def format_name(self) -> str:
+        """``auto-<budget>`` for a mixed program, else the format's name."""
+        return f"{AUTO_FORMAT}-{self.budget}" if self.auto else self.fmt.name
+
+    @property
     def version(self) -> str:
-        return f"{self.name}-{self.zoo_version}-{self._weights_id}-{self.fmt.name}"
+        return f"{self.name}-{self.zoo_version}-{self._weights_id}-{self.format_name}"
 
     # -- subclasses -------------------------------------------------------------------------
 
@@ -141,7 +163,8 @@ class QuantizedModel:
 
     @property
     def program_path(self) -> Path:
-        name = f"{self._weights_id}-{self.fmt.name}-{self.fmt.rounding}-v{PROGRAM_FORMAT_VERSION}.fpga"
+        fmt = self.format_name.replace(">=", "ge").replace("%", "pct")
+        name = f"{self._weights_id}-{fmt}-{self.fmt.rounding}-v{PROGRAM_FORMAT_VERSION}.fpga"
         return self.model_path / self.name / name
 
     @property
@@ -156,22 +179,46 @@ class QuantizedModel:
         if path.is_file():
             try:
                 program = load_program(path)
-                if program.fmt == self.fmt:
+                budget = program.metadata.get("precision", {}).get("budget")
+                if program.fmt == self.fmt and budget == self.budget:
                     logger.info("loaded compiled %s from %s", self.name, path)
                     return program
             except ProgramFormatError as exc:
                 logger.warning("recompiling %s: %s", self.name, exc)
         from fpgaserve.compiler.compile import compile_keras
 
-        program = compile_keras(
-            self.featurizer, fmt=self.fmt, input_shape=self.input_shape, name=self.name,
-            metadata={"zoo": self.name, "version": self.version, "weights": self._weights_id},
-        )  # fmt: skip
+        metadata = {"zoo": self.name, "version": self.version, "weights": self._weights_id}
+        if self.auto:
+            program = self._compile_auto(metadata)
+        else:
+            program = compile_keras(
+                self.featurizer, fmt=self.fmt, input_shape=self.input_shape, name=self.name,
+                metadata=metadata,
+            )  # fmt: skip
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         save_program(program, tmp)
         tmp.replace(path)  # atomic: a concurrent reader never sees half a file
         return program
+
+    def _compile_auto(self, metadata: dict[str, Any]) -> Program:
+        """The mixed-precision program: the search against float on the calibration photos."""
+        from fpgaserve.compiler.compile import compile_keras
+        from fpgaserve.compiler.precision import AccuracyBudget
+        from fpgaserve.sdk.calibration import calibration_photos
+
+        assert self.budget is not None
+        calibration = np.concatenate([self.preprocess(img) for img in calibration_photos()])
+        classifier = self.classifier
+
+        def head(features: F32) -> F32:
+            return np.asarray(classifier(features, training=False), np.float32)
+
+        logger.info("searching per-layer formats of %s for %s (takes minutes)", self.name, self.budget)
+        return compile_keras(
+            self.featurizer, fmt=self.fmt, input_shape=self.input_shape, name=self.name, metadata=metadata,
+            budget=AccuracyBudget.parse(self.budget), calibration=calibration, head=head,
+        )  # fmt: skip
 
     def import_graph_def(self, image_tensors: Any) -> Any:
         """Apply the (float) featurizer to ``image_tensors``; the returned tensor is the feature tensor.

@@ -22,8 +22,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -141,6 +143,20 @@ class FpgaStageSpec(_StageBase):
     program_sha256: Sha256 = Field(description="sha256 of the program file (the member at path).")
     program_version: int = Field(ge=1, description="Device program format version.")
     source: str = Field(default="", max_length=256, description="What it was compiled from.")
+    layer_formats: dict[Annotated[str, Field(min_length=1, max_length=256)], BfpFormatSpec] = Field(
+        default_factory=dict,
+        max_length=4096,
+        description="Mixed precision: the matrix ops whose format differs from `format`, each with its "
+        "own. Empty (and left out of the JSON, so older readers still read it) for one format everywhere.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_uniform(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for key in ("layerFormats", "layer_formats"):
+            if not data.get(key, True):
+                del data[key]
+        return data
 
 
 StageSpec = Annotated[TensorflowStageSpec | KerasStageSpec | FpgaStageSpec, Field(discriminator="kind")]
