@@ -1,15 +1,24 @@
-"""Run an operator-generated pod as local processes (see test_pod_contract.py)."""
+"""Run an operator-generated pod as local processes: storage-init, then the server.
+
+``LocalPod`` takes a Deployment's pod template and the Secrets it mounts (as the API returns
+them), lays the volumes out as directories (emptyDirs empty, Secrets as files, hostPaths as they
+are), gives the server container an emulated FPGA through the device plugin's real Allocate
+answer, runs the init container to completion and starts the server on the pod's container port.
+``run_pod_locally`` (test_pod_contract.py) builds a pod itself and scores a photo through it;
+``tests/cluster`` runs the pod the operator wrote into kmock, as a kubelet would.
+"""
 
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import socket
 import ssl
 import subprocess
 import sys
-import urllib.request
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -28,6 +37,16 @@ from fpgaserve.sdk.client import score
 from tests.operator.helpers import model_body, owner, webservice_body
 from tests.runtime.tiny import LABELS, encode, tiny_classifier, tiny_definition, tiny_featurizer
 from tests.support.polling import wait_until
+
+__all__ = ["InitFailed", "LocalPod", "run_pod_locally"]
+
+
+class InitFailed(AssertionError):
+    """The init container exited non-zero (``message`` is its termination message / stderr tail)."""
+
+    def __init__(self, message: str, returncode: int) -> None:
+        super().__init__(message)
+        self.message, self.returncode = message, returncode
 
 
 def _materialise_secret(secret: dict[str, Any], volume: dict[str, Any], into: Path) -> None:
@@ -55,6 +74,103 @@ def _argv(container: dict[str, Any], mounts: dict[str, Path]) -> list[str]:
     return [sys.executable, "-m", "fpgaserve.cli.main", *args]
 
 
+class LocalPod:
+    """One pod of a Deployment's template, run as local processes under ``workdir``."""
+
+    def __init__(self, pod: Mapping[str, Any], secrets: Mapping[str, dict[str, Any]], workdir: Path) -> None:
+        self.pod, self.workdir = pod, workdir
+        self.volumes: dict[str, Path] = {}
+        for volume in pod["volumes"]:
+            where = workdir / "volumes" / volume["name"]
+            if "emptyDir" in volume:
+                where.mkdir(parents=True)
+            elif "secret" in volume:
+                _materialise_secret(secrets[volume["secret"]["secretName"]], volume, where)
+            elif "hostPath" in volume:
+                where = Path(volume["hostPath"]["path"])
+            else:
+                raise AssertionError(f"volume type of {volume['name']} not materialised")
+            self.volumes[volume["name"]] = where
+        (self.server,) = pod["containers"]
+        self.port = int(self.server["ports"][0]["containerPort"])
+        self.log_path = workdir / "server.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def _env(self, container: Mapping[str, Any], extra: Mapping[str, str]) -> dict[str, str]:
+        env = {**os.environ, **{e["name"]: e["value"] for e in container.get("env", [])}, **extra}
+        env["TMPDIR"] = str(self.volumes["tmp"])  # the only writable mount
+        return env
+
+    def run_init(self) -> None:
+        """Run the init container(s) to completion (InitFailed with its stderr tail when one fails)."""
+        for init in self.pod.get("initContainers") or []:
+            mounts = {m["mountPath"]: self.volumes[m["name"]] for m in init["volumeMounts"]}
+            done = subprocess.run(_argv(init, mounts), env=self._env(init, {}), capture_output=True, text=True,
+                                  timeout=300, check=False)  # fmt: skip
+            if done.returncode != 0:
+                raise InitFailed(done.stderr[-3000:], done.returncode)
+
+    def start_server(self) -> None:
+        """Start the server container with an emulated FPGA from the device plugin's Allocate."""
+        store_dir = self.workdir / "plugin-state"
+        devices = DeviceStore(store_dir).create(
+            node_name="kind-node", count=1, model=get_device_model("pbs-s10")
+        )
+        allocation = allocate_container(
+            requested=[devices[0].device_id], devices=devices, host_state_dir=PurePosixPath(store_dir)
+        )
+        assert all(m.container_path.startswith(DEVICE_MOUNT_ROOT) for m in allocation.mounts)
+        mounts = {m["mountPath"]: self.volumes[m["name"]] for m in self.server["volumeMounts"]}
+        with socket.socket() as probe_port:
+            if probe_port.connect_ex(("127.0.0.1", self.port)) == 0:
+                raise AssertionError(
+                    f"port {self.port} is taken on this machine; the pod's port cannot be used"
+                )
+        with self.log_path.open("wb") as log:
+            env = self._env(self.server, {**allocation.envs, ENV_DEVICE_MOUNT_ROOT: str(store_dir)})
+            self.process = subprocess.Popen(
+                _argv(self.server, mounts), env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def ready(self, *, server_name: str = "localhost") -> bool:
+        """One readiness probe on the pod's port; over HTTPS the certificate is verified against
+        the mounted one for ``server_name`` (a name it covers: the Service's DNS name for an
+        operator-made certificate)."""
+        assert self.process is not None and self.process.poll() is None, self.log_tail()
+        probe = self.server["readinessProbe"]["httpGet"]
+        connection: http.client.HTTPConnection
+        if probe["scheme"] == "HTTPS":
+            context = ssl.create_default_context(cafile=str(self.volumes["tls"] / "tls.crt"))
+            connection = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=5, context=context)
+            raw = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+            try:
+                connection.sock = context.wrap_socket(raw, server_hostname=server_name)
+            except OSError:
+                raw.close()
+                return False
+        else:
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        try:
+            connection.request("GET", probe["path"])
+            return connection.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            connection.close()
+
+    def log_tail(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-3000:]
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=60)
+            self.process = None
+
+
 def run_pod_locally(tmp_path: Path) -> None:
     # A package on "the node", registered as an FpgaModel with a file:// source (as on kind).
     node_dir = tmp_path / "node" / "models"
@@ -66,75 +182,21 @@ def run_pod_locally(tmp_path: Path) -> None:
         owner=web, spec=FpgaWebserviceSpec.model_validate(web["spec"]),
         model=FpgaModelSpec.model_validate(model["spec"]), config=OperatorConfig(),
     )  # fmt: skip
-    pod = deployment["spec"]["template"]["spec"]
-    secrets = {
-        "keys": build_keys_secret(owner=web),
-        "tls": build_tls_secret(owner=web, hosts=["localhost"]),
-    }
-    # Volumes as directories: emptyDirs empty, Secrets as files, hostPaths as they are on the node.
-    volumes: dict[str, Path] = {}
-    for volume in pod["volumes"]:
-        where = tmp_path / "volumes" / volume["name"]
-        if "emptyDir" in volume:
-            where.mkdir(parents=True)
-        elif "secret" in volume:
-            _materialise_secret(secrets[volume["name"]], volume, where)
-        elif "hostPath" in volume:
-            where = Path(volume["hostPath"]["path"])
-        else:
-            raise AssertionError(f"volume type of {volume['name']} not materialised")
-        volumes[volume["name"]] = where
-    # The device plugin's Allocate answer for the server container's FPGA.
-    store_dir = tmp_path / "plugin-state"
-    devices = DeviceStore(store_dir).create(node_name="kind-node", count=1, model=get_device_model("pbs-s10"))
-    allocation = allocate_container(
-        requested=[devices[0].device_id], devices=devices, host_state_dir=PurePosixPath(store_dir)
+    keys, tls = build_keys_secret(owner=web), build_tls_secret(owner=web, hosts=["localhost"])
+    pod = LocalPod(
+        deployment["spec"]["template"]["spec"],
+        {keys["metadata"]["name"]: keys, tls["metadata"]["name"]: tls},
+        tmp_path,
     )
-
-    def run_env(container: dict[str, Any], extra: dict[str, str]) -> dict[str, str]:
-        env = {**os.environ, **{e["name"]: e["value"] for e in container.get("env", [])}, **extra}
-        env["TMPDIR"] = str(volumes["tmp"])  # the only writable mount
-        return env
-
-    (init,) = pod["initContainers"]
-    init_mounts = {m["mountPath"]: volumes[m["name"]] for m in init["volumeMounts"]}
-    done = subprocess.run(_argv(init, init_mounts), env=run_env(init, {}), capture_output=True, text=True,
-                          timeout=300, check=False)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-
-    (server,) = pod["containers"]
-    server_mounts = {m["mountPath"]: volumes[m["name"]] for m in server["volumeMounts"]}
-    device_env = {**allocation.envs, ENV_DEVICE_MOUNT_ROOT: str(store_dir)}
-    assert all(m.container_path.startswith(DEVICE_MOUNT_ROOT) for m in allocation.mounts)
-    port = server["ports"][0]["containerPort"]
-    with socket.socket() as probe_port:
-        if probe_port.connect_ex(("127.0.0.1", port)) == 0:
-            raise AssertionError(f"port {port} is taken on this machine; the pod's port cannot be used")
-    log = (tmp_path / "server.log").open("wb")
-    process = subprocess.Popen(_argv(server, server_mounts), env=run_env(server, device_env), stdout=log,
-                               stderr=subprocess.STDOUT)  # fmt: skip
+    pod.run_init()
+    pod.start_server()
     try:
-        cert = volumes["tls"] / "tls.crt"
-        context = ssl.create_default_context(cafile=str(cert))
-        probe = server["readinessProbe"]["httpGet"]
-        url = f"{probe['scheme'].lower()}://localhost:{port}{probe['path']}"
-
-        def ready() -> bool:
-            assert process.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(url, timeout=5, context=context) as response:
-                    return bool(response.status == 200)
-            except OSError:
-                return False
-
-        wait_until(ready, timeout=300, what="the pod's readiness probe")
-        key = base64.b64decode(secrets["keys"]["data"]["keys.json"]).decode()
+        wait_until(pod.ready, timeout=300, what="the pod's readiness probe")
+        key = base64.b64decode(keys["data"]["keys.json"]).decode()
         primary = json.loads(key)[serving.KEYS_PRIMARY]
-        answer = score(f"https://localhost:{port}", encode(skimage.data.chelsea(), "jpeg"), key=primary,
-                       cafile=cert)  # fmt: skip
+        answer = score(f"https://localhost:{pod.port}", encode(skimage.data.chelsea(), "jpeg"), key=primary,
+                       cafile=pod.volumes["tls"] / "tls.crt")  # fmt: skip
         assert answer["results"][0]["top5"][0]["label"] in LABELS
         assert answer["deviceSeconds"] > 0
     finally:
-        process.terminate()
-        process.wait(timeout=60)
-        log.close()
+        pod.stop()

@@ -1,0 +1,168 @@
+"""The emulated cluster the SDK and CLI are tested against.
+
+kmock's API server and the real operator (``tests/operator/conftest.py``), an S3-compatible store
+(moto's server mode on a loopback port), a workspace directory with a kubeconfig and a
+``.fpgaserve/config.json`` pointing at both, and ``Kubelet``: a task that does what the kubelet
+and the Deployment controller would for the Deployments the operator writes: it runs each pod
+template as local processes (``tests/operator/local_pod.py``: storage-init downloads from the S3
+server, the server starts with an emulated FPGA), publishes a Pod with its Ready condition and the
+Deployment's status, and collects garbage (owned objects of deleted owners). kmock cannot
+port-forward, so the SDK reaches the local pod through ``DirectAddress`` (passed explicitly).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from fpgaserve.sdk.cluster.connect import DirectAddress
+from fpgaserve.sdk.cluster.store import PackageStore
+from tests.operator.cluster import Cluster
+from tests.operator.conftest import cluster, config, kube, start_operator  # noqa: F401 (fixtures)
+from tests.operator.helpers import NAMESPACE
+from tests.operator.local_pod import InitFailed, LocalPod
+from tests.support.polling import wait_until
+
+BUCKET = "fpgaserve-packages"
+ACCESS_KEY, SECRET_KEY = "AKIAFPGASERVETEST", "fpgaserve-test-secret-key"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def s3_store() -> Iterator[PackageStore]:
+    """A real S3-compatible HTTP server (moto) on loopback, with an empty bucket."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    store = PackageStore(bucket=BUCKET, access_key_id=ACCESS_KEY, secret_access_key=SECRET_KEY,
+                         endpoint=f"http://127.0.0.1:{port}")  # fmt: skip
+    try:
+        wait_until(lambda: _try(store.create_bucket), what="the S3 server to start")
+        yield store
+    finally:
+        server.stop()
+
+
+def _try(action: Any) -> bool:
+    try:
+        action()
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture
+def workspace_dir(tmp_path: Path, cluster: Cluster, s3_store: PackageStore) -> Path:  # noqa: F811
+    """A directory whose ``.fpgaserve/config.json`` names the kmock cluster and the S3 store."""
+    home = tmp_path / "home"
+    (home / ".fpgaserve").mkdir(parents=True)
+    server = str(cluster.url).rstrip("/")
+    kubeconfig = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
+        "clusters": [{"name": "kmock", "cluster": {"server": server}}],
+        "users": [{"name": "tester", "user": {"token": "test-token"}}],
+        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "tester", "namespace": NAMESPACE}}],
+    }  # fmt: skip
+    (home / ".fpgaserve" / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
+    config_file = {
+        "name": "emulated-lab",
+        "kubeconfig": "kubeconfig",
+        "store": {"endpoint": s3_store.endpoint, "bucket": BUCKET,
+                  "accessKeyId": ACCESS_KEY, "secretAccessKey": SECRET_KEY},
+    }  # fmt: skip
+    (home / ".fpgaserve" / "config.json").write_text(json.dumps(config_file))
+    return home
+
+
+@dataclass
+class Kubelet:
+    """Runs the pods of the operator's Deployments locally (one pod per Deployment)."""
+
+    cluster: Cluster
+    workdir: Path
+    pods: dict[str, LocalPod] = field(default_factory=dict)
+    init_failures: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def connector(self) -> DirectAddress:
+        """How the SDK reaches the pod: it listens on its container port on this machine."""
+        return DirectAddress("127.0.0.1", 8443)
+
+    async def run(self) -> None:
+        while True:
+            await self.cluster.collect_garbage()
+            live = {
+                key[2]: obj.raw
+                for key, obj in self.cluster.objects.items()
+                if key[0].plural == "deployments" and key[1] == NAMESPACE and not obj.deleted
+            }
+            for name in list(self.pods):
+                if name not in live:
+                    pod = self.pods.pop(name)
+                    await asyncio.to_thread(pod.stop)
+                    await self.cluster.delete(f"/api/v1/namespaces/{NAMESPACE}/pods/{name}-local")
+            for name, deployment in live.items():
+                if name not in self.pods and name not in self.init_failures:
+                    await self._start(name, deployment)
+            await asyncio.sleep(0.1)
+
+    async def _start(self, name: str, deployment: dict[str, Any]) -> None:
+        template = deployment["spec"]["template"]
+        secrets = {
+            key[2]: obj.raw
+            for key, obj in self.cluster.objects.items()
+            if key[0].plural == "secrets" and key[1] == NAMESPACE and not obj.deleted
+        }
+        pod = LocalPod(template["spec"], secrets, self.workdir / name)
+        try:
+            await asyncio.to_thread(pod.run_init)
+        except InitFailed as exc:
+            self.init_failures[name] = exc.message
+            return
+        await asyncio.to_thread(pod.start_server)
+        self.pods[name] = pod
+        server_name = f"{name}.{NAMESPACE}.svc"
+        while not await asyncio.to_thread(pod.ready, server_name=server_name):
+            await asyncio.sleep(0.2)
+        ready = [{"type": "Ready", "status": "True"}]
+        await self.cluster.post(f"/api/v1/namespaces/{NAMESPACE}/pods", json={
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"{name}-local", "namespace": NAMESPACE, "labels": template["metadata"]["labels"]},
+            "spec": template["spec"], "status": {"phase": "Running", "conditions": ready},
+        })  # fmt: skip
+        available = [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}]
+        await self.cluster.patch(
+            f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{name}/status",
+            json={"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1, "conditions": available}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+
+
+@pytest.fixture
+async def kubelet(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Kubelet]:  # noqa: F811
+    runner = Kubelet(cluster=cluster, workdir=tmp_path / "pods")
+    task = asyncio.create_task(runner.run())
+    try:
+        yield runner
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        for pod in runner.pods.values():
+            await asyncio.to_thread(pod.stop)
