@@ -149,7 +149,9 @@ class Kubelet:
         available = [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}]
         await self.cluster.patch(
             f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{name}/status",
-            json={"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1, "conditions": available}},
+            json={
+                "status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1, "conditions": available}
+            },
             headers={"Content-Type": "application/merge-patch+json"},
         )
 

@@ -90,8 +90,7 @@ class Webservice:
         if exists:
             # Replace the whole spec: a merge patch would keep fields the new config leaves out.
             live = kube.get(FPGAWEBSERVICE, ns, name) or {}
-            cleared = {k: None for k in live.get("spec") or {} if k not in spec}
-            kube.patch(FPGAWEBSERVICE, ns, name, {"spec": {**cleared, **spec}})
+            kube.patch(FPGAWEBSERVICE, ns, name, {"spec": _replacement(live.get("spec") or {}, spec)})
         else:
             body = {
                 "apiVersion": API_VERSION,
@@ -364,6 +363,18 @@ class Webservice:
 
     def __repr__(self) -> str:
         return f"Webservice(workspace={self.workspace.name!r}, name={self.name!r}, state={self.state!r})"
+
+
+def _replacement(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The merge patch that turns ``old`` into ``new`` (null for every field ``new`` leaves out,
+    at any depth: a merge patch otherwise keeps them)."""
+    patch: dict[str, Any] = {k: None for k in old if k not in new}
+    for key, value in new.items():
+        before = old.get(key)
+        patch[key] = (
+            _replacement(before, value) if isinstance(before, dict) and isinstance(value, dict) else value
+        )
+    return patch
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
