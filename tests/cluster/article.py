@@ -34,10 +34,11 @@ SUBSTITUTIONS: dict[str, tuple[str, str]] = {
     "from azureml.contrib.brainwave.pipeline import ModelDefinition, TensorflowStage, BrainWaveStage": (
         "from fpgaserve.sdk.pipeline import ModelDefinition, TensorflowStage, BrainWaveStage", "import"),
     "from azureml.core import Workspace": ("from fpgaserve.sdk.core import Workspace", "import"),
-    # kmock cannot port-forward: the test runs the pod on this machine and says where (DirectAddress).
+    # kmock cannot port-forward: the test runs the pod on this machine and says where (DirectAddress;
+    # POD_PORT is the port the test publishes it on).
     "ws = Workspace.from_config()": (
         "from fpgaserve.sdk.cluster.connect import DirectAddress; "
-        'ws = Workspace.from_config(connector=DirectAddress("127.0.0.1", 8443))', "Azure subscription (cluster)"),
+        'ws = Workspace.from_config(connector=DirectAddress("127.0.0.1", POD_PORT))', "Azure subscription (cluster)"),
     "from azureml.core.model import Model": ("from fpgaserve.sdk.core.model import Model", "import"),
     "from azureml.core.webservice import Webservice": ("from fpgaserve.sdk.core.webservice import Webservice", "import"),
     "from azureml.exceptions import WebserviceException": (
@@ -57,10 +58,11 @@ def article_blocks(text: str) -> list[str]:
     return [m.group(1) for m in re.finditer(r"```python\n(.*?)```", text, flags=re.S)]
 
 
-def ported(text: str) -> str:
-    """The article's code with exactly the substitutions applied (each must match once)."""
+def ported(text: str, *, pod_port: int = 8443) -> str:
+    """The article's code with exactly the substitutions applied (each must match once);
+    ``pod_port``: where the test publishes the pod's port on this machine."""
     lines = [line.rstrip() for block in article_blocks(text) for line in block.splitlines()]
     for old, (new, _) in SUBSTITUTIONS.items():
         assert lines.count(old) == 1, f"the article no longer has exactly one line {old!r}"
-        lines[lines.index(old)] = new
+        lines[lines.index(old)] = new.replace("POD_PORT", str(pod_port))
     return "\n".join(lines) + "\n"

@@ -96,15 +96,24 @@ class Kubelet:
 
     cluster: Cluster
     workdir: Path
+    host_port: int = field(default_factory=_free_port)
     pods: dict[str, LocalPod] = field(default_factory=dict)
     init_failures: dict[str, str] = field(default_factory=dict)
+    errors: list[BaseException] = field(default_factory=list)
 
     @property
     def connector(self) -> DirectAddress:
-        """How the SDK reaches the pod: it listens on its container port on this machine."""
-        return DirectAddress("127.0.0.1", 8443)
+        """How the SDK reaches the pod: its container port is published on ``host_port`` here."""
+        return DirectAddress("127.0.0.1", self.host_port)
 
     async def run(self) -> None:
+        try:
+            await self._loop()
+        except Exception as exc:  # reported by the tests (a background task's failure is silent)
+            self.errors.append(exc)
+            raise
+
+    async def _loop(self) -> None:
         while True:
             await self.cluster.collect_garbage()
             live = {
@@ -129,7 +138,7 @@ class Kubelet:
             for key, obj in self.cluster.objects.items()
             if key[0].plural == "secrets" and key[1] == NAMESPACE and not obj.deleted
         }
-        pod = LocalPod(template["spec"], secrets, self.workdir / name)
+        pod = LocalPod(template["spec"], secrets, self.workdir / name, host_port=self.host_port)
         try:
             await asyncio.to_thread(pod.run_init)
         except InitFailed as exc:

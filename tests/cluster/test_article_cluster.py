@@ -49,7 +49,7 @@ async def test_whole_article_on_the_emulated_cluster(
     s3_store: PackageStore,
 ) -> None:
     script = workspace_dir / "article.py"
-    script.write_text(ported(ARTICLE_PATH.read_text()))
+    script.write_text(ported(ARTICLE_PATH.read_text(), pod_port=kubelet.host_port))
     (workspace_dir / "your-image.jpg").write_bytes(encode(skimage.data.chelsea(), "jpeg"))
     env = {**os.environ, "HOME": str(workspace_dir), "TF_CPP_MIN_LOG_LEVEL": "2"}
     async with start_operator():
@@ -59,7 +59,7 @@ async def test_whole_article_on_the_emulated_cluster(
         )  # fmt: skip
         stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=1200)
     out = stdout.decode().splitlines()
-    assert process.returncode == 0, (stderr.decode()[-4000:], kubelet.init_failures)
+    assert process.returncode == 0, (stderr.decode()[-4000:], kubelet.init_failures, kubelet.errors)
     # print(ws.name, ws.resource_group, ws.location, ws.subscription_id, sep='\n')
     at = out.index("emulated-lab")
     assert out[at + 1 : at + 4] == [NAMESPACE, str(cluster.url).rstrip("/").split("://")[1], "kmock"]

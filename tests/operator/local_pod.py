@@ -77,7 +77,16 @@ def _argv(container: dict[str, Any], mounts: dict[str, Path]) -> list[str]:
 class LocalPod:
     """One pod of a Deployment's template, run as local processes under ``workdir``."""
 
-    def __init__(self, pod: Mapping[str, Any], secrets: Mapping[str, dict[str, Any]], workdir: Path) -> None:
+    def __init__(
+        self,
+        pod: Mapping[str, Any],
+        secrets: Mapping[str, dict[str, Any]],
+        workdir: Path,
+        *,
+        host_port: int | None = None,
+    ) -> None:
+        """``host_port``: where the container port is published on this machine (as ``docker run
+        -p host_port:port``); default the container port itself."""
         self.pod, self.workdir = pod, workdir
         self.volumes: dict[str, Path] = {}
         for volume in pod["volumes"]:
@@ -92,7 +101,8 @@ class LocalPod:
                 raise AssertionError(f"volume type of {volume['name']} not materialised")
             self.volumes[volume["name"]] = where
         (self.server,) = pod["containers"]
-        self.port = int(self.server["ports"][0]["containerPort"])
+        self.container_port = int(self.server["ports"][0]["containerPort"])
+        self.port = host_port or self.container_port
         self.log_path = workdir / "server.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -121,6 +131,10 @@ class LocalPod:
         )
         assert all(m.container_path.startswith(DEVICE_MOUNT_ROOT) for m in allocation.mounts)
         mounts = {m["mountPath"]: self.volumes[m["name"]] for m in self.server["volumeMounts"]}
+        argv = _argv(self.server, mounts)
+        at = argv.index("--port")  # the server binds its container port: publish it on self.port
+        assert argv[at + 1] == str(self.container_port), argv
+        argv[at + 1] = str(self.port)
         with socket.socket() as probe_port:
             if probe_port.connect_ex(("127.0.0.1", self.port)) == 0:
                 raise AssertionError(

@@ -18,9 +18,11 @@ from fpgaserve.cli import (
     classify,
     compile,
     device_plugin,
+    model_commands,
     quickstart,
     score,
     serve,
+    service_commands,
     storage_init,
 )
 from fpgaserve.operator import cli as operator_cli
@@ -28,7 +30,10 @@ from fpgaserve.operator import cli as operator_cli
 __all__ = ["UserError", "build_parser", "command_names", "main"]
 
 # In the order --help lists them.
-SUBCOMMANDS = (quickstart, classify, score, serve, compile, storage_init, device_plugin, operator_cli)
+SUBCOMMANDS = (
+    quickstart, classify, score, serve, compile, model_commands, service_commands, storage_init, device_plugin,
+    operator_cli,
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
