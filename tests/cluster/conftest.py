@@ -16,10 +16,10 @@ import asyncio
 import contextlib
 import json
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import yaml
@@ -32,6 +32,7 @@ from tests.operator.helpers import NAMESPACE
 from tests.operator.local_pod import InitFailed, LocalPod
 from tests.support.polling import wait_until
 
+T = TypeVar("T")
 BUCKET = "fpgaserve-packages"
 ACCESS_KEY, SECRET_KEY = "AKIAFPGASERVETEST", "fpgaserve-test-secret-key"
 
@@ -100,6 +101,12 @@ class Kubelet:
     pods: dict[str, LocalPod] = field(default_factory=dict)
     init_failures: dict[str, str] = field(default_factory=dict)
     errors: list[BaseException] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+    async def guard(self, work: Awaitable[T], *, timeout: float) -> T:
+        """``work``'s result; fails at once when the kubelet emulation fails first."""
+        assert self.task is not None
+        return await guarded(self.task, work, timeout=timeout)
 
     @property
     def connector(self) -> DirectAddress:
@@ -138,6 +145,9 @@ class Kubelet:
             for key, obj in self.cluster.objects.items()
             if key[0].plural == "secrets" and key[1] == NAMESPACE and not obj.deleted
         }
+        wanted = {v["secret"]["secretName"] for v in template["spec"].get("volumes", []) if "secret" in v}
+        if not wanted <= set(secrets):
+            return  # as the kubelet: the pod waits in ContainerCreating until its Secrets exist
         pod = LocalPod(template["spec"], secrets, self.workdir / name, host_port=self.host_port)
         try:
             await asyncio.to_thread(pod.run_init)
@@ -165,10 +175,23 @@ class Kubelet:
         )
 
 
+async def guarded(kubelet_task: asyncio.Task[None], work: Awaitable[T], *, timeout: float) -> T:
+    """Await ``work``, failing at once with the kubelet's error if it stops first."""
+    job = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({job, kubelet_task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    if job in done:
+        return job.result()
+    job.cancel()
+    if kubelet_task in done:
+        raise AssertionError(f"the kubelet emulation failed: {kubelet_task.exception()!r}")
+    raise AssertionError(f"not done within {timeout:g} s")
+
+
 @pytest.fixture
 async def kubelet(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Kubelet]:  # noqa: F811
     runner = Kubelet(cluster=cluster, workdir=tmp_path / "pods")
     task = asyncio.create_task(runner.run())
+    runner.task = task
     try:
         yield runner
     finally:

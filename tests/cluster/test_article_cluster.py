@@ -57,7 +57,7 @@ async def test_whole_article_on_the_emulated_cluster(
             sys.executable, str(script), cwd=workspace_dir, env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
-        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=1200)
+        stdout, stderr = await kubelet.guard(process.communicate(), timeout=1200)
     out = stdout.decode().splitlines()
     assert process.returncode == 0, (stderr.decode()[-4000:], kubelet.init_failures, kubelet.errors)
     # print(ws.name, ws.resource_group, ws.location, ws.subscription_id, sep='\n')

@@ -24,13 +24,13 @@ from tests.operator.helpers import NAMESPACE
 from tests.runtime.tiny import LABELS, encode, tiny_classifier, tiny_definition, tiny_featurizer
 
 
-async def fpgaserve(cwd: Path, *args: str, expect: int = 0) -> tuple[Any, str]:
+async def fpgaserve(kubelet: Kubelet, cwd: Path, *args: str, expect: int = 0) -> tuple[Any, str]:
     """Run the CLI as a user would (from the workspace directory); its JSON answer and stderr."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "fpgaserve.cli.main", *args, cwd=cwd, env=dict(os.environ),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(), timeout=600)
+    out, err = await kubelet.guard(process.communicate(), timeout=600)
     assert process.returncode == expect, (args, out.decode()[-2000:], err.decode()[-3000:])
     return (json.loads(out) if expect == 0 and out.strip() else None), err.decode()
 
@@ -49,7 +49,7 @@ async def test_cli_flow_with_json_output(
     connect = ("--connect", f"127.0.0.1:{kubelet.host_port}")
     cwd = workspace_dir
     async with start_operator():
-        model, _ = await fpgaserve(cwd, "model", "register", str(package.path), "--name", "tiny",
+        model, _ = await fpgaserve(kubelet, cwd, "model", "register", str(package.path), "--name", "tiny",
                                    "--tag", "team=vision", "-o", "json")  # fmt: skip
         assert (model["name"], model["state"], model["sha256"]) == ("tiny", "Ready", package.sha256)
         assert model["tags"] == {"team": "vision"}
@@ -60,27 +60,27 @@ async def test_cli_flow_with_json_output(
         )
         assert created["state"] == "Ready" and created["error"] is None, created
         assert "web: Ready at " in progress  # the progress display, on stderr
-        listed, _ = await fpgaserve(cwd, "service", "list", "--model", "tiny", "-o", "json")
+        listed, _ = await fpgaserve(kubelet, cwd, "service", "list", "--model", "tiny", "-o", "json")
         assert [s["name"] for s in listed] == ["web"]
 
-        keys, _ = await fpgaserve(cwd, "service", "get-keys", "web", "-o", "json")
+        keys, _ = await fpgaserve(kubelet, cwd, "service", "get-keys", "web", "-o", "json")
         secret = cluster.live("v1/secrets", NAMESPACE, "web-keys")
         assert secret is not None
         stored = json.loads(base64.b64decode(secret["data"]["keys.json"]))
         assert keys == {"primaryKey": stored[KEYS_PRIMARY], "secondaryKey": stored[KEYS_SECONDARY]}
 
-        answer, _ = await fpgaserve(cwd, "service", "run", "web", str(photo), *connect, "-o", "json")
+        answer, _ = await fpgaserve(kubelet, cwd, "service", "run", "web", str(photo), *connect, "-o", "json")
         assert answer["results"][0]["top5"][0]["label"] in LABELS and answer["deviceSeconds"] > 0
 
-        await fpgaserve(cwd, "service", "regen-key", "web", "--key", "Secondary", "-o", "json")
-        after, _ = await fpgaserve(cwd, "service", "get-keys", "web", "-o", "json")
+        await fpgaserve(kubelet, cwd, "service", "regen-key", "web", "--key", "Secondary", "-o", "json")
+        after, _ = await fpgaserve(kubelet, cwd, "service", "get-keys", "web", "-o", "json")
         assert after["primaryKey"] == keys["primaryKey"] and after["secondaryKey"] != keys["secondaryKey"]
 
-        _, refused = await fpgaserve(cwd, "model", "delete", "tiny", expect=2)
+        _, refused = await fpgaserve(kubelet, cwd, "model", "delete", "tiny", expect=2)
         assert "used by web service(s) web; delete them first" in refused
 
-        gone, _ = await fpgaserve(cwd, "service", "delete", "web", "-o", "json")
+        gone, _ = await fpgaserve(kubelet, cwd, "service", "delete", "web", "-o", "json")
         assert gone == {"name": "web", "deleted": True}
-        await fpgaserve(cwd, "model", "delete", "tiny", "-o", "json")
-        remaining, _ = await fpgaserve(cwd, "model", "list", "-o", "json")
+        await fpgaserve(kubelet, cwd, "model", "delete", "tiny", "-o", "json")
+        remaining, _ = await fpgaserve(kubelet, cwd, "model", "list", "-o", "json")
         assert remaining == []

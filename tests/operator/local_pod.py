@@ -142,9 +142,7 @@ class LocalPod:
                 )
         with self.log_path.open("wb") as log:
             env = self._env(self.server, {**allocation.envs, ENV_DEVICE_MOUNT_ROOT: str(store_dir)})
-            self.process = subprocess.Popen(
-                _argv(self.server, mounts), env=env, stdout=log, stderr=subprocess.STDOUT
-            )
+            self.process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
 
     def ready(self, *, server_name: str = "localhost") -> bool:
         """One readiness probe on the pod's port; over HTTPS the certificate is verified against
