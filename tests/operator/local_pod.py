@@ -154,7 +154,10 @@ class LocalPod:
         if probe["scheme"] == "HTTPS":
             context = ssl.create_default_context(cafile=str(self.volumes["tls"] / "tls.crt"))
             connection = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=5, context=context)
-            raw = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+            try:
+                raw = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+            except OSError:
+                return False  # not listening yet
             try:
                 connection.sock = context.wrap_socket(raw, server_hostname=server_name)
             except OSError:
