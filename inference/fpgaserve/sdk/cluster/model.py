@@ -148,13 +148,13 @@ class Model:
 
     @property
     def used_by(self) -> builtins.list[str]:
-        """Web services deploying this model: the operator's status, and the live specs (the
-        status may lag a service created a moment ago)."""
-        listed = set((self._body.get("status") or {}).get("usedBy") or [])
-        for web in self.workspace.kube.list(FPGAWEBSERVICE, self.workspace.namespace):
-            if (web.get("spec") or {}).get("model") == self.name:
-                listed.add(web["metadata"]["name"])
-        return sorted(listed)
+        """Web services whose spec deploys this model, read live: the operator's ``status.usedBy``
+        lags both ways (a service created a moment ago, or just deleted)."""
+        return sorted(
+            web["metadata"]["name"]
+            for web in self.workspace.kube.list(FPGAWEBSERVICE, self.workspace.namespace)
+            if (web.get("spec") or {}).get("model") == self.name
+        )
 
     def serialize(self) -> dict[str, Any]:
         """A plain description (what ``fpgaserve model show -o json`` prints)."""
