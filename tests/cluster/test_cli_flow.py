@@ -56,7 +56,7 @@ async def test_cli_flow_with_json_output(
         assert s3_store.exists(package_key(package.sha256))
 
         created, progress = await fpgaserve(
-            cwd, "service", "create", "web", "--model", "tiny", "--wait", "-o", "json"
+            kubelet, cwd, "service", "create", "web", "--model", "tiny", "--wait", "-o", "json"
         )
         assert created["state"] == "Ready" and created["error"] is None, created
         assert "web: Ready at " in progress  # the progress display, on stderr
