@@ -65,10 +65,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     logs.add_argument("--lines", type=int, default=200)
     logs.add_argument("--init", action="store_true")
     run = verbs.add_parser("run", help="score an image (Ingress, else a port-forward or --connect)")
-    run.add_argument("image", help="a JPEG or PNG file")
     delete = verbs.add_parser("delete", help="delete the service and wait until it is gone")
     for v in (show, update, keys, regen, logs, run, delete):
         v.add_argument("name")
+    run.add_argument("image", help="a JPEG or PNG file")
     for v in (create, listing, show, update, keys, regen, logs, run, delete):
         add_workspace_options(v)
         add_output_option(v)
