@@ -1,8 +1,17 @@
-"""Run an operator-generated pod as local processes (see test_pod_contract.py)."""
+"""Run an operator-generated pod as local processes: storage-init, then the server.
+
+``LocalPod`` takes a Deployment's pod template and the Secrets it mounts (as the API returns
+them), lays the volumes out as directories (emptyDirs empty, Secrets as files, hostPaths as they
+are), gives the server container an emulated FPGA through the device plugin's real Allocate
+answer, runs the init container to completion and starts the server on the pod's container port.
+``run_pod_locally`` (test_pod_contract.py) builds a pod itself and scores a photo through it;
+``tests/cluster`` runs the pod the operator wrote into kmock, as a kubelet would.
+"""
 
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import socket
@@ -10,6 +19,7 @@ import ssl
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -40,6 +50,16 @@ from fpgaserve.sdk.grpc_client import PredictionClient
 from tests.operator.helpers import model_body, owner, webservice_body
 from tests.runtime.tiny import LABELS, encode, tiny_classifier, tiny_definition, tiny_featurizer
 from tests.support.polling import wait_until
+
+__all__ = ["InitFailed", "LocalPod", "run_pod_locally"]
+
+
+class InitFailed(AssertionError):
+    """The init container exited non-zero (``message`` is its termination message / stderr tail)."""
+
+    def __init__(self, message: str, returncode: int) -> None:
+        super().__init__(message)
+        self.message, self.returncode = message, returncode
 
 
 def _materialise_secret(secret: dict[str, Any], volume: dict[str, Any], into: Path) -> None:
@@ -123,6 +143,118 @@ def _prepare_claim(
     env = _apply_cdi_spec(cdi_spec, tmp_path / "cdi-mounts")
     assert env[ENV_DEVICE_IDS] == device["name"]
     return env
+
+
+class LocalPod:
+    """One pod of a Deployment's template, run as local processes under ``workdir``."""
+
+    def __init__(
+        self,
+        pod: Mapping[str, Any],
+        secrets: Mapping[str, dict[str, Any]],
+        workdir: Path,
+        *,
+        host_port: int | None = None,
+    ) -> None:
+        """``host_port``: where the container port is published on this machine (as ``docker run
+        -p host_port:port``); default the container port itself."""
+        self.pod, self.workdir = pod, workdir
+        self.volumes: dict[str, Path] = {}
+        for volume in pod["volumes"]:
+            where = workdir / "volumes" / volume["name"]
+            if "emptyDir" in volume:
+                where.mkdir(parents=True)
+            elif "secret" in volume:
+                _materialise_secret(secrets[volume["secret"]["secretName"]], volume, where)
+            elif "hostPath" in volume:
+                where = Path(volume["hostPath"]["path"])
+            else:
+                raise AssertionError(f"volume type of {volume['name']} not materialised")
+            self.volumes[volume["name"]] = where
+        (self.server,) = pod["containers"]
+        self.container_port = int(self.server["ports"][0]["containerPort"])
+        self.port = host_port or self.container_port
+        self.log_path = workdir / "server.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def _env(self, container: Mapping[str, Any], extra: Mapping[str, str]) -> dict[str, str]:
+        env = {**os.environ, **{e["name"]: e["value"] for e in container.get("env", [])}, **extra}
+        env["TMPDIR"] = str(self.volumes["tmp"])  # the only writable mount
+        return env
+
+    def run_init(self) -> None:
+        """Run the init container(s) to completion (InitFailed with its stderr tail when one fails)."""
+        for init in self.pod.get("initContainers") or []:
+            mounts = {m["mountPath"]: self.volumes[m["name"]] for m in init["volumeMounts"]}
+            done = subprocess.run(_argv(init, mounts), env=self._env(init, {}), capture_output=True, text=True,
+                                  timeout=300, check=False)  # fmt: skip
+            if done.returncode != 0:
+                raise InitFailed(done.stderr[-3000:], done.returncode)
+
+    def start_server(self) -> None:
+        """Start the server container with an emulated FPGA from the device plugin's Allocate."""
+        store_dir = self.workdir / "plugin-state"
+        devices = DeviceStore(store_dir).create(
+            node_name="kind-node", count=1, model=get_device_model("pbs-s10")
+        )
+        allocation = allocate_container(
+            requested=[devices[0].device_id], devices=devices, host_state_dir=PurePosixPath(store_dir)
+        )
+        assert all(m.container_path.startswith(DEVICE_MOUNT_ROOT) for m in allocation.mounts)
+        mounts = {m["mountPath"]: self.volumes[m["name"]] for m in self.server["volumeMounts"]}
+        argv = _argv(self.server, mounts)
+        at = argv.index("--port")  # the server binds its container port: publish it on self.port
+        assert argv[at + 1] == str(self.container_port), argv
+        argv[at + 1] = str(self.port)
+        with socket.socket() as probe_port:
+            if probe_port.connect_ex(("127.0.0.1", self.port)) == 0:
+                raise AssertionError(
+                    f"port {self.port} is taken on this machine; the pod's port cannot be used"
+                )
+        with self.log_path.open("wb") as log:
+            env = self._env(self.server, {**allocation.envs, ENV_DEVICE_MOUNT_ROOT: str(store_dir)})
+            self.process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def ready(self, *, server_name: str = "localhost") -> bool:
+        """One readiness probe on the pod's port; over HTTPS the certificate is verified against
+        the mounted one for ``server_name`` (a name it covers: the Service's DNS name for an
+        operator-made certificate)."""
+        assert self.process is not None and self.process.poll() is None, self.log_tail()
+        probe = self.server["readinessProbe"]["httpGet"]
+        connection: http.client.HTTPConnection
+        if probe["scheme"] == "HTTPS":
+            context = ssl.create_default_context(cafile=str(self.volumes["tls"] / "tls.crt"))
+            connection = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=5, context=context)
+            try:
+                raw = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+            except OSError:
+                return False  # not listening yet
+            try:
+                connection.sock = context.wrap_socket(raw, server_hostname=server_name)
+            except OSError:
+                raw.close()
+                return False
+        else:
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        try:
+            connection.request("GET", probe["path"])
+            return connection.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            connection.close()
+
+    def log_tail(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-3000:]
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=60)
+            self.process = None
 
 
 def run_pod_locally(tmp_path: Path, *, dra: bool = False) -> None:

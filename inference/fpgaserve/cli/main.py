@@ -19,9 +19,11 @@ from fpgaserve.cli import (
     compile,
     device_plugin,
     dra_driver,
+    model_commands,
     quickstart,
     score,
     serve,
+    service_commands,
     storage_init,
 )
 from fpgaserve.operator import cli as operator_cli
@@ -35,6 +37,8 @@ SUBCOMMANDS = (
     score,
     serve,
     compile,
+    model_commands,
+    service_commands,
     storage_init,
     device_plugin,
     dra_driver,

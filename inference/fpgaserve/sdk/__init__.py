@@ -3,7 +3,9 @@
 Names are resolved lazily so that ``import fpgaserve.sdk`` stays cheap until a model is used.
 The notebooks' import paths have twins: ``fpgaserve.sdk.models`` (and ``.models.utils``) for
 ``azureml.contrib.brainwave.models``, ``fpgaserve.sdk.pipeline`` for
-``azureml.contrib.brainwave.pipeline``, and ``from fpgaserve.sdk import tf1 as tf`` for TensorFlow 1
+``azureml.contrib.brainwave.pipeline``, ``fpgaserve.sdk`` itself for ``azureml.contrib.brainwave``
+(``BrainwaveWebservice``, ``BrainwaveImage``), ``fpgaserve.sdk.core`` for ``azureml.core``,
+``fpgaserve.sdk.exceptions`` for ``azureml.exceptions``, and ``from fpgaserve.sdk import tf1 as tf`` for TensorFlow 1
 (never imported implicitly: it disables TF2 behaviour process-wide).
 """
 
@@ -13,6 +15,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
+    "BrainwaveImage": "fpgaserve.sdk.cluster.webservice",
+    "BrainwaveWebservice": "fpgaserve.sdk.cluster.webservice",
     "BrainWaveStage": "fpgaserve.sdk.pipeline",
     "FpgaStage": "fpgaserve.sdk.pipeline",
     "KerasStage": "fpgaserve.sdk.pipeline",
@@ -31,6 +35,8 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:  # the same names, eagerly, for type checkers and readers
+    from fpgaserve.sdk.cluster.webservice import BrainwaveImage as BrainwaveImage
+    from fpgaserve.sdk.cluster.webservice import BrainwaveWebservice as BrainwaveWebservice
     from fpgaserve.sdk.labels import imagenet_labels as imagenet_labels
     from fpgaserve.sdk.pipeline import BrainWaveStage as BrainWaveStage
     from fpgaserve.sdk.pipeline import FpgaStage as FpgaStage

@@ -1,0 +1,81 @@
+"""``fpgaserve model register|list|show|download|delete``: the SDK's ``Model`` on the command line."""
+
+from __future__ import annotations
+
+import argparse
+
+from fpgaserve.api.errors import UserError
+from fpgaserve.cli.cluster_options import (
+    add_output_option,
+    add_workspace_options,
+    errors_as_user_errors,
+    print_result,
+    workspace,
+)
+
+__all__ = ["add_parser"]
+
+COLUMNS = ("name", "state", "sha256", "usedBy", "tags")
+
+
+def _pairs(values: list[str] | None) -> dict[str, str]:
+    out = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"{item!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("model", help="register, list, show, download and delete models (FpgaModels)",
+                       description="Models of a workspace: packages in its store, FpgaModels in its namespace.")  # fmt: skip
+    verbs = p.add_subparsers(dest="verb", metavar="VERB")
+    verbs.required = True
+    register = verbs.add_parser(
+        "register", help="upload a service_def.zip and create or update the FpgaModel"
+    )
+    register.add_argument("package", help="a service_def.zip (fpgaserve compile or ModelDefinition.save)")
+    register.add_argument("--name", required=True, help="the model's name (an RFC 1123 label)")
+    register.add_argument("--tag", action="append", metavar="KEY=VALUE", help="a tag (repeatable)")
+    register.add_argument("--property", action="append", metavar="KEY=VALUE", help="a property (repeatable)")
+    register.add_argument("--description", default=None)
+    register.add_argument("--timeout", type=float, default=300.0, help="seconds to wait until it is Ready")
+    listing = verbs.add_parser("list", help="the workspace's models")
+    listing.add_argument("--tag", action="append", metavar="KEY=VALUE", help="only models with this tag")
+    show = verbs.add_parser("show", help="one model")
+    download = verbs.add_parser("download", help="fetch the package (sha256-checked)")
+    download.add_argument("--target-dir", default=".", help="directory for service_def.zip")
+    download.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    delete = verbs.add_parser("delete", help="delete the FpgaModel (refused while web services use it)")
+    for v in (show, download, delete):
+        v.add_argument("name")
+    for v in (register, listing, show, download, delete):
+        add_workspace_options(v)
+        add_output_option(v)
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from fpgaserve.sdk.cluster.model import Model
+
+    with errors_as_user_errors():
+        ws = workspace(args)
+        if args.verb == "register":
+            model = Model.register(ws, args.package, args.name, tags=_pairs(args.tag),
+                                   properties=_pairs(args.property), description=args.description,
+                                   timeout_sec=args.timeout)  # fmt: skip
+            print_result(model.serialize(), output=args.output, columns=COLUMNS)
+        elif args.verb == "list":
+            models = Model.list(ws, tags=_pairs(args.tag))
+            print_result([m.serialize() for m in models], output=args.output, columns=COLUMNS)
+        elif args.verb == "show":
+            print_result(Model(ws, args.name).serialize(), output=args.output, columns=(*COLUMNS, "uri"))
+        elif args.verb == "download":
+            path = Model(ws, args.name).download(args.target_dir, exist_ok=args.overwrite)
+            print_result({"name": args.name, "path": path}, output=args.output)
+        else:
+            Model(ws, args.name).delete()
+            print_result({"name": args.name, "deleted": True}, output=args.output)
+    return 0
