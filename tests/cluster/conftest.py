@@ -27,7 +27,7 @@ import yaml
 from fpgaserve.sdk.cluster.connect import DirectAddress
 from fpgaserve.sdk.cluster.store import PackageStore
 from tests.operator.cluster import Cluster
-from tests.operator.conftest import cluster, config, kube, start_operator  # noqa: F401 (fixtures)
+from tests.operator.conftest import cluster, config, kube, operators, start_operator  # noqa: F401 (fixtures)
 from tests.operator.helpers import NAMESPACE
 from tests.operator.local_pod import InitFailed, LocalPod
 from tests.support.polling import wait_until

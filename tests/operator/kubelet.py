@@ -12,7 +12,9 @@ container wrote no message).
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime
+import os
 import subprocess
 import uuid
 from pathlib import Path
@@ -37,7 +39,23 @@ async def _patch_status(cluster: Cluster, name: str, status: dict[str, Any]) -> 
     assert response.status == 200, await response.text()
 
 
-def _run_init(init: dict[str, Any], volumes: dict[str, dict[str, Any]], tmp: Path) -> tuple[int, str]:
+def _env(container: dict[str, Any], cluster: Cluster) -> dict[str, str]:
+    """The container's env as the kubelet resolves it: values, and keys of Secrets (base64 data)."""
+    env = dict(os.environ)
+    for item in container.get("env") or []:
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            secret = cluster.live("v1/secrets", NAMESPACE, ref["name"])
+            assert secret is not None, f"the pod needs Secret {ref['name']}"
+            env[item["name"]] = base64.b64decode(secret["data"][ref["key"]]).decode()
+    return env
+
+
+def _run_init(
+    init: dict[str, Any], volumes: dict[str, dict[str, Any]], tmp: Path, env: dict[str, str]
+) -> tuple[int, str]:
     mounts: dict[str, Path] = {}
     for mount in init["volumeMounts"]:
         volume = volumes[mount["name"]]
@@ -50,7 +68,9 @@ def _run_init(init: dict[str, Any], volumes: dict[str, dict[str, Any]], tmp: Pat
     termination_log = tmp / "termination-log"
     termination_log.touch()  # the kubelet mounts an empty file there
     mounts[init["terminationMessagePath"]] = termination_log
-    done = subprocess.run(_argv(init, mounts), capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        _argv(init, mounts), env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     message = termination_log.read_text().strip()
     if (
         not message
@@ -93,7 +113,7 @@ async def start_pod(cluster: Cluster, *, webservice: str, node_fpgas: int, tmp: 
     scheduled = {"type": "PodScheduled", "status": "True", "lastTransitionTime": now}
     (init,) = template["spec"]["initContainers"]
     volumes = {v["name"]: v for v in template["spec"]["volumes"]}
-    exit_code, message = await asyncio.to_thread(_run_init, init, volumes, tmp / name)
+    exit_code, message = await asyncio.to_thread(_run_init, init, volumes, tmp / name, _env(init, cluster))
     if exit_code == 0:
         state: dict[str, Any] = {"terminated": {"exitCode": 0, "reason": "Completed"}}
     else:

@@ -37,7 +37,6 @@ DELIBERATE_EXTRAS: dict[Grant, str] = {
     Grant("resource.k8s.io", "resourceclaimtemplates", "create"): _DRA_UNRECORDED,
     Grant("resource.k8s.io", "resourceclaimtemplates", "patch"): _DRA_UNRECORDED,
     Grant("resource.k8s.io", "resourceclaimtemplates", "delete"): _DRA_UNRECORDED,
-    Grant("fpgaserve.io", "fpgawebservices", "get"): _KOPF_GET,
     Grant("kopf.dev", "kopfpeerings", "get"): _KOPF_GET,
     Grant("kopf.dev", "clusterkopfpeerings", "get"): _KOPF_GET,
 }
