@@ -46,4 +46,7 @@ def test_floats_json_round_trips_float32_and_nulls_non_finite() -> None:
     values = np.random.default_rng(0).standard_normal((3, 50)).astype(np.float32) * 1e-6
     assert np.array_equal(np.asarray(json.loads(floats_json(values)), np.float32), values)
     assert json.loads(floats_json(np.array([1, np.nan, np.inf], np.float32))) == [1.0, None, None]
-    assert floats_json(np.array([1.0, 1e-5], np.float32)) == "[1,9.99999975e-06]"
+    # Shortest float32 forms: 1e-5 is not written as 9.99999975e-06 (its float64 value).
+    assert floats_json(np.array([1.0, 1e-5], np.float32)) == "[1.0,0.00001]"
+    assert json.loads(floats_json(np.array([[1, 2], [3, 4]], np.float32).T)) == [[1, 3], [2, 4]]
+    assert floats_json(np.float32(np.nan) * np.ones((), np.float32)) == "null"
