@@ -12,9 +12,10 @@ import pytest
 
 from fpgaserve.api.constants import DEFAULT_RESOURCE_NAME, DRA_DEVICE_CLASS, ENV_REQUIRE_DEVICE
 from fpgaserve.api.crd_models import FpgaModelSpec, FpgaSpec, FpgaWebserviceSpec
+from fpgaserve.api.kinds import FPGAMODEL
 from fpgaserve.operator.claims import build_resource_claim_template, device_selector
 from fpgaserve.operator.config import OperatorConfig
-from fpgaserve.operator.kube import FPGAMODEL, Kube
+from fpgaserve.operator.kube import Kube
 from fpgaserve.operator.reconcile_webservice import reconcile_webservice
 from fpgaserve.operator.workload import build_deployment
 from tests.operator.cluster import Cluster

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from fpgaserve.api.conditions import STORAGE_INIT_FAILED, UNSCHEDULABLE
+from fpgaserve.api.kinds import DEPLOYMENT, FPGAWEBSERVICE, SERVICE
 from fpgaserve.operator.config import OperatorConfig
-from fpgaserve.operator.kube import DEPLOYMENT, FPGAWEBSERVICE, SERVICE, Kube
+from fpgaserve.operator.kube import Kube
 from tests.operator.cluster import Cluster
 from tests.operator.conftest import StartOperator
 from tests.operator.helpers import NAMESPACE, create, events_for, model_body, webservice_body

@@ -7,9 +7,10 @@ import json
 from typing import Any
 
 from fpgaserve.api.crd_models import API_VERSION, REGENERATE_KEY_ANNOTATION
+from fpgaserve.api.kinds import DEPLOYMENT, FPGAMODEL, FPGAWEBSERVICE, SERVICE
 from fpgaserve.api.serving import KEYS_PRIMARY, KEYS_SECONDARY
 from fpgaserve.operator.config import OperatorConfig
-from fpgaserve.operator.kube import DEPLOYMENT, FPGAMODEL, FPGAWEBSERVICE, SERVICE, Kube
+from fpgaserve.operator.kube import Kube
 from tests.operator.cluster import Cluster
 from tests.operator.conftest import StartOperator
 from tests.operator.helpers import (

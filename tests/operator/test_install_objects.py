@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from fpgaserve.api import kinds
 from fpgaserve.api.crd_models import MODEL_PLURAL, WEBSERVICE_PLURAL
-from fpgaserve.operator import kube
 from fpgaserve.operator.handlers import OWNED_WATCHES
 from fpgaserve.operator.install_objects import RULES, build_manifest
 from tests.operator.helpers import assert_valid
@@ -51,10 +51,10 @@ def test_rules_cover_exactly_what_the_operator_uses() -> None:
     # Service go with their web service (garbage collector). tests/operator/test_rbac.py checks
     # these against the calls the operator really makes.
     watched = {(group, plural) for group, _, plural in OWNED_WATCHES}
-    for kind in (kube.DEPLOYMENT, kube.SERVICE, kube.SECRET, kube.INGRESS, kube.HPA, kube.PDB):
+    for kind in (kinds.DEPLOYMENT, kinds.SERVICE, kinds.SECRET, kinds.INGRESS, kinds.HPA, kinds.PDB):
         group = kind.api_version.rpartition("/")[0]
         owned = {"get", "create", "patch"}
-        if kind not in (kube.DEPLOYMENT, kube.SERVICE):
+        if kind not in (kinds.DEPLOYMENT, kinds.SERVICE):
             owned.add("delete")
         if (group, kind.plural) in watched:
             owned |= {"list", "watch"}  # kopf lists and watches what OWNED_WATCHES names

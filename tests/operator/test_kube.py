@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from fpgaserve.operator.kube import DEPLOYMENT, SERVICE, ApiError, Change, Kube, NotOwnedError, is_subset
+from fpgaserve.api.kinds import DEPLOYMENT, SERVICE, ApiError
+from fpgaserve.operator.kube import Change, Kube, NotOwnedError, is_subset
 from tests.operator.cluster import Cluster
 from tests.operator.helpers import NAMESPACE
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fpgaserve.operator.kube import FPGAWEBSERVICE, PDB, Kube
+from fpgaserve.api.kinds import FPGAWEBSERVICE, PDB
+from fpgaserve.operator.kube import Kube
 from tests.operator.cluster import Cluster
 from tests.operator.conftest import StartOperator
 from tests.operator.helpers import NAMESPACE, create, model_body, webservice_body

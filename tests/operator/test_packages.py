@@ -14,9 +14,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from fpgaserve.api.kinds import SECRET
 from fpgaserve.api.manifest import ManifestError
 from fpgaserve.operator.config import OperatorConfig
-from fpgaserve.operator.kube import SECRET, Kube
+from fpgaserve.operator.kube import Kube
 from fpgaserve.operator.packages import HEAD_BYTES, PackageUnreachable, manifest_from_head, read_package_info
 from fpgaserve.operator.reconcile_model import reconcile_model
 from tests.operator.cluster import Cluster

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from fpgaserve.api.kinds import FPGAMODEL, FPGAWEBSERVICE, SECRET
 from fpgaserve.operator.config import OperatorConfig
 from fpgaserve.operator.cycle import Outcome
-from fpgaserve.operator.kube import FPGAMODEL, FPGAWEBSERVICE, SECRET, Kube
+from fpgaserve.operator.kube import Kube
 from fpgaserve.operator.reconcile_model import reconcile_model, release_model
 from fpgaserve.operator.reconcile_webservice import reconcile_webservice, regenerate_key
 from fpgaserve.operator.secrets import TLS_HOSTS_ANNOTATION

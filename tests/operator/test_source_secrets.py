@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from fpgaserve.api import serving
+from fpgaserve.api.kinds import FPGAMODEL
 from fpgaserve.cli.main import main
 from fpgaserve.operator.config import OperatorConfig
-from fpgaserve.operator.kube import FPGAMODEL, Kube
+from fpgaserve.operator.kube import Kube
 from fpgaserve.operator.reconcile_model import reconcile_model
 from fpgaserve.operator.reconcile_webservice import reconcile_webservice
 from tests.operator.cluster import Cluster

@@ -54,7 +54,7 @@ def workspace(args: argparse.Namespace) -> Any:
 @contextlib.contextmanager
 def errors_as_user_errors() -> Iterator[None]:
     """The SDK's transport errors as one-line UserErrors with a next step."""
-    from fpgaserve.operator.kube import ApiError
+    from fpgaserve.api.kinds import ApiError
     from fpgaserve.sdk.client import ScoringError
     from fpgaserve.sdk.cluster.store import StoreError
 

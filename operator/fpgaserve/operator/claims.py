@@ -15,7 +15,7 @@ from typing import Any
 
 from fpgaserve.api.constants import DRA_ATTR_MODEL, DRA_CAPACITY_WEIGHT_MEMORY, DRA_DRIVER_NAME
 from fpgaserve.api.crd_models import FpgaWebserviceSpec
-from fpgaserve.operator.naming import object_meta
+from fpgaserve.api.naming import object_meta
 
 __all__ = [
     "CLAIM_NAME",

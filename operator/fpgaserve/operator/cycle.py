@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fpgaserve.operator.kube import ApiError, NotOwnedError
+from fpgaserve.api.kinds import ApiError
+from fpgaserve.operator.kube import NotOwnedError
 from fpgaserve.operator.status import Check
 
 __all__ = ["Event", "Outcome", "api_check", "identity", "transition_events"]

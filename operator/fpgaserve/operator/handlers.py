@@ -29,10 +29,11 @@ from fpgaserve.api.crd_models import (
     VERSION,
     WEBSERVICE_PLURAL,
 )
+from fpgaserve.api.kinds import ApiError
+from fpgaserve.api.naming import WEBSERVICE_LABEL
 from fpgaserve.operator.config import OperatorConfig
 from fpgaserve.operator.cycle import Outcome
-from fpgaserve.operator.kube import ApiError, Kube
-from fpgaserve.operator.naming import WEBSERVICE_LABEL
+from fpgaserve.operator.kube import Kube
 from fpgaserve.operator.reconcile_model import reconcile_model, refresh_users, release_model
 from fpgaserve.operator.reconcile_webservice import regenerate_key
 from fpgaserve.operator.refresh import Refresher

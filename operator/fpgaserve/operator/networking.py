@@ -12,12 +12,7 @@ from typing import Any
 
 from fpgaserve.api import serving
 from fpgaserve.api.crd_models import FpgaWebserviceSpec
-from fpgaserve.operator.naming import (
-    grpc_ingress_name,
-    ingress_tls_secret_name,
-    object_meta,
-    selector_labels,
-)
+from fpgaserve.api.naming import grpc_ingress_name, ingress_tls_secret_name, object_meta, selector_labels
 from fpgaserve.operator.workload import GRPC_PORT_NAME, server_port
 
 __all__ = [

@@ -15,11 +15,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from fpgaserve.api.crd_models import FpgaModelSpec
+from fpgaserve.api.kinds import FPGAMODEL, FPGAWEBSERVICE, SECRET, ApiError
 from fpgaserve.api.manifest import ManifestError
 from fpgaserve.api.sigv4 import Credentials
 from fpgaserve.operator.config import OperatorConfig
 from fpgaserve.operator.cycle import Event, Outcome, api_check, identity, transition_events
-from fpgaserve.operator.kube import FPGAMODEL, FPGAWEBSERVICE, SECRET, ApiError, Kube
+from fpgaserve.operator.kube import Kube
 from fpgaserve.operator.packages import PackageUnreachable, read_package_info, s3_head_request
 from fpgaserve.operator.status import Check, model_status, now_iso, status_patch
 from fpgaserve.operator.validation import SpecError, parse_model

@@ -17,11 +17,7 @@ from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from fpgaserve.api.crd_models import FpgaModelSpec, FpgaWebserviceSpec
-from fpgaserve.operator.claims import build_resource_claim_template, claim_template_name
-from fpgaserve.operator.config import OperatorConfig
-from fpgaserve.operator.cycle import Event, Outcome, api_check, identity, transition_events
-from fpgaserve.operator.diagnosis import diagnose, needs_pods, pods_of
-from fpgaserve.operator.kube import (
+from fpgaserve.api.kinds import (
     DEPLOYMENT,
     FPGAMODEL,
     HPA,
@@ -31,16 +27,10 @@ from fpgaserve.operator.kube import (
     RESOURCECLAIMTEMPLATE,
     SECRET,
     ApiError,
-    Change,
     Kind,
-    Kube,
-    NotOwnedError,
-    is_subset,
     kind_of,
-    owned_by,
-    with_managed_annotations,
 )
-from fpgaserve.operator.naming import (
+from fpgaserve.api.naming import (
     WEBSERVICE_LABEL,
     grpc_ingress_name,
     keys_secret_name,
@@ -48,6 +38,11 @@ from fpgaserve.operator.naming import (
     source_secret_name,
     tls_secret_name,
 )
+from fpgaserve.operator.claims import build_resource_claim_template, claim_template_name
+from fpgaserve.operator.config import OperatorConfig
+from fpgaserve.operator.cycle import Event, Outcome, api_check, identity, transition_events
+from fpgaserve.operator.diagnosis import diagnose, needs_pods, pods_of
+from fpgaserve.operator.kube import Change, Kube, NotOwnedError, is_subset, owned_by, with_managed_annotations
 from fpgaserve.operator.networking import (
     build_grpc_ingress,
     build_hpa,

@@ -16,9 +16,10 @@ from typing import Any, cast
 
 import kopf
 
+from fpgaserve.api.kinds import FPGAWEBSERVICE
 from fpgaserve.operator.config import OperatorConfig
 from fpgaserve.operator.cycle import Outcome
-from fpgaserve.operator.kube import FPGAWEBSERVICE, Kube
+from fpgaserve.operator.kube import Kube
 from fpgaserve.operator.reconcile_webservice import reconcile_webservice
 
 __all__ = ["Refresher", "post_events"]

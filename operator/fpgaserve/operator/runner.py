@@ -18,10 +18,10 @@ from typing import Any
 import kopf
 
 from fpgaserve.api.crd_models import GROUP
+from fpgaserve.api.naming import WEBSERVICE_LABEL
 from fpgaserve.operator.config import OperatorConfig
 from fpgaserve.operator.handlers import OWNED_WATCHES, register
 from fpgaserve.operator.kube import Kube
-from fpgaserve.operator.naming import WEBSERVICE_LABEL
 
 __all__ = ["FINALIZER", "make_registry", "make_settings", "peering_priority", "run"]
 

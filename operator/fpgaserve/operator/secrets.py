@@ -19,9 +19,15 @@ from typing import Any, Literal
 from cryptography import x509
 
 from fpgaserve.api.certs import CERT_VALIDITY, self_signed_certificate
+from fpgaserve.api.naming import (
+    KEYS_FILENAME,
+    TLS_SECRET_CERT,
+    TLS_SECRET_KEY,
+    keys_secret_name,
+    object_meta,
+    tls_secret_name,
+)
 from fpgaserve.api.serving import KEYS_PRIMARY, KEYS_SECONDARY
-from fpgaserve.operator.naming import keys_secret_name, object_meta, tls_secret_name
-from fpgaserve.operator.workload import KEYS_FILENAME, TLS_SECRET_CERT, TLS_SECRET_KEY
 
 __all__ = [
     "TLS_HOSTS_ANNOTATION",

@@ -19,9 +19,10 @@ from urllib.parse import urlsplit
 from fpgaserve.api import serving
 from fpgaserve.api.constants import ENV_REQUIRE_DEVICE
 from fpgaserve.api.crd_models import FpgaModelSpec, FpgaWebserviceSpec, ModelSource
-from fpgaserve.operator.claims import CLAIM_NAME, claim_template_name, uses_dra
-from fpgaserve.operator.config import OperatorConfig
-from fpgaserve.operator.naming import (
+from fpgaserve.api.naming import (
+    KEYS_FILENAME,
+    TLS_SECRET_CERT,
+    TLS_SECRET_KEY,
     keys_secret_name,
     labels,
     object_meta,
@@ -29,6 +30,8 @@ from fpgaserve.operator.naming import (
     source_secret_name,
     tls_secret_name,
 )
+from fpgaserve.operator.claims import CLAIM_NAME, claim_template_name, uses_dra
+from fpgaserve.operator.config import OperatorConfig
 
 __all__ = [
     "GRPC_PORT_NAME",
@@ -47,11 +50,8 @@ __all__ = [
 IMAGE_UID = 10001
 MODEL_DIGEST_ANNOTATION = "fpgaserve.io/model-digest"
 SHUTDOWN_TIMEOUT_S = 10  # how long in-flight requests may finish after the drain period
-KEYS_FILENAME = str(PurePosixPath(serving.KEYS_FILE).relative_to(serving.KEYS_DIR))
 TLS_CERT_FILENAME = str(PurePosixPath(serving.TLS_CERT_FILE).relative_to(serving.TLS_DIR))
 TLS_KEY_FILENAME = str(PurePosixPath(serving.TLS_KEY_FILE).relative_to(serving.TLS_DIR))
-# The data keys of a kubernetes.io/tls Secret.
-TLS_SECRET_CERT, TLS_SECRET_KEY = "tls.crt", "tls.key"
 SECRET_FILE_MODE = 0o440  # owner and fsGroup read
 
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}

@@ -1,8 +1,9 @@
 """Blocking calls to the Kubernetes API for the SDK (a notebook has no event loop to lend).
 
-Role: the one way ``Workspace``, ``Model`` and ``Webservice`` read and write objects. It reuses the
-operator's ``Kind`` paths and ``ApiError`` so both halves speak of objects the same way; errors
-carry the status and the API's reason, never an object's content (Secrets stay out of messages).
+Role: the one way ``Workspace``, ``Model`` and ``Webservice`` read and write objects. It shares
+``Kind`` and ``ApiError`` (``fpgaserve.api.kinds``) with the operator's client, so both halves speak
+of objects the same way; errors carry the status and the API's reason, never an object's content
+(Secrets stay out of messages).
 """
 
 from __future__ import annotations
@@ -14,12 +15,9 @@ from typing import Any
 
 from kubernetes.client import ApiClient
 
-from fpgaserve.operator.kube import MERGE_PATCH, ApiError, Kind
+from fpgaserve.api.kinds import MERGE_PATCH, POD, ApiError, Kind
 
-__all__ = ["EVENT", "POD", "ApiError", "SyncKube"]
-
-POD = Kind("v1", "Pod", "pods")
-EVENT = Kind("v1", "Event", "events")
+__all__ = ["ApiError", "SyncKube"]
 
 
 class SyncKube:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fpgaserve.api.crd_models import API_VERSION, MODEL_KIND, FpgaModelSpec, ModelSource, SecretReference
-from fpgaserve.operator.kube import FPGAMODEL, FPGAWEBSERVICE, SECRET
+from fpgaserve.api.kinds import FPGAMODEL, FPGAWEBSERVICE, SECRET
 from fpgaserve.sdk.cluster.store import package_key
 from fpgaserve.sdk.cluster.workspace import Workspace
 from fpgaserve.sdk.exceptions import ModelException, ModelInUseException

@@ -28,12 +28,17 @@ from fpgaserve.api.crd_models import (
     WEBSERVICE_KIND,
     FpgaWebserviceSpec,
 )
+from fpgaserve.api.kinds import EVENT, FPGAWEBSERVICE, POD, SECRET, ApiError
+from fpgaserve.api.naming import (
+    KEYS_FILENAME,
+    TLS_SECRET_CERT,
+    TLS_SECRET_KEY,
+    WEBSERVICE_LABEL,
+    keys_secret_name,
+    tls_secret_name,
+)
 from fpgaserve.api.serving import KEYS_PRIMARY, KEYS_SECONDARY
-from fpgaserve.operator.kube import FPGAWEBSERVICE, SECRET, ApiError
-from fpgaserve.operator.naming import WEBSERVICE_LABEL, keys_secret_name, tls_secret_name
-from fpgaserve.operator.workload import KEYS_FILENAME, TLS_SECRET_CERT, TLS_SECRET_KEY
 from fpgaserve.sdk.client import ScoringError, read_image_bytes
-from fpgaserve.sdk.cluster.api import EVENT, POD
 from fpgaserve.sdk.cluster.config import DeploymentConfiguration, ImageConfiguration, build_spec
 from fpgaserve.sdk.cluster.model import Model, ready_condition
 from fpgaserve.sdk.cluster.workspace import Workspace

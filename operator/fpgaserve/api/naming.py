@@ -8,10 +8,16 @@ never disagree, and every owned object points back at its FpgaWebservice.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import PurePosixPath
 from typing import Any
 
+from fpgaserve.api import serving
+
 __all__ = [
+    "KEYS_FILENAME",
     "MANAGED_BY",
+    "TLS_SECRET_CERT",
+    "TLS_SECRET_KEY",
     "WEBSERVICE_LABEL",
     "grpc_ingress_name",
     "ingress_tls_secret_name",
@@ -26,6 +32,9 @@ __all__ = [
 
 MANAGED_BY = "fpgaserve-operator"
 WEBSERVICE_LABEL = "fpgaserve.io/webservice"
+# The data key of the keys Secret (mounted as the server's keys file), and those of a kubernetes.io/tls Secret.
+KEYS_FILENAME = str(PurePosixPath(serving.KEYS_FILE).relative_to(serving.KEYS_DIR))
+TLS_SECRET_CERT, TLS_SECRET_KEY = "tls.crt", "tls.key"
 
 
 def selector_labels(name: str) -> dict[str, str]:
