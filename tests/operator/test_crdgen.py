@@ -117,3 +117,11 @@ def test_reference_lists_every_field() -> None:
         "status.usedBy",
     ):
         assert f"`{field}`" in text
+
+
+def test_reference_rows_are_whole_and_defaults_read_as_json() -> None:
+    text = crdgen.render_reference()
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert rows and all(row.endswith("|") for row in rows), "a table row broke over two lines"
+    assert "| `spec.replicas` | integer | `1` |" in text
+    assert "| `spec.auth.enabled` | boolean | `true` |" in text

@@ -47,6 +47,16 @@ SUBCOMMANDS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    return _build()[0]
+
+
+def command_names() -> list[str]:
+    """The subcommands, as typed on the command line (``storage-init``, ``device-plugin``...)."""
+    return list(_build()[1])
+
+
+def _build() -> tuple[argparse.ArgumentParser, list[str]]:
+    """The parser and its subcommands' names, in the order ``--help`` lists them."""
     parser = argparse.ArgumentParser(
         prog="fpgaserve",
         description="Serve models on emulated FPGAs: classify, compile, serve, and run the Kubernetes pieces.",
@@ -56,13 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for module in SUBCOMMANDS:
         module.add_parser(sub)
-    return parser
-
-
-def command_names() -> list[str]:
-    """The subcommands, as typed on the command line (``storage-init``, ``device-plugin``...)."""
-    actions = build_parser()._actions
-    return [name for a in actions if isinstance(a, argparse._SubParsersAction) for name in a.choices]
+    # ``add_subparsers`` returns an Action; its ``choices`` map each name to its parser.
+    return parser, list(sub.choices)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

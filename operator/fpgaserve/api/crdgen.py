@@ -12,6 +12,7 @@ unknown fields instead).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,11 +265,8 @@ def _field_rows(node: dict[str, Any], *, prefix: str) -> list[str]:
             kind = f"[]{prop['items'].get('type', 'object')}"
         elif kind == "object" and isinstance(prop.get("additionalProperties"), dict):
             kind = f"map[string]{prop['additionalProperties'].get('type', 'object')}"
-        default = (
-            f"`{yaml.safe_dump(prop['default'], default_flow_style=True).strip()}`"
-            if "default" in prop
-            else ""
-        )
+        # JSON is YAML too, and unlike yaml.safe_dump it writes a lone scalar without "..." after it.
+        default = f"`{json.dumps(prop['default'])}`" if "default" in prop else ""
         notes = [prop.get("description", "").rstrip(".").replace("<", "&lt;").replace(">", "&gt;")]
         if name in required:
             notes.append("required")
