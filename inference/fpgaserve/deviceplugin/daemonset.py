@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_NAMESPACE",
     "DEFAULT_STATE_DIR",
     "build_daemonset",
+    "node_agent_daemonset",
     "render_yaml",
 ]
 
@@ -27,6 +28,74 @@ DEFAULT_NAME = "fpgaserve-device-plugin"
 DEFAULT_NAMESPACE = "kube-system"
 DEFAULT_IMAGE = "fpgaserve/fpgaserve:0.1.0"
 DEFAULT_STATE_DIR = f"{DEFAULT_SOCKET_DIR}/fpgaserve"
+
+
+def node_agent_daemonset(
+    *,
+    name: str,
+    namespace: str,
+    component: str,
+    container: dict[str, Any],
+    host_paths: dict[str, tuple[str, str]],
+    tolerations: list[dict[str, str]],
+    node_selector: dict[str, str] | None,
+    service_account: str | None = None,
+) -> dict[str, Any]:
+    """A DaemonSet of one root container that talks to the kubelet through host directories.
+
+    Shared by the device plugin and the DRA driver (``fpgaserve.dra.manifest``): ``container`` gets
+    the node name, small resources, root without capabilities on a read-only root filesystem, and
+    one mount per ``host_paths`` entry (volume name -> (host path, hostPath type)), at the same path.
+    """
+    labels = {
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": "fpgaserve",
+    }
+    container = {
+        **container,
+        "imagePullPolicy": "IfNotPresent",
+        # Device IDs derive from the node name; a pod's hostname would change with every rollout.
+        "env": [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+        "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        # Root, whatever the image's user: the kubelet's directories are root-owned. No capabilities
+        # are needed to write there as their owner.
+        "securityContext": {
+            "runAsUser": 0,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": volume, "mountPath": path} for volume, (path, _) in host_paths.items()],
+    }
+    pod_spec: dict[str, Any] = {
+        **(
+            {"serviceAccountName": service_account}
+            if service_account
+            else {"automountServiceAccountToken": False}
+        ),
+        # Without it the node's FPGAs vanish from the scheduler, or no claim there can be prepared:
+        # evict it last.
+        "priorityClassName": "system-node-critical",
+        "terminationGracePeriodSeconds": 10,
+        "tolerations": tolerations,
+        "nodeSelector": {"kubernetes.io/os": "linux", **(node_selector or {})},
+        "containers": [container],
+        "volumes": [
+            {"name": volume, "hostPath": {"path": path, "type": kind}}
+            for volume, (path, kind) in host_paths.items()
+        ],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+        "spec": {
+            "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
+            "updateStrategy": {"type": "RollingUpdate"},
+            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+        },
+    }
 
 
 def build_daemonset(
@@ -42,11 +111,6 @@ def build_daemonset(
 ) -> dict[str, Any]:
     """The plugin's DaemonSet as a plain dict; ``node_selector`` (e.g. a label of FPGA nodes) is
     added to the Linux-only selector."""
-    labels = {
-        "app.kubernetes.io/name": name,
-        "app.kubernetes.io/component": "device-plugin",
-        "app.kubernetes.io/part-of": "fpgaserve",
-    }
     command = [
         "fpgaserve",
         "device-plugin",
@@ -57,50 +121,19 @@ def build_daemonset(
         f"--socket-dir={DEFAULT_SOCKET_DIR}",
         f"--state-dir={DEFAULT_STATE_DIR}",
     ]
-    container = {
-        "name": "device-plugin",
-        "image": image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": command,
-        # Device IDs derive from the node name; a pod's hostname would change with every rollout.
-        "env": [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
-        "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
-        # Root, whatever the image's user: the kubelet's directory is root-owned. No capabilities are
-        # needed to write there as its owner.
-        "securityContext": {
-            "runAsUser": 0,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
-        "volumeMounts": [{"name": "device-plugins", "mountPath": DEFAULT_SOCKET_DIR}],
-    }
-    pod_spec: dict[str, Any] = {
-        # Without the plugin the node's FPGAs vanish from the scheduler: evict it last.
-        "priorityClassName": "system-node-critical",
-        "automountServiceAccountToken": False,
-        "terminationGracePeriodSeconds": 10,
+    return node_agent_daemonset(
+        name=name,
+        namespace=namespace,
+        component="device-plugin",
+        container={"name": "device-plugin", "image": image, "command": command},
+        host_paths={"device-plugins": (DEFAULT_SOCKET_DIR, "Directory")},
         # Nodes reserved for FPGA work are usually tainted with the resource name.
-        "tolerations": [
+        tolerations=[
             {"key": resource_name, "operator": "Exists", "effect": "NoSchedule"},
             {"key": "CriticalAddonsOnly", "operator": "Exists"},
         ],
-        "nodeSelector": {"kubernetes.io/os": "linux", **(node_selector or {})},
-        "containers": [container],
-        "volumes": [
-            {"name": "device-plugins", "hostPath": {"path": DEFAULT_SOCKET_DIR, "type": "Directory"}}
-        ],
-    }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "DaemonSet",
-        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
-        "spec": {
-            "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
-            "updateStrategy": {"type": "RollingUpdate"},
-            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
-        },
-    }
+        node_selector=node_selector,
+    )
 
 
 def render_yaml(obj: dict[str, Any]) -> str:

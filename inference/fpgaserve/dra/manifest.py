@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from fpgaserve.api.constants import DRA_DEVICE_CLASS, DRA_DRIVER_NAME
+from fpgaserve.deviceplugin.daemonset import node_agent_daemonset
 from fpgaserve.dra.pluginregistration import DEFAULT_REGISTRY_DIR
 
 __all__ = [
@@ -42,14 +43,6 @@ RULES: list[dict[str, Any]] = [
     {"apiGroups": ["resource.k8s.io"], "resources": ["resourceclaims"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]},
 ]
-
-
-def _labels(name: str) -> dict[str, str]:
-    return {
-        "app.kubernetes.io/name": name,
-        "app.kubernetes.io/component": "dra-driver",
-        "app.kubernetes.io/part-of": "fpgaserve",
-    }
 
 
 def build_device_class(*, driver: str = DRA_DRIVER_NAME, name: str = DRA_DEVICE_CLASS) -> dict[str, Any]:
@@ -154,7 +147,6 @@ def build_daemonset(
 ) -> dict[str, Any]:
     """The driver's DaemonSet: the kubelet's plugins and plugins_registry directories and the CDI
     directory from the host; root (they are root-owned) with no capabilities."""
-    labels = _labels(name)
     command = [
         "fpgaserve",
         "dra-driver",
@@ -166,52 +158,17 @@ def build_daemonset(
         f"--registry-dir={DEFAULT_REGISTRY_DIR}",
         f"--cdi-dir={CDI_DIR}",
     ]
-    container = {
-        "name": "dra-driver",
-        "image": image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": command,
-        "env": [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
-        "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
-        "securityContext": {
-            "runAsUser": 0,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
+    return node_agent_daemonset(
+        name=name,
+        namespace=namespace,
+        component="dra-driver",
+        container={"name": "dra-driver", "image": image, "command": command},
+        host_paths={
+            "plugins": ("/var/lib/kubelet/plugins", "DirectoryOrCreate"),
+            "plugins-registry": (DEFAULT_REGISTRY_DIR, "DirectoryOrCreate"),
+            "cdi": (CDI_DIR, "DirectoryOrCreate"),
         },
-        "volumeMounts": [
-            {"name": "plugins", "mountPath": "/var/lib/kubelet/plugins"},
-            {"name": "plugins-registry", "mountPath": DEFAULT_REGISTRY_DIR},
-            {"name": "cdi", "mountPath": CDI_DIR},
-        ],
-    }
-    pod_spec: dict[str, Any] = {
-        "serviceAccountName": name,
-        # Without the driver no claim on the node can be prepared: evict it last.
-        "priorityClassName": "system-node-critical",
-        "terminationGracePeriodSeconds": 10,
-        "tolerations": [{"key": "CriticalAddonsOnly", "operator": "Exists"}],
-        "nodeSelector": {"kubernetes.io/os": "linux", **(node_selector or {})},
-        "containers": [container],
-        "volumes": [
-            {
-                "name": "plugins",
-                "hostPath": {"path": "/var/lib/kubelet/plugins", "type": "DirectoryOrCreate"},
-            },
-            {
-                "name": "plugins-registry",
-                "hostPath": {"path": DEFAULT_REGISTRY_DIR, "type": "DirectoryOrCreate"},
-            },
-            {"name": "cdi", "hostPath": {"path": CDI_DIR, "type": "DirectoryOrCreate"}},
-        ],
-    }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "DaemonSet",
-        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
-        "spec": {
-            "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
-            "updateStrategy": {"type": "RollingUpdate"},
-            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
-        },
-    }
+        tolerations=[{"key": "CriticalAddonsOnly", "operator": "Exists"}],
+        node_selector=node_selector,
+        service_account=name,
+    )
