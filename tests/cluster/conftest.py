@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from tests.operator.cluster import Cluster
 from tests.operator.conftest import cluster, config, kube, operators, start_operator  # noqa: F401 (fixtures)
 from tests.operator.helpers import NAMESPACE
 from tests.operator.local_pod import InitFailed, LocalPod
+from tests.support.net import free_port
 from tests.support.polling import wait_until
 
 T = TypeVar("T")
@@ -37,18 +37,12 @@ BUCKET = "fpgaserve-packages"
 ACCESS_KEY, SECRET_KEY = "AKIAFPGASERVETEST", "fpgaserve-test-secret-key"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def s3_store() -> Iterator[PackageStore]:
     """A real S3-compatible HTTP server (moto) on loopback, with an empty bucket."""
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     store = PackageStore(bucket=BUCKET, access_key_id=ACCESS_KEY, secret_access_key=SECRET_KEY,
@@ -97,7 +91,7 @@ class Kubelet:
 
     cluster: Cluster
     workdir: Path
-    host_port: int = field(default_factory=_free_port)
+    host_port: int = field(default_factory=free_port)
     pods: dict[str, LocalPod] = field(default_factory=dict)
     init_failures: dict[str, str] = field(default_factory=dict)
     errors: list[BaseException] = field(default_factory=list)

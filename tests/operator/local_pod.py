@@ -4,7 +4,8 @@
 them), lays the volumes out as directories (emptyDirs empty, Secrets as files, hostPaths as they
 are), gives the server container an emulated FPGA through the device plugin's real Allocate
 answer, runs the init container to completion and starts the server on the pod's container port.
-``run_pod_locally`` (test_pod_contract.py) builds a pod itself and scores a photo through it;
+``run_pod_locally`` (test_pod_contract.py) builds a pod itself and scores a photo through it
+(HTTPS and gRPC, on free ports of this machine);
 ``tests/cluster`` runs the pod the operator wrote into kmock, as a kubelet would.
 """
 
@@ -18,7 +19,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -49,6 +49,7 @@ from fpgaserve.sdk.client import score
 from fpgaserve.sdk.grpc_client import PredictionClient
 from tests.operator.helpers import model_body, owner, webservice_body
 from tests.runtime.tiny import LABELS, encode, tiny_classifier, tiny_definition, tiny_featurizer
+from tests.support.net import free_port
 from tests.support.polling import wait_until
 
 __all__ = ["InitFailed", "LocalPod", "run_pod_locally"]
@@ -155,9 +156,10 @@ class LocalPod:
         workdir: Path,
         *,
         host_port: int | None = None,
+        grpc_host_port: int | None = None,
     ) -> None:
-        """``host_port``: where the container port is published on this machine (as ``docker run
-        -p host_port:port``); default the container port itself."""
+        """``host_port``, ``grpc_host_port``: where the container's HTTP and gRPC ports are published
+        on this machine (as ``docker run -p host_port:port``); default the container ports."""
         self.pod, self.workdir = pod, workdir
         self.volumes: dict[str, Path] = {}
         for volume in pod["volumes"]:
@@ -174,6 +176,9 @@ class LocalPod:
         (self.server,) = pod["containers"]
         self.container_port = int(self.server["ports"][0]["containerPort"])
         self.port = host_port or self.container_port
+        container_ports = {p["name"]: int(p["containerPort"]) for p in self.server["ports"]}
+        self.grpc_container_port = container_ports.get("grpc")
+        self.grpc_port = grpc_host_port or self.grpc_container_port
         self.log_path = workdir / "server.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -191,28 +196,38 @@ class LocalPod:
             if done.returncode != 0:
                 raise InitFailed(done.stderr[-3000:], done.returncode)
 
-    def start_server(self) -> None:
-        """Start the server container with an emulated FPGA from the device plugin's Allocate."""
-        store_dir = self.workdir / "plugin-state"
-        devices = DeviceStore(store_dir).create(
-            node_name="kind-node", count=1, model=get_device_model("pbs-s10")
-        )
-        allocation = allocate_container(
-            requested=[devices[0].device_id], devices=devices, host_state_dir=PurePosixPath(store_dir)
-        )
-        assert all(m.container_path.startswith(DEVICE_MOUNT_ROOT) for m in allocation.mounts)
+    def start_server(self, *, device_env: Mapping[str, str] | None = None) -> None:
+        """Start the server container with an emulated FPGA: ``device_env`` (a DRA claim's CDI
+        environment), or by default one device from the device plugin's Allocate answer."""
+        if device_env is None:
+            store_dir = self.workdir / "plugin-state"
+            devices = DeviceStore(store_dir).create(
+                node_name="kind-node", count=1, model=get_device_model("pbs-s10")
+            )
+            allocation = allocate_container(
+                requested=[devices[0].device_id], devices=devices, host_state_dir=PurePosixPath(store_dir)
+            )
+            assert all(m.container_path.startswith(DEVICE_MOUNT_ROOT) for m in allocation.mounts)
+            device_env = {**allocation.envs, ENV_DEVICE_MOUNT_ROOT: str(store_dir)}
         mounts = {m["mountPath"]: self.volumes[m["name"]] for m in self.server["volumeMounts"]}
         argv = _argv(self.server, mounts)
-        at = argv.index("--port")  # the server binds its container port: publish it on self.port
-        assert argv[at + 1] == str(self.container_port), argv
-        argv[at + 1] = str(self.port)
-        with socket.socket() as probe_port:
-            if probe_port.connect_ex(("127.0.0.1", self.port)) == 0:
-                raise AssertionError(
-                    f"port {self.port} is taken on this machine; the pod's port cannot be used"
-                )
+        # The server binds its container ports: publish them on this machine's ports instead.
+        published = {
+            "--port": (self.container_port, self.port),
+            "--grpc-port": (self.grpc_container_port, self.grpc_port),
+        }
+        for flag, (inside, outside) in published.items():
+            if flag in argv:
+                at = argv.index(flag)
+                assert argv[at + 1] == str(inside), argv
+                argv[at + 1] = str(outside)
+                with socket.socket() as probe_port:
+                    if probe_port.connect_ex(("127.0.0.1", int(str(outside)))) == 0:
+                        raise AssertionError(
+                            f"port {outside} is taken on this machine; the pod's port cannot be used"
+                        )
         with self.log_path.open("wb") as log:
-            env = self._env(self.server, {**allocation.envs, ENV_DEVICE_MOUNT_ROOT: str(store_dir)})
+            env = self._env(self.server, device_env)
             self.process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
 
     def ready(self, *, server_name: str = "localhost") -> bool:
@@ -258,6 +273,7 @@ class LocalPod:
 
 
 def run_pod_locally(tmp_path: Path, *, dra: bool = False) -> None:
+    """Build a web service's pod (as the operator would), run it, and score a photo over HTTPS and gRPC."""
     # A package on "the node", registered as an FpgaModel with a file:// source (as on kind).
     node_dir = tmp_path / "node" / "models"
     node_dir.mkdir(parents=True)
@@ -269,31 +285,18 @@ def run_pod_locally(tmp_path: Path, *, dra: bool = False) -> None:
         owner=web, spec=FpgaWebserviceSpec.model_validate(web["spec"]),
         model=FpgaModelSpec.model_validate(model["spec"]), config=OperatorConfig(),
     )  # fmt: skip
-    pod = deployment["spec"]["template"]["spec"]
-    secrets = {
-        "keys": build_keys_secret(owner=web),
-        "tls": build_tls_secret(owner=web, hosts=["localhost"]),
-    }
-    # Volumes as directories: emptyDirs empty, Secrets as files, hostPaths as they are on the node.
-    volumes: dict[str, Path] = {}
-    for volume in pod["volumes"]:
-        where = tmp_path / "volumes" / volume["name"]
-        if "emptyDir" in volume:
-            where.mkdir(parents=True)
-        elif "secret" in volume:
-            _materialise_secret(secrets[volume["name"]], volume, where)
-        elif "hostPath" in volume:
-            where = Path(volume["hostPath"]["path"])
-        else:
-            raise AssertionError(f"volume type of {volume['name']} not materialised")
-        volumes[volume["name"]] = where
-    # The device plugin's Allocate answer for the server container's FPGA.
-    store_dir = tmp_path / "plugin-state"
-    devices = DeviceStore(store_dir).create(node_name="kind-node", count=1, model=get_device_model("pbs-s10"))
-    (server,) = pod["containers"]
+    template = deployment["spec"]["template"]["spec"]
+    keys, tls = build_keys_secret(owner=web), build_tls_secret(owner=web, hosts=["localhost"])
+    secrets = {secret["metadata"]["name"]: secret for secret in (keys, tls)}
+    pod = LocalPod(template, secrets, tmp_path / "pod", host_port=free_port(), grpc_host_port=free_port())
+    device_env = None
     if dra:
-        assert pod["resourceClaims"] == [{"name": "fpga", "resourceClaimTemplateName": "web-fpga"}]
-        assert DEFAULT_RESOURCE_NAME not in server["resources"]["limits"]
+        assert template["resourceClaims"] == [{"name": "fpga", "resourceClaimTemplateName": "web-fpga"}]
+        assert DEFAULT_RESOURCE_NAME not in pod.server["resources"]["limits"]
+        store_dir = tmp_path / "plugin-state"
+        devices = DeviceStore(store_dir).create(
+            node_name="kind-node", count=1, model=get_device_model("pbs-s10")
+        )
         device_env = _prepare_claim(
             tmp_path,
             web=web,
@@ -301,62 +304,23 @@ def run_pod_locally(tmp_path: Path, *, dra: bool = False) -> None:
             store_dir=store_dir,
             required=info.manifest.device_memory_bytes,
         )
-    else:
-        allocation = allocate_container(
-            requested=[devices[0].device_id], devices=devices, host_state_dir=PurePosixPath(store_dir)
-        )
-        assert all(m.container_path.startswith(DEVICE_MOUNT_ROOT) for m in allocation.mounts)
-        device_env = {**allocation.envs, ENV_DEVICE_MOUNT_ROOT: str(store_dir)}
-
-    def run_env(container: dict[str, Any], extra: dict[str, str]) -> dict[str, str]:
-        env = {**os.environ, **{e["name"]: e["value"] for e in container.get("env", [])}, **extra}
-        env["TMPDIR"] = str(volumes["tmp"])  # the only writable mount
-        return env
-
-    (init,) = pod["initContainers"]
-    init_mounts = {m["mountPath"]: volumes[m["name"]] for m in init["volumeMounts"]}
-    done = subprocess.run(_argv(init, init_mounts), env=run_env(init, {}), capture_output=True, text=True,
-                          timeout=300, check=False)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-
-    server_mounts = {m["mountPath"]: volumes[m["name"]] for m in server["volumeMounts"]}
-    port = server["ports"][0]["containerPort"]
-    grpc_port = {p["name"]: p["containerPort"] for p in server["ports"]}["grpc"]
-    for taken in (port, grpc_port):
-        with socket.socket() as probe_port:
-            if probe_port.connect_ex(("127.0.0.1", taken)) == 0:
-                raise AssertionError(f"port {taken} is taken on this machine; the pod's port cannot be used")
-    log = (tmp_path / "server.log").open("wb")
-    process = subprocess.Popen(_argv(server, server_mounts), env=run_env(server, device_env), stdout=log,
-                               stderr=subprocess.STDOUT)  # fmt: skip
+    pod.run_init()
+    pod.start_server(device_env=device_env)
     try:
-        cert = volumes["tls"] / "tls.crt"
-        context = ssl.create_default_context(cafile=str(cert))
-        probe = server["readinessProbe"]["httpGet"]
-        url = f"{probe['scheme'].lower()}://localhost:{port}{probe['path']}"
-
-        def ready() -> bool:
-            assert process.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(url, timeout=5, context=context) as response:
-                    return bool(response.status == 200)
-            except OSError:
-                return False
-
-        wait_until(ready, timeout=300, what="the pod's readiness probe")
-        key = base64.b64decode(secrets["keys"]["data"]["keys.json"]).decode()
-        primary = json.loads(key)[serving.KEYS_PRIMARY]
-        answer = score(f"https://localhost:{port}", encode(skimage.data.chelsea(), "jpeg"), key=primary,
-                       cafile=cert)  # fmt: skip
+        wait_until(pod.ready, timeout=300, what="the pod's readiness probe")
+        cert = pod.volumes["tls"] / "tls.crt"
+        primary = json.loads(base64.b64decode(keys["data"]["keys.json"]))[serving.KEYS_PRIMARY]
+        photo = encode(skimage.data.chelsea(), "jpeg")
+        answer = score(f"https://localhost:{pod.port}", photo, key=primary, cafile=cert)
         assert answer["results"][0]["top5"][0]["label"] in LABELS
         assert answer["deviceSeconds"] > 0
         # The same pod's gRPC port, with the same key and certificate (TF Serving Predict, OIP).
-        with PredictionClient.from_url(f"grpcs://localhost:{grpc_port}", key=primary, cafile=cert) as client:
-            probabilities = client.score_image(encode(skimage.data.chelsea(), "jpeg"))
-            top = client.classify(encode(skimage.data.chelsea(), "jpeg"), k=1)["top"][0]
+        with PredictionClient.from_url(
+            f"grpcs://localhost:{pod.grpc_port}", key=primary, cafile=cert
+        ) as client:
+            probabilities = client.score_image(photo)
+            top = client.classify(photo, k=1)["top"][0]
         assert top["label"] == answer["results"][0]["top5"][0]["label"]
         assert top["index"] == int(probabilities.argmax())
     finally:
-        process.terminate()
-        process.wait(timeout=60)
-        log.close()
+        pod.stop()

@@ -19,6 +19,7 @@ from fpgaserve.operator.config import DEFAULT_IMAGE
 from fpgaserve.operator.install_objects import DEFAULT_NAMESPACE
 from tests.operator.cluster import Cluster
 from tests.operator.helpers import NAMESPACE, assert_valid, create, model_body, webservice_body
+from tests.support.net import free_port
 from tests.support.polling import eventually
 
 
@@ -61,15 +62,6 @@ def kubeconfig(path: Path, server: str) -> Path:
     }
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def test_runs_as_a_process(cluster: Cluster, tmp_path: Path) -> None:
