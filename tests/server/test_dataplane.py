@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fpgaserve.runtime.protocol import InvalidInput
-from fpgaserve.server.dataplane import DataPlane, ModelState
+from fpgaserve.server.dataplane import INLINE_CHECK_BYTES, DataPlane, ModelState
 from fpgaserve.server.errors import InvalidRequest, ModelNotFound, ModelNotReady
 from fpgaserve.server.metrics import ServerMetrics
 from fpgaserve.server.settings import ServerSettings
@@ -47,7 +47,9 @@ async def test_a_loaded_runtime_is_warmed_up_served_and_closed(png: bytes) -> No
         await plane.infer([png])
 
 
-async def test_validation_runs_in_a_thread_and_names_the_input(png: bytes) -> None:
+async def test_large_inputs_are_validated_in_a_thread_small_ones_inline_and_the_input_is_named(
+    png: bytes,
+) -> None:
     seen: list[str] = []
 
     class Watched(FakeRuntime):
@@ -57,8 +59,16 @@ async def test_validation_runs_in_a_thread_and_names_the_input(png: bytes) -> No
 
     plane = _plane()
     await plane.load(Watched())
+    assert len(png) < INLINE_CHECK_BYTES
+    seen.clear()
     with pytest.raises(InvalidInput) as bad:
         await plane.infer([png, b"junk"])
+    assert bad.value.index == 1
+    assert seen == [threading.current_thread().name] * 2  # the event loop's own thread
+    seen.clear()
+    large = png + b"\0" * INLINE_CHECK_BYTES  # trailing bytes after IEND: still a valid PNG header
+    with pytest.raises(InvalidInput) as bad:
+        await plane.infer([large, b"junk"])
     assert bad.value.index == 1
     assert seen and all(name.startswith("fpgaserve-validate") for name in seen)
     await plane.close()
