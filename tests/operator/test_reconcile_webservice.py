@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fpgaserve.api.kinds import FPGAMODEL, FPGAWEBSERVICE, SECRET
+from fpgaserve.api.kinds import FPGAMODEL, FPGAWEBSERVICE, SECRET, SERVICE
 from fpgaserve.operator.config import OperatorConfig
 from fpgaserve.operator.cycle import Outcome
 from fpgaserve.operator.kube import Kube
@@ -69,9 +69,27 @@ async def test_creates_then_writes_nothing(cluster: Cluster, kube: Kube) -> None
     assert outcome.status["phase"] == "Deploying" and outcome.status["keysSecret"] == "web-keys"
     assert {e.reason for e in outcome.events} >= {"Created", "Deploying"}
     before = len(writes(cluster))
-    again = await reconcile_webservice(kube=kube, config=CONFIG, body=applied(body, outcome), resync=True)
+    again = await reconcile_webservice(kube=kube, config=CONFIG, body=applied(body, outcome))
     assert (again.status, again.events, again.error) == ({}, [], None)
     assert len(writes(cluster)) == before
+
+
+async def test_a_change_undone_after_this_spec_and_model_were_applied_is_drift(
+    cluster: Cluster, kube: Kube
+) -> None:
+    # Whatever starts the cycle (a resync, a watched object, a pending retry of the change handler).
+    await ready_model(cluster, kube)
+    body = await create(cluster, webservice_body())
+    body = applied(body, await reconcile_webservice(kube=kube, config=CONFIG, body=body))
+    await kube.delete(SERVICE, NAMESPACE, "web")
+    outcome = await reconcile_webservice(kube=kube, config=CONFIG, body=body)
+    assert [(e.reason, e.message) for e in outcome.events] == [
+        ("DriftCorrected", "Service web was missing; restored")
+    ]
+    # A new model for the same spec is a rollout, not drift.
+    await kube.patch(FPGAMODEL, NAMESPACE, "resnet", {"spec": {"source": {"sha256": "b" * 64}}})
+    outcome = await reconcile_webservice(kube=kube, config=CONFIG, body=body)
+    assert [(e.reason, e.message) for e in outcome.events] == [("Updated", "Deployment web")]
 
 
 async def test_spec_changes_add_and_remove_objects(cluster: Cluster, kube: Kube) -> None:

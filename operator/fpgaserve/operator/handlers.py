@@ -87,9 +87,7 @@ def register(registry: kopf.OperatorRegistry, *, kube: Kube, config: OperatorCon
 
     async def webservice(body: kopf.Body, retry: int, **_: Any) -> None:
         try:
-            outcome = await refresher.refresh(
-                body.metadata.namespace or "", body.metadata.name or "", resync=False
-            )
+            outcome = await refresher.refresh(body.metadata.namespace or "", body.metadata.name or "")
         except ApiError as exc:  # reading the model or the web service's own objects failed
             raise kopf.TemporaryError(str(exc), delay=config.backoff(retry)) from None
         if outcome is not None:
@@ -97,9 +95,7 @@ def register(registry: kopf.OperatorRegistry, *, kube: Kube, config: OperatorCon
 
     async def webservice_resync(body: kopf.Body, **_: Any) -> None:
         try:
-            await refresher.refresh(
-                body.metadata.namespace or "", body.metadata.name or "", resync=True, coalesce=True
-            )
+            await refresher.refresh(body.metadata.namespace or "", body.metadata.name or "", coalesce=True)
         except ApiError:
             return  # the next resync tries again
 
@@ -110,7 +106,7 @@ def register(registry: kopf.OperatorRegistry, *, kube: Kube, config: OperatorCon
         if not name or not body.metadata.namespace:
             return
         try:
-            await refresher.refresh(body.metadata.namespace, name, resync=True, coalesce=True)
+            await refresher.refresh(body.metadata.namespace, name, coalesce=True)
         except ApiError as exc:
             logger.warning(
                 "refreshing %s/%s failed (the resync tries again): %s", body.metadata.namespace, name, exc

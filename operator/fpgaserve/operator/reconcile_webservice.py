@@ -224,14 +224,33 @@ async def _apply_all(
     return deployment, changes
 
 
-def _change_events(changes: Mapping[str, Change], *, resync: bool) -> list[Event]:
+def _deployed_before(previous: Mapping[str, Any], *, generation: int | None, model_digest: str) -> bool:
+    """An earlier cycle applied this very spec and model: a change now is someone else's undone.
+
+    Whatever started this cycle (a resync, a watched object's event, a retry of the change handler
+    still pending), this is what makes it drift; a spec not reconciled yet is an update, a new model
+    a rollout, and a web service whose objects were never applied is being created."""
+    deployed = any(
+        c.get("type") == "Deployed"
+        and c.get("status") == "True"
+        and c.get("observedGeneration") == generation
+        for c in previous.get("conditions") or []
+    )
+    return (
+        deployed
+        and previous.get("observedGeneration") == generation
+        and previous.get("modelDigest") == model_digest
+    )
+
+
+def _change_events(changes: Mapping[str, Change], *, drift: bool) -> list[Event]:
     events = []
     for what, change in changes.items():
         if change is Change.UNCHANGED:
             continue
         if what.endswith("(removed)"):
             events.append(Event("Normal", "Deleted", what.removesuffix(" (removed)")))
-        elif resync:
+        elif drift:
             events.append(
                 Event(
                     "Warning",
@@ -258,11 +277,9 @@ async def _diagnose(kube: Kube, namespace: str, name: str, deployment: Mapping[s
     return diagnose(deployment=deployment, pods=pods)
 
 
-async def reconcile_webservice(
-    *, kube: Kube, config: OperatorConfig, body: Mapping[str, Any], resync: bool = False
-) -> Outcome:
-    """One cycle for a web service: its objects and status. ``resync`` marks a periodic cycle,
-    where any change is drift being corrected."""
+async def reconcile_webservice(*, kube: Kube, config: OperatorConfig, body: Mapping[str, Any]) -> Outcome:
+    """One cycle for a web service: its objects and status. Changes to objects that an earlier
+    cycle applied for the same spec and model are reported as drift corrected."""
     name, namespace, _, generation = identity(body)
     previous: Mapping[str, Any] = body.get("status") or {}
     unknown = Check(None, "Waiting")
@@ -283,7 +300,8 @@ async def reconcile_webservice(
                 kube, owner=body, spec=spec, model=model, device_memory_bytes=device_memory, config=config
             )
             deployed = Check(True, "Applied", f"Deployment {name} and its companions")
-            events += _change_events(changes, resync=resync)
+            drift = _deployed_before(previous, generation=generation, model_digest=_digest(model))
+            events += _change_events(changes, drift=drift)
             failure = await _diagnose(kube, namespace, name, deployment)
     except SpecError as exc:
         deployed = Check(False, exc.reason, exc.message, permanent=True)
@@ -305,11 +323,15 @@ async def reconcile_webservice(
             else None
         ),
         keys_secret=keys_secret_name(name) if spec is not None and spec.auth.enabled else None,
-        model_digest=f"sha256:{model.source.sha256}" if model is not None else None,
+        model_digest=_digest(model) if model is not None else None,
         failure=failure,
     )
     events += transition_events(previous, new, error)
     return Outcome(status=status_patch(previous, new), events=events, error=error)
+
+
+def _digest(model: FpgaModelSpec) -> str:
+    return f"sha256:{model.source.sha256}"
 
 
 _SLOTS: dict[str, KeySlot] = {"primary": "primary", "secondary": "secondary"}

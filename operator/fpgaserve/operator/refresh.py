@@ -41,9 +41,7 @@ class Refresher:
         self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}  # lock, users
         self._waiting: dict[tuple[str, str], int] = {}  # cycles asked for, not started yet
 
-    async def refresh(
-        self, namespace: str, name: str, *, resync: bool, coalesce: bool = False
-    ) -> Outcome | None:
+    async def refresh(self, namespace: str, name: str, *, coalesce: bool = False) -> Outcome | None:
         """Reconcile the web service now (after a cycle already running for it) and write its
         status and Events; None when it is gone or being deleted, or, with ``coalesce``, when a
         cycle that will see the same state is already waiting. ApiError propagates."""
@@ -58,7 +56,7 @@ class Refresher:
             async with lock:
                 started = True
                 self._unwait(key)
-                return await self._cycle(namespace, name, resync=resync)
+                return await self._cycle(namespace, name)
         finally:
             if not started:
                 self._unwait(key)
@@ -75,20 +73,11 @@ class Refresher:
         else:
             del self._waiting[key]
 
-    async def _cycle(self, namespace: str, name: str, *, resync: bool) -> Outcome | None:
+    async def _cycle(self, namespace: str, name: str) -> Outcome | None:
         body = await self._kube.get(FPGAWEBSERVICE, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
-        # Drift is a change to what was deployed: a spec not reconciled yet is an update, and a web
-        # service not deployed yet (its model was not ready) is being created, whoever gets to it.
-        status = body.get("status") or {}
-        deployed = any(
-            c.get("type") == "Deployed" and c.get("status") == "True" for c in status.get("conditions") or []
-        )
-        resync = (
-            resync and deployed and status.get("observedGeneration") == body["metadata"].get("generation")
-        )
-        outcome = await reconcile_webservice(kube=self._kube, config=self._config, body=body, resync=resync)
+        outcome = await reconcile_webservice(kube=self._kube, config=self._config, body=body)
         if outcome.status:
             await self._kube.patch(
                 FPGAWEBSERVICE, namespace, name, {"status": outcome.status}, subresource="status"
