@@ -25,6 +25,7 @@ from fpgaserve.cli import (
     serve,
     service_commands,
     storage_init,
+    warm_kernels,
 )
 from fpgaserve.operator import cli as operator_cli
 
@@ -42,6 +43,7 @@ SUBCOMMANDS = (
     storage_init,
     device_plugin,
     dra_driver,
+    warm_kernels,
     operator_cli,
 )
 

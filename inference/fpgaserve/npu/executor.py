@@ -89,6 +89,10 @@ class Executor:
         """Run a float32 batch (N, *input_shape) and return the program's outputs with timings."""
         start = time.perf_counter()
         x = np.ascontiguousarray(batch, dtype=np.float32)
+        if not x.flags.writeable:
+            # A read-only batch (np.frombuffer of a request) would be another type for every numba
+            # kernel, compiled apart from the ones ``fpgaserve warm-kernels`` put in the image.
+            x = x.copy()
         if x.ndim != len(self.program.input_shape) + 1 or x.shape[1:] != tuple(self.program.input_shape):
             raise InputShapeError(
                 f"program {self.program.name!r} expects input of shape (N, "

@@ -22,8 +22,12 @@ import numpy as np
 import numpy.typing as npt
 
 from fpgaserve.npu.bfp import BfpFormat
+from fpgaserve.npu.kernel_cache import seed_numba_cache
 
-__all__ = ["bias_activation", "depthwise_conv", "im2col", "quantize_window"]
+__all__ = ["bias_activation", "depthwise_conv", "dispatchers", "im2col", "quantize_window"]
+
+# Before any kernel is defined: numba picks each kernel's cache directory when it is decorated.
+seed_numba_cache()
 
 F32 = npt.NDArray[np.float32]
 _ROUNDING_CODE = {"nearest": 0, "even": 1, "zero": 2}
@@ -70,9 +74,12 @@ def _block_slow(src, dst, mbits, emin, emax, mode):  # type: ignore[no-untyped-d
 
 @cache
 def _window_kernel(block: int) -> Callable[..., None]:
-    """The quantizer specialised for one block size (a compile-time constant, so loops vectorise)."""
+    """The quantizer specialised for one block size (a compile-time constant, so loops vectorise).
 
-    @numba.njit(parallel=True, nogil=True, error_model="numpy")  # type: ignore[untyped-decorator]
+    Cached on disk like every kernel: numba keys a closure's cache entries on its cell contents (the
+    block size), so each block size has its own entry in the one index file of ``kernel``."""
+
+    @numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")  # type: ignore[untyped-decorator]
     def kernel(src, bits, stride, ho, wo, dst, oy, ox, mbits, emin, emax, mode, pow2):  # type: ignore[no-untyped-def]
         n, c = src.shape[0], src.shape[3]
         full = c // block
@@ -366,3 +373,14 @@ def bias_activation(x: F32, bias: F32 | None, activation: str) -> None:
     c = x.shape[-1]
     b: Any = bias if bias is not None else np.zeros(c, np.float32)
     _bias_act(x.reshape(-1, c), b, bias is not None, _ACTIVATION_CODE[activation])
+
+
+def dispatchers(*, block_sizes: tuple[int, ...] = ()) -> dict[str, Any]:
+    """The numba dispatchers of the kernels the wrappers above call, by name (for their compile and
+    cache statistics): the module's, and the window quantizer of each of ``block_sizes``."""
+    found: dict[str, Any] = {
+        name: obj for name, obj in globals().items() if isinstance(obj, numba.core.registry.CPUDispatcher)
+    }
+    for block in block_sizes:
+        found[f"_window_kernel[{block}]"] = _window_kernel(block)
+    return found

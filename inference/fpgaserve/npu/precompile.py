@@ -1,0 +1,109 @@
+"""Compile every numba kernel signature the executor uses, into numba's on-disk cache.
+
+Role: ``fpgaserve warm-kernels`` (the Dockerfile runs it at image build time, see
+``kernel_cache``) so that a first start loads the kernels instead of compiling them for seconds.
+
+The executor reaches numba only through the wrappers of ``kernels_numba``, which normalise what they
+pass (C-contiguous float32 arrays, ``int`` scalars; the executor copies a read-only input batch), so
+each kernel has one signature. What differs between formats is the window quantizer's block size, a
+compile-time constant: one entry per block size. Calling every wrapper once per format on small
+arrays therefore compiles (or loads) everything a program in any preset format, or a mix of them,
+can run; ``tests/npu/test_kernel_cache.py`` checks that whole programs then compile nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["WarmReport", "warm_kernels"]
+
+
+@dataclass(frozen=True)
+class WarmReport:
+    """What ``warm_kernels`` did: per kernel, signatures loaded from the cache and compiled."""
+
+    cache_dir: str
+    cpu: str
+    formats: tuple[str, ...]
+    seconds: float
+    counts: dict[str, tuple[int, int]] = field(default_factory=dict)
+    cache_paths: tuple[str, ...] = ()
+
+    @property
+    def loaded(self) -> int:
+        return sum(hits for hits, _ in self.counts.values())
+
+    @property
+    def compiled(self) -> int:
+        return sum(misses for _, misses in self.counts.values())
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "cacheDir": self.cache_dir,
+            "cpu": self.cpu,
+            "formats": list(self.formats),
+            "seconds": round(self.seconds, 3),
+            "loaded": self.loaded,
+            "compiled": self.compiled,
+            "kernels": {name: {"loaded": h, "compiled": m} for name, (h, m) in sorted(self.counts.items())},
+        }
+
+
+def _exercise(k: Any, fmt: Any) -> None:
+    """Call every wrapper of ``kernels_numba`` once in ``fmt``, as the executor's steps do."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    c = 2 * fmt.block_size + 3  # full blocks and a partial one
+    x = rng.standard_normal((1, 3, 3, c)).astype(np.float32)
+    bias = rng.standard_normal(c).astype(np.float32)
+    k.quantize_window(x, fmt)
+    xp = k.quantize_window(x, fmt, stride=2, pads=(1, 1, 1, 1))
+    cols = k.im2col(xp, kh=3, kw=3, stride=1, out_h=1, out_w=1)
+    w = rng.standard_normal((3, 3, c)).astype(np.float32)
+    for quantize_output in (False, True):
+        k.depthwise_conv(
+            x, w, fmt, stride=1, out_h=3, out_w=3, pads=(1, 1, 1, 1), bias=bias, activation="relu6",
+            quantize_output=quantize_output, output_fmt=fmt,
+        )  # fmt: skip
+    k.bias_activation(cols.copy(), None, "relu")
+    k.bias_activation(cols[:, :c].copy(), bias, "linear")
+
+
+def _host_cpu() -> str:
+    from numba.core.registry import cpu_target
+
+    triple, name, features = cpu_target.target_context.codegen().magic_tuple()
+    return f"{triple} {name} ({len([f for f in features.split(',') if f.startswith('+')])} features)"
+
+
+def warm_kernels(*, formats: Iterable[Any] | None = None) -> WarmReport:
+    """Compile (or load) every kernel signature of ``formats`` (default: every preset) into numba's
+    cache directory (``NUMBA_CACHE_DIR``, read when numba is first imported)."""
+    from fpgaserve.npu import kernels_numba as k
+    from fpgaserve.npu.formats import FORMATS
+
+    chosen = tuple(formats) if formats is not None else tuple(FORMATS.values())
+    start = time.perf_counter()
+    for fmt in chosen:
+        _exercise(k, fmt)
+    seconds = time.perf_counter() - start
+    blocks = tuple(sorted({fmt.block_size for fmt in chosen}))
+    from fpgaserve.npu.kernel_cache import cache_counts
+
+    dispatchers = k.dispatchers(block_sizes=blocks)
+    counts = {name: c for name, c in cache_counts(dispatchers).items() if c != (0, 0)}
+    paths = tuple(sorted({str(d.stats.cache_path) for name, d in dispatchers.items() if name in counts}))
+    import numba
+
+    return WarmReport(
+        cache_dir=str(numba.config.CACHE_DIR or ""),
+        cpu=_host_cpu(),
+        formats=tuple(fmt.name for fmt in chosen),
+        seconds=seconds,
+        counts=counts,
+        cache_paths=paths,
+    )
