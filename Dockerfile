@@ -54,16 +54,23 @@ RUN if [ -f build-ca.pem ]; then export PIP_CERT=/src/build-ca.pem; fi \
  && /opt/fpgaserve/venv/bin/python -m pip install --upgrade pip \
  && /opt/fpgaserve/venv/bin/python -m pip install . \
  && /opt/fpgaserve/venv/bin/python -m pip uninstall --yes pip
+# The emulator's numba kernels, compiled once here instead of in every pod (about 30 s on 2 cores).
+# numba keys the entries on the source file's path and contents (the venv is copied whole, so both
+# stay) and on this machine's CPU: a node with another CPU compiles on first use (docs/device.md).
+RUN /opt/fpgaserve/venv/bin/fpgaserve warm-kernels --cache-dir /opt/fpgaserve/kernel-cache
 
 # ---- every other role: fpgaserve device-plugin | storage-init | serve (the command line picks)
 FROM ${BASE_IMAGE} AS full
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     PATH=/opt/fpgaserve/venv/bin:$PATH \
     # numba caches compiled kernels next to the sources unless told otherwise; the root
-    # filesystem is read-only in the pods the operator builds.
-    NUMBA_CACHE_DIR=/tmp/numba-cache
+    # filesystem is read-only in the pods the operator builds, so numba writes to /tmp (an emptyDir)
+    # after copying there what the image's read-only copy holds (fpgaserve.npu.kernel_cache).
+    NUMBA_CACHE_DIR=/tmp/numba-cache \
+    FPGASERVE_KERNEL_CACHE=/opt/fpgaserve/kernel-cache
 RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin fpgaserve
 COPY --from=build /opt/fpgaserve/venv /opt/fpgaserve/venv
+COPY --from=build /opt/fpgaserve/kernel-cache /opt/fpgaserve/kernel-cache
 USER 10001:10001
 EXPOSE 8080 8443
 ENTRYPOINT ["fpgaserve"]

@@ -2,8 +2,11 @@
 
 For the EfficientNet-Lite0 package (or ``--model-dir``), side by side in one run:
 
-- **warm caches**: numba's kernel cache already filled (a pod whose image carries it);
-- **cold caches**: an empty ``NUMBA_CACHE_DIR`` (a first start on a fresh machine or pod);
+- **warm caches**: numba's kernel cache already filled by an earlier start (the same machine again);
+- **image cache**: a first start in a pod of the image: an empty writable ``NUMBA_CACHE_DIR`` and the
+  read-only ``FPGASERVE_KERNEL_CACHE`` that ``fpgaserve warm-kernels`` filled (as the Dockerfile does);
+- **cold caches**: an empty ``NUMBA_CACHE_DIR`` and no image copy (a fresh machine, or an image
+  without the copy: the kernels are compiled at start);
 
 each a real ``fpgaserve serve`` process on loopback, timed from ``Popen`` to ``/readyz`` 200, then to
 the first ``POST /score`` answer; resident memory (VmRSS, VmHWM) after start-up and after
@@ -29,6 +32,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 LISTENING = re.compile(r"listening on (https?://[^\s]+)")
 
@@ -61,9 +65,14 @@ def _memory_mib(pid: int) -> dict[str, float]:
     return fields
 
 
-def one_start(package: Path, image: bytes, *, numba_cache: Path, requests: int) -> dict[str, float]:
+def one_start(
+    package: Path, image: bytes, *, numba_cache: Path, requests: int, kernel_cache: Path | None = None
+) -> dict[str, float]:
     """Start a server, wait for ready and a first answer, send ``requests`` more, stop it."""
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(numba_cache)}
+    env = {k: v for k, v in os.environ.items() if k != "FPGASERVE_KERNEL_CACHE"}
+    env["NUMBA_CACHE_DIR"] = str(numba_cache)
+    if kernel_cache is not None:
+        env["FPGASERVE_KERNEL_CACHE"] = str(kernel_cache)
     argv = [sys.executable, "-m", "fpgaserve.cli.main", "serve", str(package), "--host", "127.0.0.1",
             "--port", "0"]  # fmt: skip
     started = time.perf_counter()
@@ -139,23 +148,46 @@ def main() -> int:
         package = Path(args.model_dir) if args.model_dir else build_package(work, args.model_path)
         warm_cache = work / "numba-warm"
         one_start(package, image, numba_cache=warm_cache, requests=0)  # fills the warm cache
-        results: dict[str, list[dict[str, float]]] = {"warm caches": [], "cold caches": []}
-        for run in range(args.runs):  # interleaved, so both cases see the same machine
+        kernel_cache = work / "kernel-cache"  # what the Dockerfile's build stage does
+        started = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "fpgaserve.cli.main", "warm-kernels", "--cache-dir", str(kernel_cache)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        warm_s = time.perf_counter() - started
+        for path in [kernel_cache, *kernel_cache.rglob("*")]:  # read-only, as in the image
+            path.chmod(path.stat().st_mode & 0o555)
+        results: dict[str, list[dict[str, float]]] = {"warm caches": [], "image cache": [], "cold caches": []}
+        for run in range(args.runs):  # interleaved, so all cases see the same machine
             results["warm caches"].append(
                 one_start(package, image, numba_cache=warm_cache, requests=args.requests)
             )
+            results["image cache"].append(
+                one_start(
+                    package,
+                    image,
+                    numba_cache=work / f"numba-pod-{run}",
+                    requests=args.requests,
+                    kernel_cache=kernel_cache,
+                )
+            )
             cold = work / f"numba-cold-{run}"
             results["cold caches"].append(one_start(package, image, numba_cache=cold, requests=args.requests))
-    summary = {
+        for path in [kernel_cache, *kernel_cache.rglob("*")]:  # so that the directory can be removed
+            path.chmod(path.stat().st_mode | 0o200)
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    summary: dict[str, Any] = {
         case: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
         for case, runs in results.items()
     }
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps({**summary, "warm_kernels_s": warm_s, "load_average": load}, indent=2))
         return 0
     print(
         f"fpgaserve serve {package.name}: median of {args.runs} starts, {args.requests} requests after the first"
     )
+    print(f"warm-kernels (image build step): {warm_s:.1f} s; load average at the end: {load}")
     print(
         f"{'case':<12} {'ready s':>8} {'1st answer s':>13} {'RSS ready MiB':>14} {'RSS after MiB':>14} {'peak MiB':>9}"
     )

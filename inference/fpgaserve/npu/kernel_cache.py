@@ -47,7 +47,7 @@ def seed_numba_cache(*, source: str | None = None, target: str | None = None) ->
     if target is None:
         import numba
 
-        target = str(numba.config.CACHE_DIR or "")
+        target = str(getattr(numba.config, "CACHE_DIR", "") or "")
     if not source or not target or not os.path.isdir(source):
         return 0
     if os.path.abspath(source) == os.path.abspath(target):

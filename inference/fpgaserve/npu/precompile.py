@@ -100,7 +100,7 @@ def warm_kernels(*, formats: Iterable[Any] | None = None) -> WarmReport:
     import numba
 
     return WarmReport(
-        cache_dir=str(numba.config.CACHE_DIR or ""),
+        cache_dir=str(getattr(numba.config, "CACHE_DIR", "") or ""),
         cpu=_host_cpu(),
         formats=tuple(fmt.name for fmt in chosen),
         seconds=seconds,
