@@ -80,7 +80,7 @@ def _window_kernel(block: int) -> Callable[..., None]:
     block size), so each block size has its own entry in the one index file of ``kernel``."""
 
     @numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")  # type: ignore[untyped-decorator]
-    def kernel(src, bits, stride, ho, wo, dst, oy, ox, mbits, emin, emax, mode, pow2):  # type: ignore[no-untyped-def]
+    def kernel(src, bits, stride, ho, wo, dst, dbits, oy, ox, mbits, emin, emax, mode, pow2):  # type: ignore[no-untyped-def]
         n, c = src.shape[0], src.shape[3]
         full = c // block
         qmax = np.float32((1 << mbits) - 1)
@@ -124,8 +124,12 @@ def _window_kernel(block: int) -> Callable[..., None]:
                     for i in range(block):
                         v = sblk[i] * inv
                         dblk[i] = np.copysign(min(np.floor(np.abs(v) + half), qmax) * scale, v)
-            if full * block < c:
-                _block_slow(srow[full * block :], drow[full * block :], mbits, emin, emax, mode)
+            if full * block < c:  # the partial block (all of it when C < block, as in a stem's RGB input)
+                lo = full * block
+                drow[lo:] = srow[lo:]
+                _quantize_block(
+                    drow[lo:], dbits[b, y + oy, x + ox, lo:], c - lo, mbits, emin, emax, mode, qmax, half, pow2
+                )
 
     return kernel  # type: ignore[no-any-return]
 
@@ -140,7 +144,7 @@ def quantize_window(
     t, b, left, r = pads
     dst = (np.zeros if any(pads) else np.empty)((n, ho + t + b, wo + left + r, c), np.float32)
     _window_kernel(fmt.block_size)(
-        x, x.view(np.uint32), stride, ho, wo, dst, t, left,
+        x, x.view(np.uint32), stride, ho, wo, dst, dst.view(np.uint32), t, left,
         fmt.mantissa_bits, fmt.emin, fmt.emax, _ROUNDING_CODE[fmt.rounding], _POW2,
     )  # fmt: skip
     return dst
