@@ -12,6 +12,9 @@ accuracy budget on its calibration photos, which share no photo with the benchma
     python bench/fpga.py                       # everything (~3 minutes on 2 cores, plus the searches)
     python bench/fpga.py --models efficientnet-lite0 --formats int12-bfp msfp16 auto --json out.json
 
+``--baseline-kernels REF`` also times the numba kernels of git revision REF (e.g. ``main``) on the same
+program, interleaved with the current ones and TensorFlow: before/after ratios from one run.
+
 ResNet-50 uses seeded random weights here (Keras's ImageNet weights need a network), so its
 agreement numbers measure numerical fidelity, not accuracy on a trained model.
 """
@@ -102,8 +105,36 @@ def agreement(model: QuantizedModel, executor: Executor, batch: np.ndarray, ref_
     }
 
 
+def load_baseline_kernels(ref: str) -> Any:
+    """``fpgaserve/npu/kernels_numba.py`` as of git revision ``ref``, as a module of its own (its numba
+    cache lives beside a copy in a temporary directory)."""
+    import importlib.util
+    import subprocess
+    import tempfile
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    source = subprocess.run(
+        ["git", "show", f"{ref}:inference/fpgaserve/npu/kernels_numba.py"],
+        cwd=root, check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    path = os.path.join(tempfile.mkdtemp(prefix="fpgaserve-baseline-"), "kernels_baseline.py")
+    with open(path, "w") as f:
+        f.write(source)
+    spec = importlib.util.spec_from_file_location("kernels_baseline", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["kernels_baseline"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def bench_model(
-    name: str, formats: list[str], images: list[np.ndarray], repeats: int, budgets: list[str]
+    name: str,
+    formats: list[str],
+    images: list[np.ndarray],
+    repeats: int,
+    budgets: list[str],
+    baseline: Any = None,
 ) -> list[dict[str, Any]]:
     import tensorflow as tf
 
@@ -137,18 +168,29 @@ def bench_model(
             row: dict[str, Any] = {"model": name, "weights": model.weights, "format": label,
                                    "compile_s": compile_s, "weight_MiB": program.weight_bytes / 2**20}  # fmt: skip
             row.update(agreement(model, ex, batch, ref_feats, ref_probs))
+            old = Executor(program, device=EmulatedDevice(big), kernels=baseline) if baseline else None
             for b in (1, 8):
                 x = batch[:b]
                 ex.run(x), float_fn(x)  # warm both
-                fpga_t, tf_t = [], []
+                if old is not None:
+                    old.run(x)
+                fpga_t, tf_t, old_t = [], [], []
                 for _ in range(repeats):  # interleaved so that machine noise hits both alike
                     fpga_t.append(median_seconds(lambda x=x: ex.run(x), 1))
                     tf_t.append(median_seconds(lambda x=x: float_fn(x).numpy(), 1))
+                    if old is not None:
+                        old_t.append(median_seconds(lambda x=x, old=old: old.run(x), 1))
                 row[f"wall_b{b}_ms"] = statistics.median(fpga_t) * 1e3
                 row[f"tf_b{b}_ms"] = statistics.median(tf_t) * 1e3
                 row[f"device_b{b}_ms"] = ex.modeled_seconds(b) * 1e3
+                if old is not None:
+                    row[f"baseline_b{b}_ms"] = statistics.median(old_t) * 1e3
+            if old is not None:
+                old.close()
         rows.append(row)
         print(format_row(row), flush=True)
+        if baseline is not None:
+            print(format_baseline(row), flush=True)
     return rows
 
 
@@ -176,6 +218,15 @@ def format_row(r: dict[str, Any]) -> str:
     )
 
 
+def format_baseline(r: dict[str, Any]) -> str:
+    return (
+        f"|   baseline kernels | {r['format']} | b1 {r['baseline_b1_ms']:.1f} ms = "
+        f"{r['baseline_b1_ms'] / r['tf_b1_ms']:.2f}x TF (now {r['wall_b1_ms'] / r['tf_b1_ms']:.2f}x) "
+        f"| b8 {r['baseline_b8_ms']:.1f} ms = {r['baseline_b8_ms'] / r['tf_b8_ms']:.2f}x TF "
+        f"(now {r['wall_b8_ms'] / r['tf_b8_ms']:.2f}x) |"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -191,17 +242,25 @@ def main(argv: list[str] | None = None) -> int:
         "--budgets", nargs="+", default=[DEFAULT_BUDGET], help="accuracy budgets of the 'auto' rows"
     )
     parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument(
+        "--baseline-kernels",
+        metavar="REF",
+        help="also time the numba kernels of this git revision (e.g. main), interleaved with the current ones",
+    )
     args = parser.parse_args(argv)
+    baseline = load_baseline_kernels(args.baseline_kernels) if args.baseline_kernels else None
     images = photo_set()
     print(
         f"{len(images)} photos; {os.cpu_count()} cores; kernels: {os.environ.get('FPGASERVE_KERNELS', 'numba')}"
+        f"; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}"
     )
     print(HEADER, flush=True)
     rows = [
         row
         for name in args.models
-        for row in bench_model(name, args.formats, images, args.repeats, args.budgets)
+        for row in bench_model(name, args.formats, images, args.repeats, args.budgets, baseline)
     ]
+    print(f"load average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
