@@ -143,6 +143,22 @@ def test_a_fresh_process_loads_every_kernel_from_the_read_only_image_copy(
     assert snapshot(directory) == before  # only read (root ignores the mode bits, so check)
 
 
+def test_without_numba_cache_dir_the_image_copy_is_seeded_into_the_temporary_directory(
+    image_cache: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    directory, _ = image_cache
+    result = run_python(
+        "import json, numba, numpy as np\n"
+        "from fpgaserve.npu import FORMATS, kernels_numba as k\n"
+        "from fpgaserve.npu.kernel_cache import cache_counts\n"
+        "k.bias_activation(np.ones((4, 3), np.float32), np.ones(3, np.float32), 'relu')\n"
+        "c = cache_counts({'b': k._bias_act})['b']\n"
+        "print(json.dumps({'loaded': c[0], 'compiled': c[1], 'dir': numba.config.CACHE_DIR}))",
+        {IMAGE_CACHE_ENV: str(directory), "TMPDIR": str(tmp_path)},
+    )
+    assert result == {"loaded": 1, "compiled": 0, "dir": str(tmp_path / "numba-cache")}
+
+
 def test_without_the_image_copy_a_fresh_process_compiles(tmp_path: Path) -> None:
     result = run_python(
         "import json, numpy as np\n"

@@ -17,8 +17,11 @@ a few MiB in a few milliseconds, before numba looks. Then:
   without the image's copy, and saves it in the writable directory, where it stays for the pod's
   life (container restarts included; a new pod starts from the image's copy again).
 
-Without ``FPGASERVE_KERNEL_CACHE`` or ``NUMBA_CACHE_DIR`` nothing happens (numba's own defaults: a
-``__pycache__`` next to the source).
+With ``FPGASERVE_KERNEL_CACHE`` but no ``NUMBA_CACHE_DIR`` (a pod spec that drops it), numba's cache
+becomes ``numba-cache`` in the temporary directory (``TMPDIR``, else ``/tmp``): numba's own fallbacks, next
+to the sources and in the home directory, are read-only there, and with no writable place at all numba
+refuses to define a cached kernel. Without ``FPGASERVE_KERNEL_CACHE`` nothing happens (numba's own
+defaults: a ``__pycache__`` next to the source).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
 import uuid
 from typing import Any
 
@@ -48,6 +52,9 @@ def seed_numba_cache(*, source: str | None = None, target: str | None = None) ->
         import numba
 
         target = str(getattr(numba.config, "CACHE_DIR", "") or "")
+        if source and not target:
+            target = os.path.join(tempfile.gettempdir(), "numba-cache")
+            numba.config.CACHE_DIR = target  # type: ignore[attr-defined]  # read when each kernel is defined
     if not source or not target or not os.path.isdir(source):
         return 0
     if os.path.abspath(source) == os.path.abspath(target):
