@@ -10,7 +10,8 @@ each kernel tap, see docs/numerics.md), multiplied with the BFP weights, and acc
 bias and activation run on the vector units in float32. ``run`` holds no shared mutable state, so
 several threads may call it at once (numpy and numba release the GIL in the heavy parts).
 
-Parallelism: a batch of one runs each op on all cores (numba ``prange``, OpenBLAS threads). A larger
+Parallelism: a batch of one runs each op on all cores (numba ``prange``, OpenBLAS threads), or all of it
+on one core when that measured faster on this host lately (a loaded host: ``spread.py``). A larger
 batch is split into one part per core, run side by side with each op on one core (``threads.py``):
 one synchronisation per batch instead of one per op, which keeps throughput up when other threads
 take a core now and then (EfficientNet-Lite0 at batch 8 on 2 cores: 70 -> 75 inputs/s in-process,
@@ -21,6 +22,7 @@ take a core now and then (EfficientNet-Lite0 at batch 8 on 2 cores: 70 -> 75 inp
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,6 +37,7 @@ from fpgaserve.npu.device import EmulatedDevice
 from fpgaserve.npu.kernels import Kernels, load_kernels
 from fpgaserve.npu.lowering import Env, lower_program
 from fpgaserve.npu.program import Program
+from fpgaserve.npu.spread import SpreadChooser, spread_setting
 from fpgaserve.npu.threads import available_cores, blas_single_threaded, single_threaded
 
 __all__ = ["ExecutionResult", "Executor", "InputShapeError"]
@@ -67,6 +70,9 @@ class Executor:
         self._key = f"{program.name}/{uuid.uuid4().hex[:8]}"
         self.device.load(key=self._key, nbytes=program.weight_bytes)
         self._steps = lower_program(program, kernels=self._k)
+        spread_setting()  # a bad FPGASERVE_OP_PARALLEL fails here, not at the first batch
+        self._choosers: dict[int, SpreadChooser] = {}
+        self._choosers_lock = threading.Lock()
 
     def close(self) -> None:
         """Release the program's weight memory on the device."""
@@ -99,7 +105,7 @@ class Executor:
                 f"{', '.join(map(str, self.program.input_shape))}), got {tuple(x.shape)}"
             )
         parts = self._parts(x.shape[0])
-        out = self._run_split(x, parts) if parts > 1 else self._run_steps(x)
+        out = self._run_split(x, parts) if parts > 1 else self._run_unsplit(x)
         return ExecutionResult(
             outputs=out,
             device_seconds=self.modeled_seconds(x.shape[0]),
@@ -122,6 +128,24 @@ class Executor:
                 f"FPGASERVE_DATA_PARALLEL must be auto, off or a number of parts, got {setting!r}"
             )
         return max(1, min(n, wanted))
+
+    def _run_unsplit(self, x: F32) -> F32:
+        """One part: every op spread over the cores, or all on this thread, whichever the chooser of
+        this batch size measured faster on this host lately (``spread.py``)."""
+        n = x.shape[0]
+        with self._choosers_lock:
+            chooser = self._choosers.get(n)
+            if chooser is None:
+                chooser = self._choosers[n] = SpreadChooser(fixed=spread_setting())
+        spread = chooser.choose()
+        start = time.perf_counter()
+        out = self._run_steps(x) if spread else self._run_single(x)
+        chooser.record(spread, time.perf_counter() - start)
+        return out
+
+    def _run_single(self, x: F32) -> F32:
+        with blas_single_threaded():
+            return self._run_part(x)
 
     def _run_steps(self, x: F32) -> F32:
         env: Env = {self.program.input_name: x}
