@@ -13,7 +13,8 @@ accuracy budget on its calibration photos, which share no photo with the benchma
     python bench/fpga.py --models efficientnet-lite0 --formats int12-bfp msfp16 auto --json out.json
 
 ``--baseline-kernels REF`` also times the numba kernels of git revision REF (e.g. ``main``) on the same
-program, interleaved with the current ones and TensorFlow: before/after ratios from one run.
+program, with every op of a batch of one spread over the cores as before issue 14, interleaved with
+the current executor and TensorFlow: before/after ratios from one run.
 
 ResNet-50 uses seeded random weights here (Keras's ImageNet weights need a network), so its
 agreement numbers measure numerical fidelity, not accuracy on a trained model.
@@ -168,7 +169,12 @@ def bench_model(
             row: dict[str, Any] = {"model": name, "weights": model.weights, "format": label,
                                    "compile_s": compile_s, "weight_MiB": program.weight_bytes / 2**20}  # fmt: skip
             row.update(agreement(model, ex, batch, ref_feats, ref_probs))
-            old = Executor(program, device=EmulatedDevice(big), kernels=baseline) if baseline else None
+            # The baseline as it ran before issue 14: every op of a batch of one spread over the cores.
+            old = (
+                Executor(program, device=EmulatedDevice(big), kernels=baseline, spread=True)
+                if baseline
+                else None
+            )
             for b in (1, 8):
                 x = batch[:b]
                 ex.run(x), float_fn(x)  # warm both

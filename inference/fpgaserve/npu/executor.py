@@ -61,8 +61,15 @@ class Executor:
     """Runs one program on one emulated device; reserves the program's weight memory on it."""
 
     def __init__(
-        self, program: Program, *, device: EmulatedDevice | None = None, kernels: Kernels | None = None
+        self,
+        program: Program,
+        *,
+        device: EmulatedDevice | None = None,
+        kernels: Kernels | None = None,
+        spread: bool | None = None,
     ) -> None:
+        """``spread``: whether an unsplit batch spreads its ops over the cores (True), runs on one
+        (False), or whichever measures faster (None, the default: ``FPGASERVE_OP_PARALLEL``)."""
         tune_allocator()  # reuse freed activation buffers: see allocator.py
         self.program = program
         self.device = device if device is not None else EmulatedDevice()
@@ -70,7 +77,7 @@ class Executor:
         self._key = f"{program.name}/{uuid.uuid4().hex[:8]}"
         self.device.load(key=self._key, nbytes=program.weight_bytes)
         self._steps = lower_program(program, kernels=self._k)
-        spread_setting()  # a bad FPGASERVE_OP_PARALLEL fails here, not at the first batch
+        self._spread = spread if spread is not None else spread_setting()  # a bad setting fails here
         self._choosers: dict[int, SpreadChooser] = {}
         self._choosers_lock = threading.Lock()
 
@@ -136,7 +143,7 @@ class Executor:
         with self._choosers_lock:
             chooser = self._choosers.get(n)
             if chooser is None:
-                chooser = self._choosers[n] = SpreadChooser(fixed=spread_setting())
+                chooser = self._choosers[n] = SpreadChooser(fixed=self._spread)
         spread = chooser.choose()
         start = time.perf_counter()
         out = self._run_steps(x) if spread else self._run_single(x)
