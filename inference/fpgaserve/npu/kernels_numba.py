@@ -5,9 +5,10 @@ spreads rows over all cores. Results are bit-identical to the numpy kernels (tes
 
 The BFP quantizer reads the shared exponent straight from the float32 bit pattern of the block's
 largest magnitude (non-negative floats order like their bit patterns), scales by exact powers of two
-from a table, and is specialised per block size so that the block loops vectorise. Blocks whose
-scale leaves float32's normal range (only near the extremes of 8-bit exponents) take an exact
-float64 path.
+from a table, and is specialised per block size; it spreads each block's scale over its lanes so that
+one loop over the whole pixel vectorises. Blocks whose scale leaves float32's normal range (only near
+the extremes of 8-bit exponents) take an exact float64 path. Every kernel is cached on disk; images
+ship them compiled (``kernel_cache``, ``precompile``).
 """
 
 from __future__ import annotations
