@@ -38,6 +38,9 @@ _POW2 = np.ldexp(np.float32(1.0), np.clip(np.arange(-150, 151), -126, 127)).asty
 _ABS_MASK = np.uint32(0x7FFFFFFF)
 _EXP_MASK = np.uint32(0x7F800000)
 _MIN_NORMAL = np.uint32(0x00800000)
+# Blocks at least this long are quantized block by block (LLVM vectorises those loops); shorter ones
+# (16 in every MSFP and int-bfp preset) it unrolls into scalar code, so they go through one loop per pixel.
+_LONG_BLOCK = 64
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
@@ -77,10 +80,11 @@ def _block_slow(src, dst, mbits, emin, emax, mode):  # type: ignore[no-untyped-d
 def _window_kernel(block: int) -> Callable[..., None]:
     """The quantizer specialised for one block size (a compile-time constant: the exponent loops unroll).
 
-    Two phases per pixel: each block's scale (and its inverse) spread over the block's lanes, then one
-    loop over all C channels, which LLVM vectorises (a loop of one block's 16 lanes it only unrolls into
-    scalar code: measured 5x slower on this project's machine). Blocks that need the exact path are redone
-    after. Cached on disk like every kernel: numba keys a closure's cache entries on its cell contents (the
+    Blocks shorter than ``_LONG_BLOCK``, in two phases per pixel: each block's scale (and its inverse)
+    spread over the block's lanes, then one loop over all C channels, which LLVM vectorises (a loop of
+    one block's 16 lanes it only unrolls into scalar code: measured 5x slower on this project's
+    machine). Longer blocks (128 in ms-fp8/ms-fp9) loop block by block. Blocks that need the exact path
+    are redone after. Cached on disk like every kernel: numba keys a closure's cache entries on its cell contents (the
     block size), so each block size has its own entry in the one index file of ``kernel``."""
 
     @numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")  # type: ignore[untyped-decorator]
@@ -131,17 +135,28 @@ def _window_kernel(block: int) -> Callable[..., None]:
                     qe = min(max(qe, -126), 126)
                     scale = pow2[qe + 150]
                     inv = pow2[150 - qe]
-                    for i in range(lo, hi):
-                        scales[i] = scale
-                        invs[i] = inv
-                if mode == 1:
-                    for i in range(c):
-                        v = srow[i] * invs[i]
-                        drow[i] = np.copysign(min(np.rint(np.abs(v)), qmax) * scales[i], v)
-                else:
-                    for i in range(c):
-                        v = srow[i] * invs[i]
-                        drow[i] = np.copysign(min(np.floor(np.abs(v) + half), qmax) * scales[i], v)
+                    if block >= _LONG_BLOCK:  # a loop this long vectorises by itself
+                        if mode == 1:
+                            for i in range(lo, hi):
+                                v = srow[i] * inv
+                                drow[i] = np.copysign(min(np.rint(np.abs(v)), qmax) * scale, v)
+                        else:
+                            for i in range(lo, hi):
+                                v = srow[i] * inv
+                                drow[i] = np.copysign(min(np.floor(np.abs(v) + half), qmax) * scale, v)
+                    else:
+                        for i in range(lo, hi):
+                            scales[i] = scale
+                            invs[i] = inv
+                if block < _LONG_BLOCK:
+                    if mode == 1:
+                        for i in range(c):
+                            v = srow[i] * invs[i]
+                            drow[i] = np.copysign(min(np.rint(np.abs(v)), qmax) * scales[i], v)
+                    else:
+                        for i in range(c):
+                            v = srow[i] * invs[i]
+                            drow[i] = np.copysign(min(np.floor(np.abs(v) + half), qmax) * scales[i], v)
                 if any_slow:
                     for k in range(nblk):
                         if slow[k]:
