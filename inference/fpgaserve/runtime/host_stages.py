@@ -29,11 +29,14 @@ from fpgaserve.runtime.protocol import InvalidInput
 
 __all__ = [
     "DEFAULT_DECODE_PIXELS",
+    "PREPROCESS_TOLERANCE",
+    "PROBABILITY_TOLERANCE",
     "DenseStage",
     "ImagePreprocessStage",
     "bicubic_resize",
     "decode_rgb",
     "host_stage",
+    "run_lowering",
 ]
 
 F32 = npt.NDArray[np.float32]
@@ -41,6 +44,11 @@ U8 = npt.NDArray[np.uint8]
 # The server's default --max-image-pixels (server/settings.py): a larger JPEG is decoded reduced.
 DEFAULT_DECODE_PIXELS = 4096 * 4096
 _TABLE_SIZE = 1024  # TensorFlow's kTableSize (resize_bicubic_op.cc)
+# The stated tolerances against the TensorFlow stage (docs/package.md, measured on real photos in
+# tests/runtime/test_host_stages.py): preprocessed pixels (after normalisation; the resize is
+# bit-exact, what differs is a JPEG decoder's rounding), and class probabilities.
+PREPROCESS_TOLERANCE = 1e-3
+PROBABILITY_TOLERANCE = 1e-5
 
 
 def _keys_table(a: float = -0.5) -> tuple[F32, F32]:
@@ -81,10 +89,10 @@ def _axis_weights(in_size: int, out_size: int) -> tuple[npt.NDArray[np.int64], F
 
 def _interpolate(values: Sequence[F32], weights: F32) -> F32:
     # v0*w0 + v1*w1 + v2*w2 + v3*w3, left to right in float32 (TensorFlow's Interpolate1D).
-    out = values[0] * weights[0]
+    out: F32 = values[0] * weights[0]
     for value, weight in zip(values[1:], weights[1:], strict=True):
         out = out + value * weight
-    return out.astype(np.float32, copy=False)
+    return out
 
 
 def bicubic_resize(image: npt.NDArray[Any], *, height: int, width: int) -> F32:
@@ -104,21 +112,41 @@ def bicubic_resize(image: npt.NDArray[Any], *, height: int, width: int) -> F32:
 def decode_rgb(data: bytes, *, index: int, max_pixels: int = DEFAULT_DECODE_PIXELS) -> U8:
     """An encoded image as uint8 (H, W, 3), as ``tf.io.decode_image(channels=3,
     expand_animations=False)`` decodes it: the first frame, gray replicated, alpha dropped (not
-    composited), 16-bit samples reduced to their high byte. A JPEG over ``max_pixels`` is decoded
-    at the DCT scale that brings it under (``jpeg_reduction``). Raises ``InvalidInput``."""
+    composited), 16-bit samples reduced to their high byte. Raises ``InvalidInput``.
+
+    A JPEG is decoded by libjpeg-turbo as TensorFlow calls it (the fast integer DCT, fancy
+    upsampling; simplejpeg: Pillow offers only the accurate DCT, up to 18 levels away on a quality-95
+    photo), at the DCT scale that brings it under ``max_pixels`` (``jpeg_reduction``) if it is over.
+    """
     check_image_header(data, index=index, formats=DECODABLE_FORMATS)
     try:
         with open_image(data) as image:
             if image.format == "JPEG":
-                width, height = image.size
-                factor = jpeg_reduction(width, height, max_pixels=max_pixels) or 1
-                if factor > 1:
-                    image.draft(image.mode, (width // factor, height // factor))
+                decoded = _decode_jpeg(data, image, max_pixels=max_pixels)
+                if decoded is not None:
+                    return decoded
             image.seek(0)
             image.load()
             return _as_rgb(image)
     except (OSError, SyntaxError, ValueError, struct.error, EOFError):
         raise InvalidInput("not a decodable image (its data is damaged)", index=index) from None
+
+
+def _decode_jpeg(data: bytes, image: Any, *, max_pixels: int) -> U8 | None:
+    """libjpeg-turbo's decode of a JPEG (None for a colour space it leaves to Pillow, e.g. CMYK)."""
+    import simplejpeg
+
+    width, height = image.size
+    factor = jpeg_reduction(width, height, max_pixels=max_pixels) or 1
+    if image.mode not in ("L", "RGB"):
+        if factor > 1:
+            image.draft(image.mode, (width // factor, height // factor))  # Pillow's DCT scaling
+        return None
+    # strict: a truncated or corrupt stream is refused (ValueError), as TensorFlow refuses it.
+    decoded = simplejpeg.decode_jpeg(
+        data, colorspace="RGB", fastdct=True, fastupsample=False, min_factor=float(factor), strict=True
+    )
+    return np.asarray(decoded, dtype=np.uint8)
 
 
 def _as_rgb(image: Any) -> U8:
@@ -134,18 +162,12 @@ def _as_rgb(image: Any) -> U8:
 class ImagePreprocessStage:
     """``preprocess_array``'s lowering: a batch of encoded images in, float32 (N, size, size, 3) out."""
 
-    def __init__(
-        self, spec: TensorflowStageSpec | KerasStageSpec, *, max_pixels: int = DEFAULT_DECODE_PIXELS
-    ) -> None:
-        assert isinstance(spec.host, HostImagePreprocessSpec)
-        self.spec = spec
-        self.host = spec.host
+    def __init__(self, host: HostImagePreprocessSpec, *, max_pixels: int = DEFAULT_DECODE_PIXELS) -> None:
+        self.host = host
         self.max_pixels = max_pixels
-        self._ratio = self.host.size / (self.host.size + self.host.crop_padding)
-        order = [2, 1, 0] if self.host.channel_order == "bgr" else [0, 1, 2]
-        self._order = np.asarray(order)
-        self._mean = np.asarray(self.host.mean, np.float32)
-        self._std = np.asarray(self.host.std, np.float32)
+        self._ratio = host.size / (host.size + host.crop_padding)
+        self._mean = np.asarray(host.mean, np.float32)
+        self._std = np.asarray(host.std, np.float32)
 
     def preprocess_one(self, data: bytes, *, index: int) -> F32:
         """One image: decode, crop the central square, resize (not yet normalised)."""
@@ -163,7 +185,7 @@ class ImagePreprocessStage:
         for index, item in enumerate(x):
             batch[index] = self.preprocess_one(bytes(item), index=index)
         if self.host.channel_order == "bgr":
-            batch = batch[..., self._order]
+            batch = batch[..., ::-1]
         out = (batch - self._mean) / self._std
         return out.astype(np.float32, copy=False), 0.0
 
@@ -174,27 +196,17 @@ class ImagePreprocessStage:
 class DenseStage:
     """A dense layer with its activation (a zoo classifier's lowering), float32 numpy."""
 
-    def __init__(self, spec: TensorflowStageSpec | KerasStageSpec, *, weights_file: Path) -> None:
-        assert isinstance(spec.host, HostDenseSpec)
-        self.spec = spec
-        self.activation = spec.host.activation
-        with np.load(weights_file, allow_pickle=False) as arrays:
-            kernel, bias = arrays["kernel"], arrays["bias"]
+    def __init__(self, *, kernel: npt.NDArray[Any], bias: npt.NDArray[Any], activation: str) -> None:
         if kernel.dtype != np.float32 or bias.dtype != np.float32:
-            raise RuntimeError(f"stage {spec.name!r}: host weights must be float32")
-        expected = (spec.input.shape[-1] if spec.input.shape else None, spec.output.shape[-1])
-        if kernel.ndim != 2 or bias.shape != (kernel.shape[1],) or (
-            expected[0] not in (None, kernel.shape[0]) or expected[1] not in (None, kernel.shape[1])
-        ):
-            raise RuntimeError(
-                f"stage {spec.name!r}: host weights {kernel.shape} + {bias.shape} do not fit "
-                f"{spec.input.describe()} -> {spec.output.describe()}"
-            )
-        self._kernel = np.ascontiguousarray(kernel)
-        self._bias = bias
+            raise ValueError("host dense weights must be float32")
+        if kernel.ndim != 2 or bias.shape != (kernel.shape[1],):
+            raise ValueError(f"host dense weights of shapes {kernel.shape} and {bias.shape} do not fit")
+        self.activation = activation
+        self.kernel = np.ascontiguousarray(kernel)
+        self.bias = bias
 
     def run(self, x: Any) -> tuple[npt.NDArray[Any], float]:
-        logits = np.asarray(x, np.float32) @ self._kernel + self._bias
+        logits = np.asarray(x, np.float32) @ self.kernel + self.bias
         if self.activation == "softmax":
             shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
             logits = shifted / shifted.sum(axis=-1, keepdims=True)
@@ -204,12 +216,43 @@ class DenseStage:
         pass
 
 
+def _load_dense(spec: TensorflowStageSpec | KerasStageSpec, weights_file: Path) -> DenseStage:
+    assert isinstance(spec.host, HostDenseSpec)
+    with np.load(weights_file, allow_pickle=False) as arrays:
+        kernel, bias = arrays["kernel"], arrays["bias"]
+    try:
+        stage = DenseStage(kernel=kernel, bias=bias, activation=spec.host.activation)
+    except ValueError as exc:
+        raise RuntimeError(f"stage {spec.name!r}: {exc}") from None
+    fits = (spec.input.shape in ((kernel.shape[0],), (None,))) and spec.output.shape in (
+        (kernel.shape[1],),
+        (None,),
+    )
+    if not fits:
+        raise RuntimeError(
+            f"stage {spec.name!r}: host weights {kernel.shape} do not fit "
+            f"{spec.input.describe()} -> {spec.output.describe()}"
+        )
+    return stage
+
+
 def host_stage(
     spec: TensorflowStageSpec | KerasStageSpec, *, member_path: Path | None, max_pixels: int
 ) -> ImagePreprocessStage | DenseStage:
     """The host stage of ``spec`` (whose ``runtime`` is host); ``member_path``: its weights file."""
     if isinstance(spec.host, HostImagePreprocessSpec):
-        return ImagePreprocessStage(spec, max_pixels=max_pixels)
+        return ImagePreprocessStage(spec.host, max_pixels=max_pixels)
     assert member_path is not None
-    return DenseStage(spec, weights_file=member_path)
+    return _load_dense(spec, member_path)
 
+
+def run_lowering(host: dict[str, Any], arrays: dict[str, npt.NDArray[np.float32]], x: Any) -> F32:
+    """Run a lowering given as its manifest fields (the SDK's check against TensorFlow at package time)."""
+    if host["op"] == "image-preprocess":
+        stage: ImagePreprocessStage | DenseStage = ImagePreprocessStage(
+            HostImagePreprocessSpec.model_validate(host)
+        )
+    else:
+        stage = DenseStage(kernel=arrays["kernel"], bias=arrays["bias"], activation=host["activation"])
+    out, _ = stage.run(x)
+    return np.asarray(out, np.float32)

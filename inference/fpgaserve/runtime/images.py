@@ -91,7 +91,7 @@ def check_image_pixels(data: bytes, *, index: int, max_pixels: int, jpeg_draft: 
         factor = jpeg_reduction(width, height, max_pixels=max_pixels) if jpeg_draft and is_jpeg else None
         if factor is None:
             raise _too_many(f"{width}x{height} = {width * height}", max_pixels, index=index)
-        return -(-width // factor) * -(-height // factor)
+        return int(-(-width // factor) * -(-height // factor))
     return int(width * height)
 
 

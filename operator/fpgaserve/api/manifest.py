@@ -179,8 +179,12 @@ class _CpuStageBase(_StageBase):
     def _host_when_runtime_host(self) -> _CpuStageBase:
         if (self.runtime == "host") != (self.host is not None):
             raise ValueError(f"stage {self.name!r}: runtime 'host' and a `host` lowering go together")
-        if isinstance(self.host, HostDenseSpec) and not self.host.weights.startswith(self.path.rstrip("/") + "/"):
-            raise ValueError(f"stage {self.name!r}: host weights {self.host.weights!r} are not under its path")
+        if isinstance(self.host, HostDenseSpec) and not self.host.weights.startswith(
+            self.path.rstrip("/") + "/"
+        ):
+            raise ValueError(
+                f"stage {self.name!r}: host weights {self.host.weights!r} are not under its path"
+            )
         if isinstance(self.host, HostImagePreprocessSpec) and (
             self.input.dtype != "string" or self.output.shape != (self.host.size, self.host.size, 3)
         ):
