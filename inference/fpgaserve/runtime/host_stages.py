@@ -133,19 +133,24 @@ def decode_rgb(data: bytes, *, index: int, max_pixels: int = DEFAULT_DECODE_PIXE
 
 
 def _decode_jpeg(data: bytes, image: Any, *, max_pixels: int) -> U8 | None:
-    """libjpeg-turbo's decode of a JPEG (None for a colour space it leaves to Pillow, e.g. CMYK)."""
+    """libjpeg-turbo's decode of a JPEG (None for a colour space it leaves to Pillow)."""
     import simplejpeg
 
     width, height = image.size
     factor = jpeg_reduction(width, height, max_pixels=max_pixels) or 1
-    if image.mode not in ("L", "RGB"):
+    if image.mode not in ("L", "RGB", "CMYK"):
         if factor > 1:
             image.draft(image.mode, (width // factor, height // factor))  # Pillow's DCT scaling
         return None
+    cmyk = image.mode == "CMYK"
     # strict: a truncated or corrupt stream is refused (ValueError), as TensorFlow refuses it.
     decoded = simplejpeg.decode_jpeg(
-        data, colorspace="RGB", fastdct=True, fastupsample=False, min_factor=float(factor), strict=True
-    )
+        data, colorspace="CMYK" if cmyk else "RGB", fastdct=True, fastupsample=False,
+        min_factor=float(factor), strict=True,
+    )  # fmt: skip
+    if cmyk:  # TensorFlow's conversion of (Adobe, inverted) CMYK: channel * K / 255
+        wide = np.asarray(decoded, dtype=np.uint16)
+        return ((wide[..., :3] * wide[..., 3:]) // 255).astype(np.uint8)
     return np.asarray(decoded, dtype=np.uint8)
 
 
