@@ -143,10 +143,12 @@ def _decode_jpeg(data: bytes, image: Any, *, max_pixels: int) -> U8 | None:
             image.draft(image.mode, (width // factor, height // factor))  # Pillow's DCT scaling
         return None
     cmyk = image.mode == "CMYK"
+    # Exactly 1/factor: the smallest libjpeg scale (n/8) keeping ceil(size/factor), at most 1/factor.
+    scaled = {"min_width": -(-width // factor), "min_height": -(-height // factor)} if factor > 1 else {}
     # strict: a truncated or corrupt stream is refused (ValueError), as TensorFlow refuses it.
     decoded = simplejpeg.decode_jpeg(
         data, colorspace="CMYK" if cmyk else "RGB", fastdct=True, fastupsample=False,
-        min_factor=float(factor), strict=True,
+        min_factor=float(factor), strict=True, **scaled,
     )  # fmt: skip
     if cmyk:  # TensorFlow's conversion of (Adobe, inverted) CMYK: channel * K / 255
         wide = np.asarray(decoded, dtype=np.uint16)
