@@ -97,15 +97,22 @@ def _first_stage(runtime: Any, images: list[bytes]) -> npt.NDArray[np.float32]:
 
 def test_a_lowered_package_answers_as_its_tensorflow_stages(lite0_package: Path) -> None:
     images = list(CASES.values())
-    with load_pipeline(lite0_package, env={}, warmup=False) as host, load_pipeline(
-        lite0_package, env={}, warmup=False, host_stages=False
-    ) as tf_path:
-        assert [type(s).__name__ for s in host._stages] == ["ImagePreprocessStage", "_FpgaStage", "DenseStage"]
+    with (
+        load_pipeline(lite0_package, env={}, warmup=False) as host,
+        load_pipeline(lite0_package, env={}, warmup=False, host_stages=False) as tf_path,
+    ):
+        assert [type(s).__name__ for s in host._stages] == [
+            "ImagePreprocessStage",
+            "_FpgaStage",
+            "DenseStage",
+        ]
         assert [type(s).__name__ for s in tf_path._stages] == ["_CpuStage", "_FpgaStage", "_CpuStage"]
         pixels = np.abs(_first_stage(host, images) - _first_stage(tf_path, images)).max()
         ours, theirs = host.predict(images).outputs, tf_path.predict(images).outputs
     probabilities = np.abs(ours - theirs).max()
-    print(f"\nmax |host - TF| over {len(images)} inputs: preprocessed {pixels:g}, probabilities {probabilities:g}")
+    print(
+        f"\nmax |host - TF| over {len(images)} inputs: preprocessed {pixels:g}, probabilities {probabilities:g}"
+    )
     assert pixels <= PREPROCESS_TOLERANCE
     assert probabilities <= PROBABILITY_TOLERANCE
     np.testing.assert_array_equal(ours.argmax(axis=1), theirs.argmax(axis=1))
@@ -118,7 +125,12 @@ def test_the_manifest_says_what_each_stage_needs(lite0_package: Path, tiny_packa
     preprocess, _, classifier = lite0.pipeline
     assert isinstance(preprocess, TensorflowStageSpec) and preprocess.runtime == "host"
     assert preprocess.host == HostImagePreprocessSpec(
-        op="image-preprocess", size=224, crop_padding=32, channel_order="rgb", mean=(127.0,) * 3, std=(128.0,) * 3
+        op="image-preprocess",
+        size=224,
+        crop_padding=32,
+        channel_order="rgb",
+        mean=(127.0,) * 3,
+        std=(128.0,) * 3,
     )
     assert classifier.kind == "keras" and isinstance(classifier.host, HostDenseSpec)
     assert classifier.host.activation == "softmax"
