@@ -61,6 +61,16 @@ def test_a_standard_package_loads_and_runs_without_tensorflow(lite0_package: Pat
     assert loaded == "False False"
 
 
+def test_a_tensorflow_stage_without_tensorflow_is_named(tiny_package: Path) -> None:
+    # The tiny package's classifier is a user's Keras model: it needs TensorFlow (the full image).
+    done = subprocess.run(
+        [sys.executable, "-c", NO_TENSORFLOW, str(tiny_package)], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 1
+    assert "stage 'classifier' is a TensorFlow stage with no host form" in done.stderr
+    assert "full fpgaserve image" in done.stderr
+
+
 def _status(pid: int) -> dict[str, int]:
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

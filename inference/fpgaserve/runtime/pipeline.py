@@ -55,7 +55,14 @@ class _CpuStage:
     """A SavedModel signature, called with the manifest's input key."""
 
     def __init__(self, spec: TensorflowStageSpec | KerasStageSpec, definition: ServiceDefinition) -> None:
-        import tensorflow as tf
+        try:
+            import tensorflow as tf
+        except ImportError as exc:  # the serve-slim image (Dockerfile) has no TensorFlow
+            raise RuntimeError(
+                f"stage {spec.name!r} is a TensorFlow stage with no host form, and TensorFlow cannot be "
+                f"imported here ({exc}); serve this package with the full fpgaserve image, or re-save it "
+                "with this SDK if the stage is fpgaserve's own preprocessing or classifier"
+            ) from None
 
         self.spec = spec
         self._tf = tf
