@@ -45,22 +45,9 @@ EXPOSE 8080
 ENTRYPOINT ["python", "-m", "fpgaserve.operator"]
 CMD ["--help"]
 
-# ---- the whole project and its dependencies, in a venv copied whole into the final target (no
-# wheel files left behind in a layer)
-FROM ${BASE_IMAGE} AS build
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-WORKDIR /src
-COPY pyproject.toml README.md build-ca.pe[m] ./
-COPY operator ./operator
-COPY inference ./inference
-RUN if [ -f build-ca.pem ]; then export PIP_CERT=/src/build-ca.pem; fi \
- && python -m venv /opt/fpgaserve/venv \
- && /opt/fpgaserve/venv/bin/python -m pip install --upgrade pip \
- && /opt/fpgaserve/venv/bin/python -m pip install . \
- && /opt/fpgaserve/venv/bin/python -m pip uninstall --yes pip
-
 # ---- the project without TensorFlow and the SDK-only dependencies (issue 14): the dependencies of
-# pyproject.toml minus those the serving path never imports, then the project itself without deps
+# pyproject.toml minus those the serving path never imports, then the project itself without deps.
+# Before the full build: the classic builder builds every stage above its target.
 FROM ${BASE_IMAGE} AS build-slim
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
@@ -89,6 +76,20 @@ USER 10001:10001
 EXPOSE 8080 8443
 ENTRYPOINT ["fpgaserve"]
 CMD ["--help"]
+
+# ---- the whole project and its dependencies, in a venv copied whole into the final target (no
+# wheel files left behind in a layer)
+FROM ${BASE_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md build-ca.pe[m] ./
+COPY operator ./operator
+COPY inference ./inference
+RUN if [ -f build-ca.pem ]; then export PIP_CERT=/src/build-ca.pem; fi \
+ && python -m venv /opt/fpgaserve/venv \
+ && /opt/fpgaserve/venv/bin/python -m pip install --upgrade pip \
+ && /opt/fpgaserve/venv/bin/python -m pip install . \
+ && /opt/fpgaserve/venv/bin/python -m pip uninstall --yes pip
 
 # ---- every other role: fpgaserve device-plugin | storage-init | serve (the command line picks)
 FROM ${BASE_IMAGE} AS full
