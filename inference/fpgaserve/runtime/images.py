@@ -5,6 +5,8 @@ server's data plane: the header and structure of an encoded image (Pillow's ``ve
 pixel count, without decoding pixels. Damage past the header is found when the batch decodes, and
 the runtime names that input then. The pixel limit is what bounds the memory a decode takes: it is
 read from the header, so a small file that claims a huge image is refused before any pixel exists.
+A JPEG over it is let through when the runtime decodes it at a reduced DCT scale that fits
+(``jpeg_reduction``; the host preprocessing stage, ``runtime.host_stages``, does).
 """
 
 from __future__ import annotations
