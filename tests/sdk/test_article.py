@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from fpgaserve.api.manifest import FpgaStageSpec
+from fpgaserve.api.manifest import FpgaStageSpec, HostImagePreprocessSpec, TensorflowStageSpec
 from fpgaserve.npu.formats import DEFAULT_FORMAT
 from fpgaserve.package import verify_package
 from tests.runtime.tiny import encode
@@ -112,6 +112,13 @@ def test_article_code_saves_a_package(article_run: tuple[Path, list[str]]) -> No
     assert stdout[-1] == str(package)
     manifest = verify_package(package)
     assert [s.kind for s in manifest.pipeline] == ["tensorflow", "fpga", "tensorflow"]
+    # The article's preprocessing and default classifier are fpgaserve's: also written TensorFlow-free.
+    assert [getattr(s, "runtime", None) for s in manifest.pipeline] == ["host", None, "host"]
+    preprocess = manifest.pipeline[0]
+    assert isinstance(preprocess, TensorflowStageSpec) and isinstance(
+        preprocess.host, HostImagePreprocessSpec
+    )
+    assert preprocess.host.channel_order == "bgr" and preprocess.host.mean == (103.939, 116.779, 123.68)
     assert manifest.input.dtype == "string" and manifest.output.shape == (1000,)
     fpga = manifest.pipeline[1]
     assert (
@@ -121,10 +128,30 @@ def test_article_code_saves_a_package(article_run: tuple[Path, list[str]]) -> No
 
 @pytest.mark.slow
 def test_article_package_serves(article_run: tuple[Path, list[str]]) -> None:
+    from fpgaserve.runtime.host_stages import PROBABILITY_TOLERANCE
     from fpgaserve.runtime.pipeline import load_pipeline
 
+    photos = [encode(skimage.data.chelsea(), "jpeg"), encode(skimage.data.coffee(), "png")]
     with load_pipeline(article_run[0], env={}) as runtime:
-        result = runtime.predict([encode(skimage.data.chelsea(), "jpeg")])
-    assert result.outputs.shape == (1, 1000)
-    np.testing.assert_allclose(result.outputs.sum(), 1.0, rtol=1e-4)
+        result = runtime.predict(photos)
+    with load_pipeline(article_run[0], env={}, warmup=False, host_stages=False) as tf_path:
+        expected = tf_path.predict(photos).outputs
+    assert result.outputs.shape == (2, 1000)
+    np.testing.assert_allclose(result.outputs.sum(axis=1), 1.0, rtol=1e-4)
     assert result.device_seconds > 0
+    assert np.abs(result.outputs - expected).max() <= PROBABILITY_TOLERANCE
+    np.testing.assert_array_equal(result.outputs.argmax(axis=1), expected.argmax(axis=1))
+
+
+@pytest.mark.slow
+def test_article_package_serves_without_tensorflow(article_run: tuple[Path, list[str]]) -> None:
+    from tests.runtime.test_host_serving import NO_TENSORFLOW
+
+    done = subprocess.run(
+        [sys.executable, "-c", NO_TENSORFLOW, str(article_run[0])],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "False False"

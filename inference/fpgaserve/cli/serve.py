@@ -177,20 +177,25 @@ def run_serve(args: argparse.Namespace, *, load: Callable[[Path], ModelRuntime] 
     from fpgaserve.server.server_main import run
     from fpgaserve.server.tls import TlsConfigError
 
-    loader = _load_pipeline if load is None else load
+    def loader(path: Path) -> ModelRuntime:
+        if load is not None:
+            return load(path)
+        return _load_pipeline(path, max_image_pixels=settings.max_image_pixels)
+
     try:
         return run(runtime=lambda: loader(model_dir), settings=settings, exit_process=True)
     except (KeyFileError, TlsConfigError, OSError) as exc:
         raise UserError(str(exc)) from None
 
 
-def _load_pipeline(model_dir: Path) -> ModelRuntime:
-    # In the load thread: importing the pipeline brings TensorFlow, which takes seconds.
+def _load_pipeline(model_dir: Path, *, max_image_pixels: int) -> ModelRuntime:
+    # In the load thread: the pipeline brings numpy and numba, and TensorFlow (seconds) for a
+    # package with a stage that needs it.
     from fpgaserve.package.reader import PackageError
     from fpgaserve.runtime.pipeline import load_pipeline
 
     try:
-        return load_pipeline(model_dir)
+        return load_pipeline(model_dir, max_image_pixels=max_image_pixels)
     except PackageError as exc:
         # A refused package is the user's to fix: one line, exit 2 (server_main), no traceback.
         raise UserError(f"{model_dir}: package refused: {exc}") from None

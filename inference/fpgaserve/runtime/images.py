@@ -5,6 +5,8 @@ server's data plane: the header and structure of an encoded image (Pillow's ``ve
 pixel count, without decoding pixels. Damage past the header is found when the batch decodes, and
 the runtime names that input then. The pixel limit is what bounds the memory a decode takes: it is
 read from the header, so a small file that claims a huge image is refused before any pixel exists.
+A JPEG over it is let through when the runtime decodes it at a reduced DCT scale that fits
+(``jpeg_reduction``; the host preprocessing stage, ``runtime.host_stages``, does).
 """
 
 from __future__ import annotations
@@ -18,7 +20,20 @@ from typing import Any
 from fpgaserve.api.serving import IMAGE_PIXELS_CEILING
 from fpgaserve.runtime.protocol import InvalidInput
 
-__all__ = ["PILLOW_MAX_PIXELS", "check_image_header", "check_image_pixels"]
+__all__ = [
+    "DECODABLE_FORMATS",
+    "PILLOW_MAX_PIXELS",
+    "check_image_header",
+    "check_image_pixels",
+    "jpeg_reduction",
+    "open_image",
+]
+
+# What the preprocessing stage decodes: tf.io.decode_image's formats (WebP since TensorFlow 2.18 or
+# so; an older TensorFlow refuses it in predict, which names the input all the same), and Pillow's.
+DECODABLE_FORMATS = frozenset({"JPEG", "PNG", "GIF", "BMP", "WEBP"})
+# libjpeg's DCT scaling factors (Pillow's draft mode), in the order tried.
+_JPEG_FACTORS = (1, 2, 4, 8)
 
 # Pillow refuses (DecompressionBombError) images of more than this when it opens them; a configured
 # pixel limit above it cannot be honoured.
@@ -27,7 +42,7 @@ PILLOW_MAX_PIXELS = IMAGE_PIXELS_CEILING
 _warnings_silenced = False
 
 
-def _open(data: bytes) -> Any:
+def open_image(data: bytes) -> Any:
     """``Image.open`` without Pillow's decompression-bomb warning: our own limit is what applies."""
     global _warnings_silenced
     from PIL import Image
@@ -48,22 +63,37 @@ def _too_many(pixels: str, max_pixels: int, *, index: int) -> InvalidInput:
     )
 
 
-def check_image_pixels(data: bytes, *, index: int, max_pixels: int) -> int:
-    """The pixel count the header of ``data`` declares; ``InvalidInput`` if over ``max_pixels``.
+def jpeg_reduction(width: int, height: int, *, max_pixels: int) -> int | None:
+    """The smallest DCT scaling divisor (1, 2, 4 or 8) that decodes a ``width`` x ``height`` JPEG
+    into at most ``max_pixels`` pixels; None if even 1/8 is over."""
+    for factor in _JPEG_FACTORS:
+        if -(-width // factor) * -(-height // factor) <= max_pixels:
+            return factor
+    return None
 
-    Data that is not an image passes (0): the runtime's own check names that problem.
+
+def check_image_pixels(data: bytes, *, index: int, max_pixels: int, jpeg_draft: bool = False) -> int:
+    """The pixel count a decode of ``data`` makes (from its header); ``InvalidInput`` if over ``max_pixels``.
+
+    ``jpeg_draft``: the runtime decodes a JPEG over the limit at a reduced DCT scale
+    (``jpeg_reduction``), so such a JPEG passes with the reduced count. Data that is not an image
+    passes (0): the runtime's own check names that problem.
     """
     from PIL import Image
 
     try:
-        with _open(data) as image:
+        with open_image(data) as image:
             width, height = image.size
+            is_jpeg = image.format == "JPEG"
     except Image.DecompressionBombError:
         raise _too_many(f"more than {PILLOW_MAX_PIXELS}", max_pixels, index=index) from None
     except (OSError, SyntaxError, ValueError, struct.error):
         return 0
     if width * height > max_pixels:
-        raise _too_many(f"{width}x{height} = {width * height}", max_pixels, index=index)
+        factor = jpeg_reduction(width, height, max_pixels=max_pixels) if jpeg_draft and is_jpeg else None
+        if factor is None:
+            raise _too_many(f"{width}x{height} = {width * height}", max_pixels, index=index)
+        return int(-(-width // factor) * -(-height // factor))
     return int(width * height)
 
 
@@ -74,7 +104,7 @@ def check_image_header(data: bytes, *, index: int, formats: Collection[str]) -> 
     if not data:
         raise InvalidInput("empty image", index=index)
     try:
-        with _open(data) as image:
+        with open_image(data) as image:
             known = image.format in formats
             image.verify()
     except Image.DecompressionBombError:

@@ -1,7 +1,10 @@
 """The pipeline runtime: a verified service package behind the ``ModelRuntime`` protocol.
 
-Role: what ``fpgaserve serve`` loads (``load_pipeline``) and calls from its worker threads. Each
-TensorFlow/Keras stage's SavedModel is loaded once and runs on the CPU; each FPGA stage's program
+Role: what ``fpgaserve serve`` loads (``load_pipeline``) and calls from its worker threads. A
+TensorFlow/Keras stage with a host lowering (``runtime: host``: the zoo's preprocessing and
+classifiers) runs with numpy and Pillow (``runtime.host_stages``); any other one's SavedModel is
+loaded once and runs on the CPU, and TensorFlow is imported only then (a standard package never
+imports it: tests/runtime/test_host_stages.py). Each FPGA stage's program
 runs through an ``Executor`` on the emulated device(s) of this container
 (``devices_from_environment``), batches taking the devices in turn. Loading ends with a warm-up
 batch, so the first request does not pay for tracing and kernel compilation.
@@ -27,7 +30,8 @@ from fpgaserve.npu.device import EmulatedDevice
 from fpgaserve.npu.executor import Executor, InputShapeError
 from fpgaserve.npu.program import load_program
 from fpgaserve.package.reader import DEFAULT_LIMITS, PackageLimits, ServiceDefinition, load_service_definition
-from fpgaserve.runtime.images import check_image_header
+from fpgaserve.runtime.host_stages import DEFAULT_DECODE_PIXELS, DenseStage, ImagePreprocessStage, host_stage
+from fpgaserve.runtime.images import DECODABLE_FORMATS, check_image_header
 from fpgaserve.runtime.protocol import InvalidInput, PredictResult, TensorSpec
 
 __all__ = ["PipelineRuntime", "load_pipeline"]
@@ -51,7 +55,14 @@ class _CpuStage:
     """A SavedModel signature, called with the manifest's input key."""
 
     def __init__(self, spec: TensorflowStageSpec | KerasStageSpec, definition: ServiceDefinition) -> None:
-        import tensorflow as tf
+        try:
+            import tensorflow as tf
+        except ImportError as exc:  # the serve-slim image (Dockerfile) has no TensorFlow
+            raise RuntimeError(
+                f"stage {spec.name!r} is a TensorFlow stage with no host form, and TensorFlow cannot be "
+                f"imported here ({exc}); serve this package with the full fpgaserve image, or re-save it "
+                "with this SDK if the stage is fpgaserve's own preprocessing or classifier"
+            ) from None
 
         self.spec = spec
         self._tf = tf
@@ -123,7 +134,12 @@ class PipelineRuntime:
         devices: Sequence[EmulatedDevice],
         warmup: bool = True,
         owned_dir: Path | None = None,
+        host_stages: bool = True,
+        max_image_pixels: int = DEFAULT_DECODE_PIXELS,
     ) -> None:
+        """``host_stages=False`` runs every TensorFlow/Keras stage's SavedModel even where a host
+        lowering exists (the comparison the tests make); ``max_image_pixels``: the server's limit, over
+        which a JPEG is decoded at a reduced DCT scale by a host preprocessing stage."""
         manifest = definition.manifest
         if not devices and any(isinstance(s, FpgaStageSpec) for s in manifest.pipeline):
             raise RuntimeError("the package has an FPGA stage but no device was given")
@@ -138,13 +154,20 @@ class PipelineRuntime:
         self._closed = False
         self._lock = threading.Lock()
         self._check_labels()
-        self._stages: list[_CpuStage | _FpgaStage] = []
+        self._stages: list[_CpuStage | _FpgaStage | ImagePreprocessStage | DenseStage] = []
         try:
             for spec in manifest.pipeline:
                 if isinstance(spec, FpgaStageSpec):
                     self._stages.append(_FpgaStage(spec, definition, self.devices))
+                elif spec.runtime == "host" and host_stages:
+                    weights = getattr(spec.host, "weights", None)
+                    path = None if weights is None else definition.member_path(weights)
+                    self._stages.append(host_stage(spec, max_pixels=max_image_pixels, member_path=path))
                 else:
                     self._stages.append(_CpuStage(spec, definition))
+            # Whether a JPEG over the pixel limit is decoded reduced (the data plane's header check
+            # lets it through then: runtime.images.check_image_pixels).
+            self.jpeg_draft = bool(self._stages) and isinstance(self._stages[0], ImagePreprocessStage)
             self.warmup_seconds = self._warm_up() if warmup else 0.0
         except Exception:
             self.close()
@@ -162,9 +185,7 @@ class PipelineRuntime:
     def _warm_up(self) -> float:
         start = time.perf_counter()
         if self.input_spec.dtype == "string":
-            import tensorflow as tf
-
-            sample: Batch = [tf.io.encode_png(np.full((64, 64, 3), 128, np.uint8)).numpy()]
+            sample: Batch = [_gray_png()]
         elif all(d is not None for d in self.input_spec.shape):
             dims = [int(d) for d in self.input_spec.shape if d is not None]
             sample = np.zeros((1, *dims), np.float32)
@@ -186,7 +207,7 @@ class PipelineRuntime:
         if self.input_spec.dtype == "string":
             if not isinstance(item, (bytes, bytearray, memoryview)):
                 raise InvalidInput(f"expected encoded image bytes, got {type(item).__name__}", index=index)
-            check_image_header(bytes(item), index=index, formats=_DECODABLE)
+            check_image_header(bytes(item), index=index, formats=DECODABLE_FORMATS)
             return
         if isinstance(item, (bytes, bytearray, memoryview)):
             raise InvalidInput(f"expected a {self.input_spec.dtype} tensor, got bytes", index=index)
@@ -210,7 +231,12 @@ class PipelineRuntime:
             except InputShapeError as exc:
                 raise InvalidInput(str(exc)) from None
             except Exception as exc:
-                if position == 0 and self.input_spec.dtype == "string" and _is_tf_invalid_argument(exc):
+                if (
+                    position == 0
+                    and isinstance(stage, _CpuStage)
+                    and self.input_spec.dtype == "string"
+                    and _is_tf_invalid_argument(exc)
+                ):
                     self._blame(batch)
                 raise
             device_seconds += seconds
@@ -270,16 +296,22 @@ def _is_tf_invalid_argument(exc: Exception) -> bool:
     return isinstance(exc, tf.errors.InvalidArgumentError)
 
 
-# What the preprocessing stage's tf.io.decode_image reads (WebP since TensorFlow 2.18 or so; an
-# older TensorFlow refuses it in predict, which names the input all the same).
-_DECODABLE = frozenset({"JPEG", "PNG", "GIF", "BMP", "WEBP"})
+def _gray_png() -> bytes:
+    """A 64x64 mid-gray PNG (Pillow): the warm-up image."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _check_image(data: bytes, *, index: int) -> None:
     """The full check (``_blame``): the header, then a decode as the preprocessing stage does it."""
     import tensorflow as tf
 
-    check_image_header(data, index=index, formats=_DECODABLE)
+    check_image_header(data, index=index, formats=DECODABLE_FORMATS)
     try:
         tf.io.decode_image(data, channels=3, expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError, ValueError):
@@ -293,12 +325,14 @@ def load_pipeline(
     devices: Sequence[EmulatedDevice] | None = None,
     warmup: bool = True,
     limits: PackageLimits = DEFAULT_LIMITS,
+    host_stages: bool = True,
+    max_image_pixels: int = DEFAULT_DECODE_PIXELS,
 ) -> PipelineRuntime:
     """Load a package (``service_def.zip``, or a directory storage-init extracted) ready to serve.
 
     The package is verified first (``fpgaserve.package``). Devices default to this container's
     (``devices_from_environment(env or os.environ)``); a zip is extracted into a temporary directory
-    that ``close()`` removes.
+    that ``close()`` removes. ``host_stages``, ``max_image_pixels``: as ``PipelineRuntime``'s.
     """
     source = Path(path)
     owned = None if source.is_dir() else Path(_mkdtemp())
@@ -306,7 +340,10 @@ def load_pipeline(
         definition = load_service_definition(source, dest=owned, limits=limits)
         if devices is None:
             devices = _environment_devices(os.environ if env is None else env)
-        return PipelineRuntime(definition, devices=devices, warmup=warmup, owned_dir=owned)
+        return PipelineRuntime(
+            definition, devices=devices, warmup=warmup, owned_dir=owned, host_stages=host_stages,
+            max_image_pixels=max_image_pixels,
+        )  # fmt: skip
     except BaseException:
         if owned is not None:
             shutil.rmtree(owned, ignore_errors=True)

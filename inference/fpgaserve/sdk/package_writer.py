@@ -64,8 +64,12 @@ def write_package(
     name: str,
     version: str,
     labels: Sequence[str] | None = None,
+    host_lowering: bool = True,
 ) -> PackageInfo:
-    """Export ``stages`` and write the package to ``path``; raises ValueError if stages do not chain."""
+    """Export ``stages`` and write the package to ``path``; raises ValueError if stages do not chain.
+
+    ``host_lowering=False`` leaves out the TensorFlow-free form of the stages fpgaserve built (the
+    package then reads on servers older than that form, and always needs TensorFlow)."""
     if not stages:
         raise ValueError("the pipeline is empty: append at least one stage to ModelDefinition().pipeline")
     for index, stage in enumerate(stages):
@@ -75,7 +79,9 @@ def write_package(
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="fpgaserve-package-") as scratch:
         root = Path(scratch)
-        specs = [_export(stage, index, root) for index, stage in enumerate(stages)]
+        specs = [
+            _export(stage, index, root, host_lowering=host_lowering) for index, stage in enumerate(stages)
+        ]
         labels_member = None
         if labels is not None:
             labels_member = LABELS_FILE
@@ -96,17 +102,25 @@ def write_package(
     return PackageInfo(path=dest, sha256=digest, size=size, manifest=manifest)
 
 
-def _export(stage: Stage, index: int, root: Path) -> dict[str, Any]:
+def _export(stage: Stage, index: int, root: Path, *, host_lowering: bool) -> dict[str, Any]:
     name = stage.name or f"{stage.kind}-{index}"
     relative = f"stages/{index:02d}-{name}"
     exported = stage.export(root / relative)
+    extra = dict(exported.extra)
+    host = extra.get("host")
+    if host is not None and not host_lowering:
+        del extra["host"], extra["runtime"]
+        if "weights" in host:
+            (root / relative / host["weights"]).unlink()
+    elif host is not None and "weights" in host:  # the stage gives it relative to its directory
+        extra["host"] = {**host, "weights": f"{relative}/{host['weights']}"}
     return {
         "kind": exported.kind,
         "name": name,
         "path": f"{relative}/{exported.path}" if exported.path else relative,
         "input": exported.input,
         "output": exported.output,
-        **exported.extra,
+        **extra,
     }
 
 

@@ -43,16 +43,19 @@ class ModelDefinition:
         self.labels: list[str] | None = list(labels) if labels is not None else None
         self.pipeline: list[Stage] = []
 
-    def save(self, path: str | os.PathLike[str]) -> PackageInfo:
+    def save(self, path: str | os.PathLike[str], *, host_lowering: bool = True) -> PackageInfo:
         """Write the package (``service_def.zip``) to ``path``; returns its digest and manifest.
 
         Works in TF2 and inside a ``tf.compat.v1`` session alike. Raises ValueError naming the stages
-        whose output and input do not chain.
+        whose output and input do not chain. The stages fpgaserve built (its preprocessing, the zoo's
+        classifiers) are also written in a TensorFlow-free form the server runs without importing
+        TensorFlow; ``host_lowering=False`` leaves it out (a package for servers older than it).
         """
         with eager():
             return write_package(
-                self.pipeline, path=path, name=self.name, version=self.version, labels=self.labels
-            )
+                self.pipeline, path=path, name=self.name, version=self.version, labels=self.labels,
+                host_lowering=host_lowering,
+            )  # fmt: skip
 
     def __repr__(self) -> str:
         stages = ", ".join(type(s).__name__ for s in self.pipeline)

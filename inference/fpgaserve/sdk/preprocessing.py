@@ -5,6 +5,8 @@ batch of JPEG/PNG strings, crops the central square of side ``size / (size + 32)
 side, resizes it (bicubic, half-pixel centres) to ``size`` x ``size`` and normalises it the way the
 zoo model was trained; it matches ``QuantizedModel.preprocess`` (numpy) to float rounding. Plain TF
 ops, so it works in TF2 (eager or inside a ``tf.function``) and in ``tf.compat.v1`` graph mode.
+Every output it builds in a graph is recorded (``sdk.host_lowering``), so that a stage that is
+exactly this construction is also written in its TensorFlow-free form.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["PREPROCESSING", "Preprocessing", "get_preprocessing", "preprocess_array"]
 
 CROP_PADDING = 32
+_CAFFE_MEAN = (103.939, 116.779, 123.68)  # BGR
 
 
 @dataclass(frozen=True)
@@ -27,13 +30,15 @@ class Preprocessing:
 
     size: int
     normalize: Callable[[Any], Any]  # float32 (N, size, size, 3) RGB -> the featurizer's input
+    # The same normalisation as the host lowering states it: channel order, then (x - mean) / std.
+    host_normalization: tuple[str, tuple[float, float, float], tuple[float, float, float]]
 
 
 def _caffe_bgr(images: Any) -> Any:
     import tensorflow as tf
 
     # Keras ResNet-50 ("caffe" mode): RGB -> BGR, minus the ImageNet mean per channel.
-    return images[..., ::-1] - tf.constant([103.939, 116.779, 123.68], tf.float32)
+    return images[..., ::-1] - tf.constant(_CAFFE_MEAN, tf.float32)
 
 
 def _inception(images: Any) -> Any:
@@ -46,9 +51,10 @@ def _identity(images: Any) -> Any:
 
 
 PREPROCESSING: dict[str, Preprocessing] = {
-    "resnet50": Preprocessing(224, _caffe_bgr),
-    "efficientnet-lite0": Preprocessing(224, _inception),
-    "none": Preprocessing(224, _identity),  # RGB in [0, 255]; pass size= for other featurizers
+    "resnet50": Preprocessing(224, _caffe_bgr, ("bgr", _CAFFE_MEAN, (1.0, 1.0, 1.0))),
+    "efficientnet-lite0": Preprocessing(224, _inception, ("rgb", (127.0,) * 3, (128.0,) * 3)),
+    # RGB in [0, 255]; pass size= for other featurizers
+    "none": Preprocessing(224, _identity, ("rgb", (0.0,) * 3, (1.0,) * 3)),
 }
 
 
@@ -90,8 +96,14 @@ def preprocess_array(
         return tf.ensure_shape(resized, [side, side, 3])
 
     with tf.name_scope("preprocess_array"):
-        strings = tf.reshape(tf.convert_to_tensor(string_tensor, dtype=tf.string), [-1])
+        source = tf.convert_to_tensor(string_tensor, dtype=tf.string)
+        strings = tf.reshape(source, [-1])
         images = tf.map_fn(
             decode_crop_resize, strings, fn_output_signature=tf.TensorSpec([side, side, 3], tf.float32)
         )
-        return tf.identity(spec.normalize(images), name="images")
+        output = tf.identity(spec.normalize(images), name="images")
+    if not tf.executing_eagerly():  # a graph (tf.compat.v1 or a tf.function trace): remember it
+        from fpgaserve.sdk.host_lowering import preprocess_lowering, record
+
+        record(source, output, preprocess_lowering(size=side, crop_padding=CROP_PADDING, preprocessing=spec))
+    return output

@@ -4,7 +4,9 @@ Role: the Brainwave notebook's stage types. ``TensorflowStage`` and ``KerasStage
 SavedModels run on the CPU; ``FpgaStage`` (alias ``BrainWaveStage``) becomes a device program.
 Each stage's ``export(directory)`` writes its files and returns its manifest entry; the package
 writer (``fpgaserve.sdk.package_writer``) hashes the files and zips them. The SavedModels written
-here have one ``serving_default`` signature taking one batched tensor and returning one.
+here have one ``serving_default`` signature taking one batched tensor and returning one. A stage
+that is exactly one fpgaserve built (``preprocess_array``, a zoo classifier: ``sdk.host_lowering``)
+also gets its TensorFlow-free form beside the SavedModel (``runtime: host`` in the manifest).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, ClassVar
 
 from fpgaserve.api.manifest import BfpFormatSpec, TensorSpecModel
 from fpgaserve.sdk.graph_mode import GraphCut, cut_subgraph, eager, function_from_cut, signature_key
+from fpgaserve.sdk.host_lowering import Lowering, keras_lowering, recorded, verify
 
 __all__ = ["BrainWaveStage", "ExportedStage", "FpgaStage", "KerasStage", "Stage", "TensorflowStage"]
 
@@ -66,16 +69,29 @@ def _tensor_spec(name: str, dtype: Any, shape: Any) -> TensorSpecModel:
     return TensorSpecModel(name=name, dtype=dtypes[dtype.name], shape=tuple(shape.as_list()[1:]))
 
 
+@dataclass
+class _Saved:
+    """What ``_save_function`` saved: the specs, the traced function, the lowering its trace recorded."""
+
+    input: TensorSpecModel
+    output: TensorSpecModel
+    concrete: Any
+    traced_lowering: Lowering | None = None
+
+
 def _save_function(
     fn: Callable[[Any], Any], *, input_spec: Any, input_name: str, output_name: str, directory: Path
-) -> tuple[TensorSpecModel, TensorSpecModel]:
+) -> _Saved:
     """Save ``fn`` (one batched tensor in, one out) as a SavedModel with one signature."""
     import tensorflow as tf
 
     signature_spec = tf.TensorSpec(input_spec.shape, input_spec.dtype, name=input_name)
+    traced: list[Lowering | None] = []
 
     def call(x: Any) -> dict[str, Any]:
-        return {output_name: fn(x)}
+        y = fn(x)
+        traced.append(recorded(x, y))  # fn returned preprocess_array's output of x itself
+        return {output_name: y}
 
     serve = tf.function(call, input_signature=[signature_spec])
     concrete = serve.get_concrete_function()
@@ -85,9 +101,12 @@ def _save_function(
     module.tracked_variables = list(concrete.variables)
     tf.saved_model.save(module, str(directory), signatures={SIGNATURE: concrete})
     out = concrete.structured_outputs[output_name]
-    return (
+    return _Saved(
         _tensor_spec(input_name, signature_spec.dtype, signature_spec.shape),
         _tensor_spec(output_name, out.dtype, out.shape),
+        concrete,
+        # Saving traces again: every trace must have been the recorded construction.
+        traced[0] if traced and all(t is not None and t == traced[0] for t in traced) else None,
     )
 
 
@@ -137,6 +156,7 @@ class TensorflowStage(Stage):
         self.name = name
         self._signature = signature
         self._cut: GraphCut | None = None
+        self._recorded: Lowering | None = None
         self._source = source
         self._input_signature = input_signature
         self._names = (input_name, output_name)
@@ -145,16 +165,48 @@ class TensorflowStage(Stage):
                 raise TypeError("the notebook form is TensorflowStage(sess, input_tensor, output_tensor)")
             # Cut now: the session (and its variables' values) may be closed by the time of save().
             self._cut = cut_subgraph(source, input_tensor, output_tensor)
+            self._recorded = recorded(input_tensor, output_tensor)
         elif input_tensor is not None or output_tensor is not None:
             raise TypeError("input and output tensors go with a tf.compat.v1 Session as the first argument")
 
     def export(self, directory: Path) -> ExportedStage:
         with eager():
-            inputs, outputs = self._export(directory)
+            saved = self._export(directory)
+            extra: dict[str, Any] = {}
+            if isinstance(saved, _Saved):
+                inputs, outputs = saved.input, saved.output
+                lowering = self._lowering(saved)
+                if lowering is not None:
+                    extra = {"runtime": "host", "host": lowering.write(directory)}
+            else:
+                inputs, outputs = saved
         signature = self._signature if isinstance(self._source, (str, os.PathLike)) else SIGNATURE
-        return ExportedStage(self.kind, "", inputs, outputs, {"signature": signature})
+        return ExportedStage(self.kind, "", inputs, outputs, {"signature": signature, **extra})
 
-    def _export(self, directory: Path) -> tuple[TensorSpecModel, TensorSpecModel]:
+    def _lowering(self, saved: _Saved) -> Lowering | None:
+        """The stage's host lowering: only for a construction fpgaserve recorded, and only if it
+        agrees with the SavedModel's function on probe inputs (``host_lowering.verify``)."""
+        if self._cut is not None:
+            lowering = self._recorded
+        elif hasattr(self._source, "inputs") and hasattr(self._source, "outputs"):
+            lowering = keras_lowering(self._source)
+        else:
+            lowering = saved.traced_lowering
+        if lowering is None:
+            return None
+        width = saved.input.shape[-1] if saved.input.shape else None
+        key = saved.output.name
+
+        def run(x: Any) -> Any:
+            import tensorflow as tf
+
+            tensor = tf.constant(x, dtype=tf.string if saved.input.dtype == "string" else tf.float32)
+            return saved.concrete(tensor)[key].numpy()
+
+        difference = verify(lowering, run, input_dtype=saved.input.dtype, input_width=width)
+        return None if difference is None else lowering
+
+    def _export(self, directory: Path) -> _Saved | tuple[TensorSpecModel, TensorSpecModel]:
         import tensorflow as tf
 
         if self._cut is not None:

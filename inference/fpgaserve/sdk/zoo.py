@@ -148,6 +148,10 @@ class QuantizedModel:
                 with tf.init_scope():
                     built = self._build()
                 built.featurizer.trainable = not self.is_frozen
+                # A stage of exactly this classifier is also written in its TensorFlow-free form.
+                from fpgaserve.sdk.host_lowering import register_classifier
+
+                register_classifier(built.classifier)
                 _CACHE[key] = built
             return _CACHE[key]
 
@@ -299,13 +303,18 @@ class Resnet50:
         With a ``feature_tensor``, the output is the classifier applied to it; without one, the
         classifier's own input and output tensors.
         """
-        from fpgaserve.sdk.graph_mode import import_keras, is_v1_graph_tensor
+        from fpgaserve.sdk.graph_mode import eager, import_keras, is_v1_graph_tensor
 
         model = QuantizedResnet50(model_path, weights=weights)
         if is_v1_graph_tensor(feature_tensor):  # the notebook form, under tf.compat.v1
-            return feature_tensor, import_keras(
-                lambda: model.classifier, feature_tensor, name="resnet50_classifier"
-            )
+            from fpgaserve.sdk.host_lowering import keras_lowering, record
+
+            output = import_keras(lambda: model.classifier, feature_tensor, name="resnet50_classifier")
+            with eager():
+                lowering = keras_lowering(model.classifier)  # the weights just frozen into the graph
+            if lowering is not None:
+                record(feature_tensor, output, lowering)
+            return feature_tensor, output
         classifier = model.classifier
         if feature_tensor is None:
             return classifier.input, classifier.output

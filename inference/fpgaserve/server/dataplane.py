@@ -214,7 +214,11 @@ def _validate_all(runtime: ModelRuntime, items: list[Item], *, max_image_pixels:
         if spec.dtype == "string":
             if not isinstance(item, bytes):
                 raise InvalidInput(f"{spec.name!r} takes encoded images (bytes), not tensors", index=index)
-            most = max(most, check_image_pixels(item, index=index, max_pixels=max_image_pixels))
+            # A runtime that decodes an over-limit JPEG at a reduced DCT scale says so (jpeg_draft).
+            draft = bool(getattr(runtime, "jpeg_draft", False))
+            most = max(
+                most, check_image_pixels(item, index=index, max_pixels=max_image_pixels, jpeg_draft=draft)
+            )
         elif not isinstance(item, np.ndarray):
             raise InvalidInput(f"{spec.name!r} takes {spec.dtype} tensors, not encoded images", index=index)
         else:

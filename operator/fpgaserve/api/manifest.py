@@ -8,7 +8,10 @@ status. Dependency-free apart from pydantic. Field names are camelCase on the wi
 A package is a pipeline of stages run in order, each stage's output the next one's input. Every
 file in the package is a *member* listed with its sha256 and size; a stage points at its members by
 ``path``: a SavedModel directory for ``tensorflow``/``keras`` stages, a device program file for
-``fpga`` stages. ``python -m fpgaserve.api.manifest`` prints the JSON schema (docs/package.md).
+``fpga`` stages. A ``tensorflow``/``keras`` stage that fpgaserve built itself (the zoo's image
+preprocessing, a dense classifier) also carries a ``host`` lowering, run with numpy and Pillow
+without TensorFlow (``runtime: host``); its SavedModel stays beside it. ``python -m
+fpgaserve.api.manifest`` prints the JSON schema (docs/package.md).
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ __all__ = [
     "SUPPORTED_FORMAT_VERSIONS",
     "BfpFormatSpec",
     "FpgaStageSpec",
+    "HostDenseSpec",
+    "HostImagePreprocessSpec",
+    "HostLoweringSpec",
     "KerasStageSpec",
     "Manifest",
     "ManifestError",
@@ -120,18 +126,93 @@ class _StageBase(_Model):
     output: TensorSpecModel
 
 
-class TensorflowStageSpec(_StageBase):
-    """A TensorFlow SavedModel run on the CPU through one signature."""
+# -- host lowerings (issue 14): stages fpgaserve built itself, run without TensorFlow -----------------
+
+Channel = Annotated[float, Field(allow_inf_nan=False, ge=-1e6, le=1e6)]
+
+
+class HostImagePreprocessSpec(_Model):
+    """``preprocess_array``: decode (3 channels, first frame), central square crop of side
+    ``int(size / (size + cropPadding) * min(height, width))`` (at least 1), bicubic resize to
+    ``size`` x ``size`` (Keys a=-0.5, half-pixel centres, no antialias, as ``tf.image.resize``),
+    then ``(x[..., order] - mean) / std`` per channel in float32."""
+
+    op: Literal["image-preprocess"]
+    size: int = Field(ge=1, le=4096, description="Side of the square output.")
+    crop_padding: int = Field(default=32, ge=0, le=4096)
+    channel_order: Literal["rgb", "bgr"] = Field(default="rgb", description="bgr: channels reversed first.")
+    mean: tuple[Channel, Channel, Channel] = (0.0, 0.0, 0.0)
+    std: tuple[Channel, Channel, Channel] = Field(default=(1.0, 1.0, 1.0))
+
+    @field_validator("std")
+    @classmethod
+    def _nonzero(cls, std: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(v == 0 for v in std):
+            raise ValueError("std must not be 0")
+        return std
+
+
+class HostDenseSpec(_Model):
+    """A dense layer and its activation: ``activation(x @ kernel + bias)`` in float32. ``weights`` is
+    an ``.npz`` member of the stage (arrays ``kernel`` (in, out) and ``bias`` (out,), no pickles)."""
+
+    op: Literal["dense"]
+    weights: MemberPath
+    activation: Literal["softmax", "linear"]
+
+
+HostLoweringSpec = Annotated[HostImagePreprocessSpec | HostDenseSpec, Field(discriminator="op")]
+
+
+class _CpuStageBase(_StageBase):
+    signature: str = Field(default="serving_default", min_length=1, max_length=128)
+    runtime: Literal["tensorflow", "host"] = Field(
+        default="tensorflow",
+        description="What the stage needs to run: the SavedModel in TensorFlow, or its `host` lowering "
+        "(numpy and Pillow). Left out (so older readers still read the package) when tensorflow.",
+    )
+    host: HostLoweringSpec | None = Field(
+        default=None, description="The TensorFlow-free form of the stage; required when runtime is host."
+    )
+
+    @model_validator(mode="after")
+    def _host_when_runtime_host(self) -> _CpuStageBase:
+        if (self.runtime == "host") != (self.host is not None):
+            raise ValueError(f"stage {self.name!r}: runtime 'host' and a `host` lowering go together")
+        if isinstance(self.host, HostDenseSpec) and not self.host.weights.startswith(
+            self.path.rstrip("/") + "/"
+        ):
+            raise ValueError(
+                f"stage {self.name!r}: host weights {self.host.weights!r} are not under its path"
+            )
+        if isinstance(self.host, HostImagePreprocessSpec) and (
+            self.input.dtype != "string" or self.output.shape != (self.host.size, self.host.size, 3)
+        ):
+            raise ValueError(
+                f"stage {self.name!r}: an image-preprocess lowering takes encoded images and returns "
+                f"float32[{self.host.size}, {self.host.size}, 3]"
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_tensorflow_default(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.runtime == "tensorflow":
+            for key in ("runtime", "host"):
+                data.pop(key, None)
+        return data
+
+
+class TensorflowStageSpec(_CpuStageBase):
+    """A TensorFlow SavedModel run on the CPU through one signature (or its host lowering)."""
 
     kind: Literal["tensorflow"]
-    signature: str = Field(default="serving_default", min_length=1, max_length=128)
 
 
-class KerasStageSpec(_StageBase):
-    """A Keras model, exported as a SavedModel, run on the CPU."""
+class KerasStageSpec(_CpuStageBase):
+    """A Keras model, exported as a SavedModel, run on the CPU (or its host lowering)."""
 
     kind: Literal["keras"]
-    signature: str = Field(default="serving_default", min_length=1, max_length=128)
 
 
 class FpgaStageSpec(_StageBase):
@@ -222,6 +303,9 @@ class Manifest(_Model):
                 raise ValueError(
                     f"stage {stage.name!r}: programSha256 does not match the digest of member {stage.path!r}"
                 )
+            host = getattr(stage, "host", None)
+            if isinstance(host, HostDenseSpec) and host.weights not in digests:
+                raise ValueError(f"stage {stage.name!r}: host weights {host.weights!r} are not a member")
         for before, after in zip(self.pipeline, self.pipeline[1:], strict=False):
             if not specs_compatible(before.output, after.input):
                 raise ValueError(
