@@ -2,44 +2,49 @@
 
 Role: called by ``compile_keras(..., budget=...)`` (and so by ``fpgaserve compile --accuracy-budget``
 and the zoo's ``format="auto"``). It runs the float Keras model once on a calibration batch, then
-compiles and runs program variants on the emulated device, and returns the cheapest program found
-whose outputs stay within the budget. The method, and why it is built this way, is in
-docs/numerics.md ("Mixed precision"):
+compiles and runs program variants on the emulated device's kernels, and returns the cheapest program
+found whose outputs stay within the budget (``fpgaserve.compiler.budget``). The method, and why it is
+built this way, is in docs/numerics.md ("Mixed precision"):
 
 1. Costs: modeled device cycles (batch 1) and packed weight bytes of every op in every candidate,
    read from the same lowering and storage code the executor uses.
 2. Sensitivity: each op alone in each narrower candidate, all others in the widest (from the widest
    down, stopping at the first candidate that breaks the budget on its own).
-3. Greedy, time first: the moves that save device time, ordered by feature-cosine loss per cycle
-   saved; the longest prefix that keeps the budget (binary search), then each remaining move tried
-   on its own. Then the same for weight memory (cosine loss per byte saved, prefix only).
+3. Greedy, time first: the moves that save device time, ordered by loss per cycle saved (margin
+   drift for decision budgets, cosine loss for the cosine budget); the longest prefix that keeps the
+   budget (binary search), then each remaining move tried on its own. Then the same for weight
+   memory (loss per byte saved, prefix only).
 
-Every choice is verified on the whole program; ties break by program order, so the result is
-deterministic for a given calibration batch.
+Runs are incremental: a variant restarts from the first op it changes (the producer of that op's
+input, which may quantize for it), on the kept activations of a program it differs from only there
+on. Every choice is verified on the whole calibration set; ties break by program order, so the
+result is deterministic for a given calibration batch.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from fpgaserve.compiler.budget import AccuracyBudget, Reference, Score
 from fpgaserve.compiler.keras_import import Graph
-from fpgaserve.npu.device import DEFAULT_DEVICE_MODEL, DeviceModel, EmulatedDevice
-from fpgaserve.npu.executor import Executor
+from fpgaserve.npu.device import DEFAULT_DEVICE_MODEL
 from fpgaserve.npu.formats import FORMATS, BfpFormat
 from fpgaserve.npu.kernels import load_kernels
-from fpgaserve.npu.lowering import lower_program
+from fpgaserve.npu.lowering import Env, Step, lower_program
 from fpgaserve.npu.program import MATRIX_OPS, Program
+from fpgaserve.npu.threads import available_cores, blas_single_threaded, single_threaded
 
 __all__ = [
     "DEFAULT_CANDIDATES",
+    "SENSITIVITY_EXAMPLES",
     "AccuracyBudget",
     "BudgetError",
     "SearchResult",
@@ -48,53 +53,18 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]
-Metric = Literal["top1", "cosine"]
+Formats = dict[str, BfpFormat]
 
 # The presets from narrowest to widest (INT12-BFP): the widest is where the search starts.
 DEFAULT_CANDIDATES: tuple[BfpFormat, ...] = tuple(sorted(FORMATS.values(), key=lambda f: f.bits_per_value))
 # Near-float (one exponent per element, 15 mantissa bits): only to name the layers that limit a budget.
 _NEAR_FLOAT = BfpFormat("near-float", block_size=1, exponent_bits=8, mantissa_bits=15)
-_BUDGET_RE = re.compile(r"^\s*(top1|top-1|cosine|cos)\s*>=?\s*([0-9.]+)\s*(%?)\s*$", re.IGNORECASE)
-_BATCH = 16  # calibration examples per executor run
+_CHUNK = 8  # calibration examples per chunk of a run (chunks run side by side, one per core)
 # Sensitivity runs (one per op and candidate: most of the search's runs) use this many examples, the
 # first of the calibration batch: they only rank and prune moves; every choice is verified on all.
-SENSITIVITY_EXAMPLES = 8
-
-
-@dataclass(frozen=True)
-class AccuracyBudget:
-    """How close to the float model the program must stay on the calibration set.
-
-    ``top1``: the fraction of examples whose top-1 class matches float's. ``cosine``: the mean cosine
-    similarity of the program's outputs with float's.
-    """
-
-    metric: Metric
-    threshold: float
-
-    def __post_init__(self) -> None:
-        if self.metric not in ("top1", "cosine"):
-            raise ValueError(f"budget metric must be 'top1' or 'cosine', got {self.metric!r}")
-        if not 0.0 < self.threshold <= 1.0:
-            raise ValueError(f"budget threshold must be in (0, 1], got {self.threshold}")
-
-    @classmethod
-    def parse(cls, text: str) -> AccuracyBudget:
-        """``"top1>=99%"``, ``"top1>=0.99"``, ``"cosine>=0.999"``."""
-        m = _BUDGET_RE.match(text)
-        if m is None:
-            raise ValueError(
-                f"cannot read accuracy budget {text!r}; write e.g. 'top1>=99%' or 'cosine>=0.999'"
-            )
-        metric: Metric = "top1" if m.group(1).lower().startswith("top") else "cosine"
-        value = float(m.group(2)) / (100.0 if m.group(3) else 1.0)
-        return cls(metric, value)
-
-    def met(self, score: _Score) -> bool:
-        return score.value(self.metric) >= self.threshold
-
-    def __str__(self) -> str:
-        return f"{self.metric}>={self.threshold:g}"
+SENSITIVITY_EXAMPLES = 32
+# Top-1 agreement where float is decisive (its top score ahead by more than this) is also reported.
+_DECISIVE = 0.1
 
 
 class BudgetError(ValueError):
@@ -106,15 +76,6 @@ class BudgetError(ValueError):
         self.score = score
 
 
-@dataclass(frozen=True)
-class _Score:
-    top1: float
-    cosine: float
-
-    def value(self, metric: Metric) -> float:
-        return self.top1 if metric == "top1" else self.cosine
-
-
 @dataclass
 class SearchResult:
     """The chosen program and how the search got there."""
@@ -123,39 +84,56 @@ class SearchResult:
     layer_formats: dict[str, str]
     score: float  # the budget's metric on the calibration set
     cosine: float
-    evaluations: int  # whole-program runs over the calibration set
+    evaluations: int  # program runs (whole or incremental; on the whole set or the sensitivity subset)
     seconds: float
-    sensitivity: dict[str, dict[str, float]] = field(default_factory=dict)  # op -> format -> cosine alone
+    sensitivity: dict[str, dict[str, float]] = field(default_factory=dict)  # op -> format -> loss alone
+    metrics: dict[str, float] = field(default_factory=dict)  # every metric of the final program
+
+
+@dataclass
+class _State:
+    """A program variant run on the first ``n`` calibration examples, with every activation kept
+    (one env per chunk), so that variants differing from it only later can restart where they do."""
+
+    formats: Formats
+    envs: list[Env]
+    score: Score
 
 
 class _Evaluator:
     """Compiles and runs program variants on the calibration batch, scoring them against float."""
 
     def __init__(
-        self, graph: Graph, *, reference: F32, calibration: F32, head: Callable[[F32], Any] | None,
-        base: BfpFormat, name: str, metadata: dict[str, Any],
+        self, graph: Graph, *, reference: Reference, calibration: F32, base: BfpFormat, name: str,
+        metadata: dict[str, Any],
     ) -> None:  # fmt: skip
         from fpgaserve.compiler.compile import WeightCache
 
         self.graph = graph
+        self.reference = reference
         self.calibration = calibration
-        self.head = head
         self.base = base
         self.name = name
         self.metadata = metadata
         self.cache: WeightCache = {}
-        self.reference = reference.reshape(len(reference), -1)
-        self.reference_top1 = self._classes(reference)
         self.runs = 0
+        self.op_steps = 0  # ops run, over all runs: the search's real work
         self._kernels = load_kernels()
-        # Room for every candidate: the budget is about numerics, not about one board's memory.
-        self._model = DeviceModel("search", 1 << 34, 6, 128, 1024, 300.0)
+        self._index = {g.name: i for i, g in enumerate(graph.ops)}
+        producers = {g.output: i for i, g in enumerate(graph.ops)}
+        # Where a run must restart when an op's format changes: at the op, or at the producer of its
+        # input (a depthwise conv quantizes its output in its pointwise consumer's format).
+        self._restart = {
+            g.name: min([i, *(producers[t] for t in g.inputs if t in producers)])
+            for i, g in enumerate(graph.ops)
+            if g.kind in MATRIX_OPS
+        }
+        self._pool = ThreadPoolExecutor(max_workers=available_cores(), thread_name_prefix="precision")
 
-    def _classes(self, outputs: F32) -> npt.NDArray[np.int64]:
-        scores = np.asarray(self.head(outputs) if self.head is not None else outputs)
-        return np.asarray(scores.reshape(len(scores), -1).argmax(axis=1), np.int64)
+    def close(self) -> None:
+        self._pool.shutdown()
 
-    def program(self, formats: dict[str, BfpFormat]) -> Program:
+    def program(self, formats: Formats) -> Program:
         from fpgaserve.compiler.compile import compile_graph
 
         return compile_graph(
@@ -163,7 +141,7 @@ class _Evaluator:
             layer_formats={k: f for k, f in formats.items() if f != self.base}, cache=self.cache,
         )  # fmt: skip
 
-    def op_costs(self, formats: dict[str, BfpFormat]) -> dict[str, tuple[int, int]]:
+    def op_costs(self, formats: Formats) -> dict[str, tuple[int, int]]:
         """Per matrix op: (modeled cycles at batch 1, packed weight bytes), from the executor's code."""
         program = self.program(formats)
         steps = lower_program(program, kernels=self._kernels)
@@ -173,20 +151,35 @@ class _Evaluator:
             if op.kind in MATRIX_OPS
         }
 
-    def score(self, formats: dict[str, BfpFormat], *, examples: int | None = None) -> _Score:
-        """The program's agreement with float on the calibration batch (or its first ``examples``)."""
+    def run(self, formats: Formats, *, n: int, since: _State | None = None, keep: bool = False) -> _State:
+        """Run ``formats`` on the first ``n`` examples: from scratch, or from where it first differs
+        from ``since`` (a kept run on the same examples). ``keep``: keep the activations."""
+        changed = [k for k, f in formats.items() if since is None or since.formats[k] != f]
+        start = min((self._restart[k] for k in changed), default=len(self.graph.ops))
+        if since is None:
+            start = 0
+        steps = lower_program(self.program(formats), kernels=self._kernels)[start:]
+        output = self.graph.output_name
+        if since is not None:
+            assert len(since.envs) == -(-n // _CHUNK), "a kept run on other examples"
+            envs = [dict(e) for e in since.envs]
+        else:
+            envs = [
+                {self.graph.input_name: self.calibration[i : min(i + _CHUNK, n)]} for i in range(0, n, _CHUNK)
+            ]
         self.runs += 1
-        n = len(self.calibration) if examples is None else min(examples, len(self.calibration))
-        with Executor(self.program(formats), device=EmulatedDevice(self._model)) as ex:
-            out = np.concatenate(
-                [ex.run(self.calibration[i : min(i + _BATCH, n)]).outputs for i in range(0, n, _BATCH)]
-            )
-        flat = out.reshape(len(out), -1).astype(np.float64)
-        ref = self.reference[:n].astype(np.float64)
-        norms = np.linalg.norm(flat, axis=1) * np.linalg.norm(ref, axis=1)
-        cos = np.where(norms > 0, (flat * ref).sum(axis=1) / np.maximum(norms, 1e-300), 0.0)
-        top1 = float(np.mean(self._classes(out) == self.reference_top1[:n]))
-        return _Score(top1=top1, cosine=float(cos.mean()))
+        self.op_steps += len(steps) * n
+        with blas_single_threaded():
+            done = list(self._pool.map(lambda env: _run_steps(steps, env, keep=keep, output=output), envs))
+        out = np.concatenate([env[output] for env in done])
+        return _State(dict(formats), done if keep else [], self.reference.score(out))
+
+
+def _run_steps(steps: list[Step], env: Env, *, keep: bool, output: str) -> Env:
+    with single_threaded():
+        for step in steps:
+            step.run(env)
+    return env if keep else {output: env[output]}
 
 
 def search_formats(
@@ -199,6 +192,7 @@ def search_formats(
     head: Callable[[F32], Any] | None = None,
     name: str,
     metadata: dict[str, Any] | None = None,
+    sensitivity_examples: int = SENSITIVITY_EXAMPLES,
 ) -> SearchResult:
     """Choose a format per matrix op of ``graph`` (see the module docstring); raises ``BudgetError``."""
     start = time.perf_counter()
@@ -214,40 +208,91 @@ def search_formats(
     if len(calib) == 0:
         raise ValueError("the calibration set is empty")
     widest = cands[-1]
-    reference = np.concatenate(
-        [np.asarray(model(calib[i : i + _BATCH], training=False)) for i in range(0, len(calib), _BATCH)]
+    float_out = np.concatenate(
+        [np.asarray(model(calib[i : i + 16], training=False)) for i in range(0, len(calib), 16)]
     ).astype(np.float32)
+    # The sensitivity subset is the first examples: spread it over the whole set (the calibration
+    # photos come in groups of variants), by taking every k-th example first.
+    stride = -(-len(calib) // max(1, min(sensitivity_examples, len(calib))))
+    order = np.argsort(np.arange(len(calib)) % stride, kind="stable")
+    calib, float_out = calib[order], float_out[order]
+    margins = tuple(sorted({_DECISIVE, budget.margin} - {0.0}))
+    reference = Reference(float_out, head=head, margins=margins)
     ev = _Evaluator(
-        graph, reference=reference, calibration=calib, head=head, base=widest, name=name,
-        metadata=dict(metadata or {}),
+        graph, reference=reference, calibration=calib, base=widest, name=name, metadata=dict(metadata or {})
+    )
+    try:
+        current, sensitivity = _search(ev, budget, cands, n_all=len(calib), n_sub=sensitivity_examples)
+        final = ev.run(current, n=len(calib))
+    finally:
+        ev.close()
+    program = ev.program(current)
+    seconds = time.perf_counter() - start
+    metrics = {
+        "top1": final.score.top1,
+        "expectedTop1": final.score.expected_top1,
+        "cosine": final.score.cosine,
+        "marginDrift": final.score.drift,
+        **{f"top1@{m:g}": v for m, v in final.score.decisive_top1.items()},
+    }
+    program.metadata["precision"] = {
+        "budget": str(budget),
+        "calibrationExamples": len(calib),
+        **{k: round(v, 6) for k, v in metrics.items()},
+        "candidates": [f.name for f in cands],
+        "evaluations": ev.runs,
+        "searchSeconds": round(seconds, 1),
+    }
+    logger.info(
+        "precision search: %s met (%s) after %d runs in %.0f s",
+        budget, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), ev.runs, seconds,
     )  # fmt: skip
-    layers = [g.name for g in graph.ops if g.kind in MATRIX_OPS]
-    current = dict.fromkeys(layers, widest)
-    base_score = ev.score(current)
-    if not budget.met(base_score):
-        raise _unmet(ev, budget, layers, current, base_score, widest)
-    subset = SENSITIVITY_EXAMPLES
-    base_subset = ev.score(current, examples=subset)
+    return SearchResult(
+        program=program,
+        layer_formats={k: f.name for k, f in current.items()},
+        score=final.score.value(budget),
+        cosine=final.score.cosine,
+        evaluations=ev.runs,
+        seconds=seconds,
+        sensitivity=sensitivity,
+        metrics=metrics,
+    )
 
+
+def _search(
+    ev: _Evaluator, budget: AccuracyBudget, cands: tuple[BfpFormat, ...], *, n_all: int, n_sub: int
+) -> tuple[Formats, dict[str, dict[str, float]]]:
+    widest = cands[-1]
+    layers = [g.name for g in ev.graph.ops if g.kind in MATRIX_OPS]
+    n_sub = max(1, min(n_sub, n_all))
+    base_all = ev.run(dict.fromkeys(layers, widest), n=n_all, keep=True)
+    if not budget.met(base_all.score):
+        raise _unmet(ev, budget, layers, base_all.formats, base_all.score, widest, n_sub)
+    base_sub = ev.run(base_all.formats, n=n_sub, keep=True)
     costs = {f: ev.op_costs(dict.fromkeys(layers, f)) for f in cands}
+
     # 2. Sensitivity: each op alone, from the widest candidate down; a candidate that breaks the budget
     # alone is never used for that op (nor, assuming narrower is no better, anything narrower).
-    sensitivity: dict[str, dict[str, float]] = {layer: {widest.name: base_subset.cosine} for layer in layers}
+    sensitivity: dict[str, dict[str, float]] = {layer: {widest.name: 0.0} for layer in layers}
     allowed: dict[str, list[BfpFormat]] = {layer: [widest] for layer in layers}
     for layer in layers:
         for fmt in reversed(cands[:-1]):
             if costs[fmt][layer] >= costs[allowed[layer][-1]][layer]:
                 continue  # saves nothing over a wider allowed format: not worth a run
-            s = ev.score({**current, layer: fmt}, examples=subset)
-            sensitivity[layer][fmt.name] = s.cosine
-            if not budget.met(s):
+            s = ev.run({**base_sub.formats, layer: fmt}, n=n_sub, since=base_sub).score
+            sensitivity[layer][fmt.name] = s.loss(base_sub.score, budget)
+            # Breaks the budget alone: its loss on the subset, applied to the whole set's baseline.
+            if (
+                base_all.score.value(budget) - base_sub.score.value(budget) + s.value(budget)
+                < budget.threshold
+            ):
                 break
             allowed[layer].append(fmt)
         logger.debug("precision search: %s %s", layer, sensitivity[layer])
     logger.info("precision search: sensitivity of %d ops in %d runs", len(layers), ev.runs)
 
     def loss(layer: str, fmt: BfpFormat) -> float:
-        return max(base_subset.cosine - sensitivity[layer][fmt.name], 0.0) + 1e-9
+        return sensitivity[layer][fmt.name] + 1e-9
 
     # 3a. Device time: per op the least lossy allowed format among its fastest ones.
     time_moves: list[tuple[float, int, str, BfpFormat]] = []
@@ -260,100 +305,79 @@ def search_formats(
             )
             time_moves.append((loss(layer, best) / saved, i, layer, best))
     time_moves.sort(key=lambda m: (m[0], m[1]))
-    current = _apply_prefix(ev, budget, current, [(m[2], m[3]) for m in time_moves], costs)
+    state = _apply_prefix(ev, budget, base_all, [(m[2], m[3]) for m in time_moves], costs, n=n_all)
     for _, _, layer, fmt in time_moves:  # fill: what the prefix left out, one at a time
-        if current[layer] == fmt:
+        if state.formats[layer] == fmt:
             continue
-        trial = {**current, layer: fmt}
-        if budget.met(ev.score(trial)):
-            current = trial
+        trial = ev.run({**state.formats, layer: fmt}, n=n_all, since=state, keep=True)
+        if budget.met(trial.score):
+            state = trial
     # 3b. Weight memory: narrower formats that cost no device time, by loss per byte saved.
     mem_moves: list[tuple[float, int, str, BfpFormat]] = []
     for i, layer in enumerate(layers):
-        cyc, nbytes = costs[current[layer]][layer]
+        cyc, nbytes = costs[state.formats[layer]][layer]
         for f in allowed[layer]:
             saved = nbytes - costs[f][layer][1]
             if costs[f][layer][0] <= cyc and saved > 0:
                 mem_moves.append((loss(layer, f) / saved, i, layer, f))
     mem_moves.sort(key=lambda m: (m[0], m[1], m[3].bits_per_value))
-    current = _apply_prefix(ev, budget, current, [(m[2], m[3]) for m in mem_moves], costs)
-
-    final = ev.score(current)
-    program = ev.program(current)
-    seconds = time.perf_counter() - start
-    program.metadata["precision"] = {
-        "budget": str(budget),
-        "calibrationExamples": len(calib),
-        "top1": final.top1,
-        "cosine": final.cosine,
-        "candidates": [f.name for f in cands],
-        "evaluations": ev.runs,
-        "searchSeconds": round(seconds, 1),
-    }
-    logger.info(
-        "precision search: %s met (top1 %.4f, cosine %.6f) after %d runs in %.0f s",
-        budget, final.top1, final.cosine, ev.runs, seconds,
-    )  # fmt: skip
-    return SearchResult(
-        program=program,
-        layer_formats={k: f.name for k, f in current.items()},
-        score=final.value(budget.metric),
-        cosine=final.cosine,
-        evaluations=ev.runs,
-        seconds=seconds,
-        sensitivity=sensitivity,
-    )
+    state = _apply_prefix(ev, budget, state, [(m[2], m[3]) for m in mem_moves], costs, n=n_all)
+    return state.formats, sensitivity
 
 
 def _apply_prefix(
     ev: _Evaluator,
     budget: AccuracyBudget,
-    current: dict[str, BfpFormat],
+    base: _State,
     moves: list[tuple[str, BfpFormat]],
     costs: dict[BfpFormat, dict[str, tuple[int, int]]],
-) -> dict[str, BfpFormat]:
-    """``current`` with the longest prefix of ``moves`` that keeps the budget (binary search: the loss
+    *,
+    n: int,
+) -> _State:
+    """``base`` with the longest prefix of ``moves`` that keeps the budget (binary search: the loss
     grows with the prefix, near enough). An op moved twice takes its cheaper format."""
 
-    def applied(k: int) -> dict[str, BfpFormat]:
-        out = dict(current)
+    def applied(k: int) -> Formats:
+        out = dict(base.formats)
         for layer, fmt in moves[:k]:
             if costs[fmt][layer] < costs[out[layer]][layer]:
                 out[layer] = fmt
         return out
 
-    lo, hi = 0, len(moves)
+    lo, hi, best = 0, len(moves), base
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if budget.met(ev.score(applied(mid))):
-            lo = mid
+        trial = ev.run(applied(mid), n=n, since=base, keep=True)
+        if budget.met(trial.score):
+            lo, best = mid, trial
         else:
             hi = mid - 1
-    return applied(lo)
+    return best
 
 
 def _unmet(
     ev: _Evaluator,
     budget: AccuracyBudget,
     layers: list[str],
-    current: dict[str, BfpFormat],
-    full: _Score,
+    current: Formats,
+    full: Score,
     widest: BfpFormat,
+    n_sub: int,
 ) -> BudgetError:
     """The error for a budget the widest candidate misses, naming the ops that limit it: those whose
     lift alone to near-float precision brings the score (then the cosine) up the most."""
-    score = ev.score(current, examples=SENSITIVITY_EXAMPLES)
+    base = ev.run(current, n=n_sub, keep=True)
     gains = []
     for i, layer in enumerate(layers):
-        s = ev.score({**current, layer: _NEAR_FLOAT}, examples=SENSITIVITY_EXAMPLES)
+        s = ev.run({**current, layer: _NEAR_FLOAT}, n=n_sub, since=base).score
         gains.append(
-            (-(s.value(budget.metric) - score.value(budget.metric)), -(s.cosine - score.cosine), i, layer)
+            (-(s.value(budget) - base.score.value(budget)), -(s.cosine - base.score.cosine), i, layer)
         )
     limiting = tuple(g[3] for g in sorted(gains)[:5])
     return BudgetError(
         f"accuracy budget {budget} cannot be met: with {widest.name} (the widest candidate) everywhere the "
-        f"calibration set scores {budget.metric} {full.value(budget.metric):.4f}; the layers that limit it "
+        f"calibration set scores {budget.metric} {full.value(budget):.4f}; the layers that limit it "
         f"most (each alone at near-float precision helps most): {', '.join(limiting)}",
         limiting=limiting,
-        score=full.value(budget.metric),
+        score=full.value(budget),
     )

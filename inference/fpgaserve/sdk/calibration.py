@@ -2,8 +2,11 @@
 
 Role: the zoo's default calibration set for ``format="auto"`` (and ``fpgaserve compile
 --accuracy-budget`` without ``--calibration``), and the single list of the photos bench/fpga.py
-measures on, so that a test can check the two never share a photo. Both come from scikit-image's
-bundled files (offline). Also reads a user's calibration images from files or a folder.
+measures on, so that a test can check the two never share a photo. The benchmark's come from
+scikit-image's bundled files; the calibration set is scikit-image's other real photos plus three
+freely licensed photos shipped in ``fpgaserve/sdk/photos`` (licences in its README.txt), each with
+the same kind of variants the benchmark scores (flip, crops, scales). All offline. Also reads a
+user's calibration images from files or a folder.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ import numpy.typing as npt
 __all__ = [
     "BENCHMARK_PHOTOS",
     "CALIBRATION_PHOTOS",
+    "SHIPPED_PHOTOS",
     "calibration_photos",
     "load_images",
+    "variants",
 ]
 
 U8 = npt.NDArray[np.uint8]
@@ -34,8 +39,14 @@ BENCHMARK_PHOTOS = (
 CALIBRATION_PHOTOS = (
     "clock_motion.png", "cell.png", "microaneurysms.png", "no_time_for_that_tiny.gif", "lfw_subset.npy",
 )  # fmt: skip
+# Shipped with fpgaserve (fpgaserve/sdk/photos; README.txt there gives source and licence): a Chinese
+# temple and a flower (scikit-learn's sample images, CC BY 2.0) and Grace Hopper (U.S. Navy, public
+# domain; matplotlib's sample photo). Scenes with ImageNet objects, unlike scikit-image's leftovers.
+SHIPPED_PHOTOS = ("china.jpg", "flower.jpg", "grace_hopper.jpg")
 _FACES = 20  # of the 200 LFW faces, every tenth
 _VIDEO_FRAMES = (0, 8, 16, 23)
+_CROP = 0.7  # the side of the five crops, relative to the photo's
+_SCALES = (0.5, 0.75)
 
 
 def _rgb(img: npt.NDArray[np.generic]) -> U8:
@@ -49,16 +60,37 @@ def _rgb(img: npt.NDArray[np.generic]) -> U8:
     return np.ascontiguousarray(arr[..., :3])
 
 
+def variants(img: U8) -> list[U8]:
+    """A photo and 8 variants, as bench/fpga.py scores its own: mirror image, five crops of 70 %
+    (corners and centre), and scales of 1/2 and 3/4 (anti-aliased). Crops and near-ties are where a
+    format's small errors flip answers, so the calibration set needs them as much as the benchmark."""
+    from skimage.transform import rescale
+    from skimage.util import img_as_ubyte
+
+    h, w = img.shape[:2]
+    ch, cw = int(h * _CROP), int(w * _CROP)
+    crops = [img[:ch, :cw], img[:ch, -cw:], img[-ch:, :cw], img[-ch:, -cw:],
+             img[(h - ch) // 2 : (h + ch) // 2, (w - cw) // 2 : (w + cw) // 2]]  # fmt: skip
+    scales = [
+        img_as_ubyte(rescale(img, s, channel_axis=-1, anti_aliasing=True))  # type: ignore[no-untyped-call]
+        for s in _SCALES
+    ]
+    return [np.ascontiguousarray(v) for v in (img, img[:, ::-1], *crops, *scales)]
+
+
 def calibration_photos() -> list[U8]:
-    """The default calibration set: 30 uint8 RGB photos, none of them in ``BENCHMARK_PHOTOS``."""
+    """The default calibration set: 78 uint8 RGB images, none of them from ``BENCHMARK_PHOTOS``.
+
+    Six photos with their variants (54: scikit-image's clock, cell and retina detail, and the three
+    shipped photos), four video frames and 20 faces (as they are: thumbnails of 25 x 25 pixels)."""
     import skimage.data
     import skimage.io
 
     folder = Path(os.path.dirname(skimage.data.__file__))
+    shipped = Path(__file__).resolve().parent / "photos"
     images: list[U8] = []
-    for name in CALIBRATION_PHOTOS[:3]:
-        img = _rgb(skimage.io.imread(folder / name))
-        images += [img, np.ascontiguousarray(img[:, ::-1])]
+    for path in [*(folder / n for n in CALIBRATION_PHOTOS[:3]), *(shipped / n for n in SHIPPED_PHOTOS)]:
+        images += variants(_rgb(skimage.io.imread(path)))
     frames = skimage.io.imread(folder / "no_time_for_that_tiny.gif")
     images += [_rgb(frames[i]) for i in _VIDEO_FRAMES]
     faces = np.load(folder / "lfw_subset.npy", allow_pickle=False)
