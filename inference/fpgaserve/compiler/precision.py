@@ -63,6 +63,10 @@ _CHUNK = 8  # calibration examples per chunk of a run (chunks run side by side, 
 # Sensitivity runs (one per op and candidate: most of the search's runs) use this many examples, the
 # first of the calibration batch: they only rank and prune moves; every choice is verified on all.
 SENSITIVITY_EXAMPLES = 32
+# Kept activations (the sensitivity subset's, for incremental runs) stay below this: 32 examples of
+# EfficientNet-Lite0 take 0.85 GiB, so ResNet-50 (62 MiB an example) gets 17. Runs on the whole
+# calibration set keep nothing and restart from the input.
+KEEP_BYTES = 1 << 30
 # Top-1 agreement where float is decisive (its top score ahead by more than this) is also reported.
 _DECISIVE = 0.1
 
@@ -213,7 +217,9 @@ def search_formats(
     ).astype(np.float32)
     # The sensitivity subset is the first examples: spread it over the whole set (the calibration
     # photos come in groups of variants), by taking every k-th example first.
-    stride = -(-len(calib) // max(1, min(sensitivity_examples, len(calib))))
+    per_example = sum(int(np.prod(graph.shapes[g.output])) * 4 for g in graph.ops)
+    n_sub = max(1, min(sensitivity_examples, len(calib), KEEP_BYTES // max(per_example, 1)))
+    stride = -(-len(calib) // n_sub)
     order = np.argsort(np.arange(len(calib)) % stride, kind="stable")
     calib, float_out = calib[order], float_out[order]
     margins = tuple(sorted({_DECISIVE, budget.margin} - {0.0}))
@@ -222,8 +228,8 @@ def search_formats(
         graph, reference=reference, calibration=calib, base=widest, name=name, metadata=dict(metadata or {})
     )
     try:
-        current, sensitivity = _search(ev, budget, cands, n_all=len(calib), n_sub=sensitivity_examples)
-        final = ev.run(current, n=len(calib))
+        final, sensitivity = _search(ev, budget, cands, n_all=len(calib), n_sub=n_sub)
+        current = final.formats
     finally:
         ev.close()
     program = ev.program(current)
@@ -261,11 +267,10 @@ def search_formats(
 
 def _search(
     ev: _Evaluator, budget: AccuracyBudget, cands: tuple[BfpFormat, ...], *, n_all: int, n_sub: int
-) -> tuple[Formats, dict[str, dict[str, float]]]:
+) -> tuple[_State, dict[str, dict[str, float]]]:
     widest = cands[-1]
     layers = [g.name for g in ev.graph.ops if g.kind in MATRIX_OPS]
-    n_sub = max(1, min(n_sub, n_all))
-    base_all = ev.run(dict.fromkeys(layers, widest), n=n_all, keep=True)
+    base_all = ev.run(dict.fromkeys(layers, widest), n=n_all)
     if not budget.met(base_all.score):
         raise _unmet(ev, budget, layers, base_all.formats, base_all.score, widest, n_sub)
     base_sub = ev.run(base_all.formats, n=n_sub, keep=True)
@@ -274,6 +279,8 @@ def _search(
     # 2. Sensitivity: each op alone, from the widest candidate down; a candidate that breaks the budget
     # alone is never used for that op (nor, assuming narrower is no better, anything narrower).
     sensitivity: dict[str, dict[str, float]] = {layer: {widest.name: 0.0} for layer in layers}
+    # What each candidate alone costs in the budget's own metric on the subset (for the early exit).
+    cost_alone: dict[tuple[str, str], float] = {}
     allowed: dict[str, list[BfpFormat]] = {layer: [widest] for layer in layers}
     for layer in layers:
         for fmt in reversed(cands[:-1]):
@@ -281,6 +288,7 @@ def _search(
                 continue  # saves nothing over a wider allowed format: not worth a run
             s = ev.run({**base_sub.formats, layer: fmt}, n=n_sub, since=base_sub).score
             sensitivity[layer][fmt.name] = s.loss(base_sub.score, budget)
+            cost_alone[layer, fmt.name] = base_sub.score.value(budget) - s.value(budget)
             # Breaks the budget alone: its loss on the subset, applied to the whole set's baseline.
             if (
                 base_all.score.value(budget) - base_sub.score.value(budget) + s.value(budget)
@@ -309,7 +317,10 @@ def _search(
     for _, _, layer, fmt in time_moves:  # fill: what the prefix left out, one at a time
         if state.formats[layer] == fmt:
             continue
-        trial = ev.run({**state.formats, layer: fmt}, n=n_all, since=state, keep=True)
+        # Early exit: a move that alone cost more than the slack left is not run (additive estimate).
+        if cost_alone.get((layer, fmt.name), 0.0) > state.score.value(budget) - budget.threshold:
+            continue
+        trial = ev.run({**state.formats, layer: fmt}, n=n_all)
         if budget.met(trial.score):
             state = trial
     # 3b. Weight memory: narrower formats that cost no device time, by loss per byte saved.
@@ -322,7 +333,7 @@ def _search(
                 mem_moves.append((loss(layer, f) / saved, i, layer, f))
     mem_moves.sort(key=lambda m: (m[0], m[1], m[3].bits_per_value))
     state = _apply_prefix(ev, budget, state, [(m[2], m[3]) for m in mem_moves], costs, n=n_all)
-    return state.formats, sensitivity
+    return state, sensitivity
 
 
 def _apply_prefix(
@@ -347,7 +358,7 @@ def _apply_prefix(
     lo, hi, best = 0, len(moves), base
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        trial = ev.run(applied(mid), n=n, since=base, keep=True)
+        trial = ev.run(applied(mid), n=n)
         if budget.met(trial.score):
             lo, best = mid, trial
         else:
