@@ -39,7 +39,7 @@ import numpy as np
 
 from fpgaserve.npu import DEFAULT_FORMAT, FORMATS, EmulatedDevice, Executor, get_format
 from fpgaserve.npu.formats import AUTO_FORMAT, DEFAULT_BUDGET
-from fpgaserve.sdk.calibration import BENCHMARK_PHOTOS
+from fpgaserve.sdk.calibration import BENCHMARK_PHOTOS, variants
 from fpgaserve.sdk.zoo import QuantizedModel, get_zoo_model
 
 # Inputs where the float model's top-1 beats its top-2 by more than this are "decisive": there a
@@ -55,24 +55,15 @@ def photo_set(min_count: int = 100) -> list[np.ndarray]:
     """Bundled photos and variants: original, flip, five crops, two scales (uint8 RGB)."""
     import skimage.data
     import skimage.io
-    from skimage.transform import rescale
     from skimage.util import img_as_ubyte
 
     folder = os.path.dirname(skimage.data.__file__)
-    bases = []
+    images = []
     for name in PHOTOS:
         img = skimage.io.imread(os.path.join(folder, name))
         if img.ndim == 2:
             img = np.stack([img] * 3, axis=-1)
-        bases.append(img_as_ubyte(img[..., :3]))
-    images = []
-    for img in bases:
-        h, w = img.shape[:2]
-        ch, cw = int(h * 0.7), int(w * 0.7)
-        crops = [img[:ch, :cw], img[:ch, -cw:], img[-ch:, :cw], img[-ch:, -cw:],
-                 img[(h - ch) // 2 : (h + ch) // 2, (w - cw) // 2 : (w + cw) // 2]]  # fmt: skip
-        scales = [img_as_ubyte(rescale(img, s, channel_axis=-1, anti_aliasing=True)) for s in (0.5, 0.75)]
-        images += [img, img[:, ::-1], *crops, *scales]
+        images += variants(img_as_ubyte(img[..., :3]))  # the calibration set's variants are the same kind
     if len(images) < min_count:
         raise SystemExit(f"only {len(images)} photos available, need {min_count}")
     return images

@@ -10,7 +10,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fpgaserve.sdk.calibration import BENCHMARK_PHOTOS, CALIBRATION_PHOTOS, calibration_photos, load_images
+import fpgaserve.sdk.calibration
+from fpgaserve.sdk.calibration import (
+    BENCHMARK_PHOTOS,
+    CALIBRATION_PHOTOS,
+    SHIPPED_PHOTOS,
+    calibration_photos,
+    load_images,
+    variants,
+)
 from fpgaserve.sdk.zoo import QuantizedEfficientNetLite0
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,10 +35,11 @@ def bench_module() -> Any:
 
 def test_calibration_and_benchmark_photos_are_disjoint_real_photos() -> None:
     assert bench_module().PHOTOS == BENCHMARK_PHOTOS  # the benchmark scores on exactly these
-    assert not set(CALIBRATION_PHOTOS) & set(BENCHMARK_PHOTOS)
+    assert not (set(CALIBRATION_PHOTOS) | set(SHIPPED_PHOTOS)) & set(BENCHMARK_PHOTOS)
     images = calibration_photos()
     bench = bench_module().photo_set()
-    assert len(images) == 30 and all(i.dtype == np.uint8 and i.ndim == 3 and i.shape[2] == 3 for i in images)
+    assert len(images) == 78 and all(i.dtype == np.uint8 and i.ndim == 3 and i.shape[2] == 3 for i in images)
+    assert len(bench) == 9 * len(BENCHMARK_PHOTOS)  # each benchmark photo with its 8 variants
     # No calibration image is (a crop, flip or scale of) a benchmark photo: compare every pair of
     # equal shape, and the calibration images' sizes never occur among the benchmark's.
     bench_shapes = {b.shape for b in bench}
@@ -64,3 +73,20 @@ def test_auto_format_names_its_budget_and_keeps_its_own_program_file(tmp_path: P
     assert auto.version != plain.version
     with pytest.raises(ValueError, match="accuracy budget"):
         QuantizedEfficientNetLite0(tmp_path, format="auto", budget="best")
+
+
+def test_shipped_photos_are_real_photos_with_their_licences_and_give_nine_variants_each() -> None:
+    import skimage.io
+
+    folder = Path(fpgaserve.sdk.calibration.__file__).parent / "photos"
+    notes = (folder / "README.txt").read_text()
+    assert "Creative Commons Attribution 2.0" in notes and "public domain" in notes
+    for name in SHIPPED_PHOTOS:
+        assert name in notes  # every shipped photo has its source and licence
+        img = skimage.io.imread(folder / name)
+        assert img.dtype == np.uint8 and img.ndim == 3 and min(img.shape[:2]) >= 400
+        out = variants(img)
+        assert len(out) == 9 and np.array_equal(out[0], img) and np.array_equal(out[1], img[:, ::-1])
+        h, w = img.shape[:2]
+        assert all(v.shape[:2] == (int(h * 0.7), int(w * 0.7)) for v in out[2:7])  # five crops
+        assert out[7].shape[0] == round(h / 2) and out[8].shape[0] == round(h * 0.75)  # two scales
