@@ -29,7 +29,9 @@ def add_format_option(parser: argparse.ArgumentParser, *, what: str = "BFP forma
         default=None,
         metavar="BUDGET",
         help=f"with --format {AUTO_FORMAT} (implied): how close to float the program must stay on the "
-        f"calibration photos, e.g. 'top1>=99%%' or 'cosine>=0.999' (default: {DEFAULT_BUDGET.replace('%', '%%')})",
+        "calibration photos, e.g. 'expected-top1>=99%%' (agreement with float's top-1 class expected on "
+        "inputs like them), 'top1>=99%%' (counted), 'top1@0.1>=99%%' (counted where float's top class "
+        f"leads by more than 0.1) or 'cosine>=0.999' (default: {DEFAULT_BUDGET.replace('%', '%%')})",
     )
 
 

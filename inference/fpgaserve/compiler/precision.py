@@ -38,7 +38,7 @@ from fpgaserve.compiler.keras_import import Graph
 from fpgaserve.npu.device import DEFAULT_DEVICE_MODEL
 from fpgaserve.npu.formats import FORMATS, BfpFormat
 from fpgaserve.npu.kernels import load_kernels
-from fpgaserve.npu.lowering import Env, Step, lower_program
+from fpgaserve.npu.lowering import Env, lower_program
 from fpgaserve.npu.program import MATRIX_OPS, Program
 from fpgaserve.npu.threads import available_cores, blas_single_threaded, single_threaded
 
@@ -132,6 +132,12 @@ class _Evaluator:
             for i, g in enumerate(graph.ops)
             if g.kind in MATRIX_OPS
         }
+        # Tensors a run that keeps nothing may drop after each step (their last reader has run).
+        last_read = {t: i for i, g in enumerate(graph.ops) for t in g.inputs}
+        self._dead: list[tuple[str, ...]] = [
+            tuple(t for t, j in last_read.items() if j == i and t != graph.output_name)
+            for i in range(len(graph.ops))
+        ]
         self._pool = ThreadPoolExecutor(max_workers=available_cores(), thread_name_prefix="precision")
 
     def close(self) -> None:
@@ -163,27 +169,29 @@ class _Evaluator:
         if since is None:
             start = 0
         steps = lower_program(self.program(formats), kernels=self._kernels)[start:]
-        output = self.graph.output_name
         if since is not None:
             assert len(since.envs) == -(-n // _CHUNK), "a kept run on other examples"
-            envs = [dict(e) for e in since.envs]
-        else:
-            envs = [
-                {self.graph.input_name: self.calibration[i : min(i + _CHUNK, n)]} for i in range(0, n, _CHUNK)
-            ]
+        chunks = range(len(since.envs)) if since is not None else range(0, n, _CHUNK)
+        dead = () if keep else self._dead[start:]
+
+        def chunk(c: int) -> Env:
+            if since is not None:  # the kept run's activations, shared: steps only add new tensors
+                env = dict(since.envs[c])
+            else:
+                env = {self.graph.input_name: self.calibration[c : min(c + _CHUNK, n)]}
+            with single_threaded():
+                for i, step in enumerate(steps):
+                    step.run(env)
+                    for t in dead[i] if dead else ():
+                        env.pop(t, None)
+            return env
+
         self.runs += 1
         self.op_steps += len(steps) * n
         with blas_single_threaded():
-            done = list(self._pool.map(lambda env: _run_steps(steps, env, keep=keep, output=output), envs))
-        out = np.concatenate([env[output] for env in done])
+            done = list(self._pool.map(chunk, chunks))
+        out = np.concatenate([env[self.graph.output_name] for env in done])
         return _State(dict(formats), done if keep else [], self.reference.score(out))
-
-
-def _run_steps(steps: list[Step], env: Env, *, keep: bool, output: str) -> Env:
-    with single_threaded():
-        for step in steps:
-            step.run(env)
-    return env if keep else {output: env[output]}
 
 
 def search_formats(

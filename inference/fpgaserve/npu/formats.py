@@ -90,9 +90,10 @@ DEFAULT_FORMAT = FORMATS["int12-bfp"]
 # Not a format: asks for a mixed-precision program chosen against an accuracy budget (the zoo's and
 # the command line's ``--format auto``; the search is ``fpgaserve.compiler.precision``).
 AUTO_FORMAT = "auto"
-# Its default budget: mean feature cosine with the float model on the calibration photos. Not top-1:
-# on the zoo's 30 calibration photos int12-bfp itself flips one near-tie (docs/numerics.md).
-DEFAULT_BUDGET = "cosine>=0.999"
+# Its default budget: top-1 agreement with the float model expected on inputs like the calibration
+# photos (estimated from margins, so that near-ties do not dominate: docs/numerics.md). int12-bfp
+# everywhere scores 99.3 % on the zoo's photos; 98 % buys EfficientNet-Lite0 a fifth of its device time.
+DEFAULT_BUDGET = "expected-top1>=98%"
 
 
 def get_format(name: str) -> BfpFormat:

@@ -100,7 +100,8 @@ class QuantizedModel:
         budget: str = DEFAULT_BUDGET,
     ) -> None:
         """``format``/``fmt``: a BFP format or its name, or ``"auto"`` for a mixed-precision program
-        that keeps ``budget`` (e.g. ``"top1>=99%"``, ``"cosine>=0.999"``) on the calibration photos."""
+        that keeps ``budget`` (e.g. ``"expected-top1>=98%"``, ``"top1@0.1>=99%"``, ``"cosine>=0.999"``) on the
+        calibration photos."""
         self.model_path = Path(model_path).expanduser()
         self.is_frozen = is_frozen
         self.weights = weights or self.default_weights
