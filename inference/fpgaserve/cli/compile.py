@@ -13,6 +13,7 @@ from typing import Any, cast
 
 from fpgaserve.api.errors import UserError
 from fpgaserve.cli.options import add_format_option, wants_auto
+from fpgaserve.npu.formats import FEATURE_BUDGET
 
 __all__ = ["add_parser"]
 
@@ -26,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("model", help="a Keras model file (.keras or .h5)")
     p.add_argument("-o", "--output", required=True, help="where to write the program (.fpga)")
-    add_format_option(p)
+    add_format_option(p, default_budget=FEATURE_BUDGET)
     p.add_argument(
         "--rounding", choices=("nearest", "even", "zero"), default=None, help="override the rounding"
     )
@@ -98,7 +99,7 @@ def _run(args: argparse.Namespace) -> int:
 def _search_options(args: argparse.Namespace, *, rounding: str | None) -> dict[str, Any]:
     from fpgaserve.compiler.precision import DEFAULT_CANDIDATES, AccuracyBudget
     from fpgaserve.npu.bfp import get_format
-    from fpgaserve.npu.formats import DEFAULT_BUDGET, Rounding
+    from fpgaserve.npu.formats import Rounding
 
     if args.candidates:
         candidates = tuple(get_format(n.strip()) for n in args.candidates.split(",") if n.strip())
@@ -106,7 +107,7 @@ def _search_options(args: argparse.Namespace, *, rounding: str | None) -> dict[s
         candidates = DEFAULT_CANDIDATES
     if rounding:
         candidates = tuple(f.with_rounding(cast("Rounding", rounding)) for f in candidates)
-    return {"budget": AccuracyBudget.parse(args.budget or DEFAULT_BUDGET), "candidates": candidates}
+    return {"budget": AccuracyBudget.parse(args.budget or FEATURE_BUDGET), "candidates": candidates}
 
 
 def _calibration(paths: list[str] | None, *, model: Any, input_shape: tuple[int, ...] | None) -> Any:

@@ -13,9 +13,12 @@ from fpgaserve.npu.formats import AUTO_FORMAT, DEFAULT_BUDGET, DEFAULT_FORMAT, F
 __all__ = ["add_format_option", "wants_auto"]
 
 
-def add_format_option(parser: argparse.ArgumentParser, *, what: str = "BFP format") -> None:
+def add_format_option(
+    parser: argparse.ArgumentParser, *, what: str = "BFP format", default_budget: str = DEFAULT_BUDGET
+) -> None:
     """``--format NAME`` (stored as ``args.fmt``; the subcommand resolves it with ``get_format``, or
-    ``auto``) and ``--accuracy-budget`` (``args.budget``; None unless given)."""
+    ``auto``) and ``--accuracy-budget`` (``args.budget``; None unless given: the subcommand then uses
+    ``default_budget``, which the help names)."""
     parser.add_argument(
         "--format",
         default=DEFAULT_FORMAT.name,
@@ -31,7 +34,7 @@ def add_format_option(parser: argparse.ArgumentParser, *, what: str = "BFP forma
         help=f"with --format {AUTO_FORMAT} (implied): how close to float the program must stay on the "
         "calibration photos, e.g. 'expected-top1>=99%%' (agreement with float's top-1 class expected on "
         "inputs like them), 'top1>=99%%' (counted), 'top1@0.1>=99%%' (counted where float's top class "
-        f"leads by more than 0.1) or 'cosine>=0.999' (default: {DEFAULT_BUDGET.replace('%', '%%')})",
+        f"leads by more than 0.1) or 'cosine>=0.999' (default: {default_budget.replace('%', '%%')})",
     )
 
 

@@ -13,6 +13,7 @@ __all__ = [
     "AUTO_FORMAT",
     "DEFAULT_BUDGET",
     "DEFAULT_FORMAT",
+    "FEATURE_BUDGET",
     "FORMATS",
     "ROUNDING_MODES",
     "BfpFormat",
@@ -94,6 +95,9 @@ AUTO_FORMAT = "auto"
 # photos (estimated from margins, so that near-ties do not dominate: docs/numerics.md). int12-bfp
 # everywhere scores 99.3 % on the zoo's photos; 98 % buys EfficientNet-Lite0 a fifth of its device time.
 DEFAULT_BUDGET = "expected-top1>=98%"
+# ``fpgaserve compile``'s default instead: a user's featurizer has no classifier head to decide with,
+# and the argmax of features is no class, so it keeps the features' direction.
+FEATURE_BUDGET = "cosine>=0.999"
 
 
 def get_format(name: str) -> BfpFormat:
