@@ -185,7 +185,9 @@ async def _load(url: str, image: bytes, *, clients: int, requests: int) -> dict[
     }
 
 
-async def _load_grpc(target: str, image: bytes, *, clients: int, requests: int) -> dict[str, Any]:
+async def _load_grpc(
+    target: str, image: bytes, *, input_name: str, clients: int, requests: int
+) -> dict[str, Any]:
     """``requests`` OIP ``ModelInfer`` calls spread over ``clients`` concurrent channels."""
     import struct
 
@@ -194,7 +196,7 @@ async def _load_grpc(target: str, image: bytes, *, clients: int, requests: int) 
     from fpgaserve.server.grpc_messages import oip
 
     request = oip("ModelInferRequest")(model_name="")
-    request.inputs.add(name="image", datatype="BYTES", shape=[1])
+    request.inputs.add(name=input_name, datatype="BYTES", shape=[1])
     request.raw_input_contents.append(struct.pack("<I", len(image)) + image)
     latencies: list[float] = []
     errors: list[str] = []
@@ -275,6 +277,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """
     image = _image(args)
     runtime = _runtime(args)
+    input_name = runtime.input_spec.name  # the package's own input name (the fake's is "image")
     # Every batch size up to 16 (and the server's maximum): the best is the bar, whatever the server uses.
     sweep = batch_sweep(runtime, image, max_batch=max(16, args.max_batch_size))
     best_batch = max(sweep, key=lambda b: sweep[b])
@@ -290,12 +293,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 _timed(lambda: runtime.predict([image] * best_batch), 3)
             )
             one = asyncio.run(_load(url, image, clients=1, requests=args.repeats))
-            one_grpc = asyncio.run(_load_grpc(grpc_target, image, clients=1, requests=args.repeats))
+            one_grpc = asyncio.run(
+                _load_grpc(grpc_target, image, input_name=input_name, clients=1, requests=args.repeats)
+            )
             before = _server_metrics(url)
             many = asyncio.run(_load(url, image, clients=args.clients, requests=args.concurrent_requests))
             after = _server_metrics(url)
             many_grpc = asyncio.run(
-                _load_grpc(grpc_target, image, clients=args.clients, requests=args.concurrent_requests)
+                _load_grpc(
+                    grpc_target,
+                    image,
+                    input_name=input_name,
+                    clients=args.clients,
+                    requests=args.concurrent_requests,
+                )
             )
             after_grpc = _server_metrics(url)
             batches = after["fpgaserve_batch_size_count"] - before["fpgaserve_batch_size_count"]

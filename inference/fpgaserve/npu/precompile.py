@@ -1,4 +1,4 @@
-"""Compile every numba kernel signature the executor uses, into numba's on-disk cache.
+"""Compile every numba kernel signature the executor (and the host resize) uses, into numba's cache.
 
 Role: ``fpgaserve warm-kernels`` (the Dockerfile runs it at image build time, see
 ``kernel_cache``) so that a first start loads the kernels instead of compiling them for seconds.
@@ -90,11 +90,21 @@ def warm_kernels(*, formats: Iterable[Any] | None = None) -> WarmReport:
     start = time.perf_counter()
     for fmt in chosen:
         _exercise(k, fmt)
+    # The host preprocessing stage's resize (runtime.host_stages): a serving pod runs it first.
+    import numpy as np
+
+    from fpgaserve.runtime import host_stages
+
+    host_stages.bicubic_resize(np.zeros((5, 7, 3), np.uint8), height=3, width=4)
     seconds = time.perf_counter() - start
     blocks = tuple(sorted({fmt.block_size for fmt in chosen}))
     from fpgaserve.npu.kernel_cache import cache_counts
 
-    dispatchers = k.dispatchers(block_sizes=blocks)
+    dispatchers = {
+        **k.dispatchers(block_sizes=blocks),
+        "host_stages._rows_pass": host_stages._rows_pass,
+        "host_stages._resize_kernel": host_stages._resize_kernel,
+    }
     counts = {name: c for name, c in cache_counts(dispatchers).items() if c != (0, 0)}
     paths = tuple(sorted({str(d.stats.cache_path) for name, d in dispatchers.items() if name in counts}))
     import numba
