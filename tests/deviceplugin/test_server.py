@@ -71,7 +71,9 @@ def test_registers_again_after_a_kubelet_restart(
     running.store.set_health(running.ids[0], healthy=False)
     kubelet.wait_for_devices({running.ids[0]: "Unhealthy", running.ids[1]: "Healthy"})
     # The plugin counts a registration once the kubelet's answer is back, a moment after the kubelet.
-    wait_until(lambda: running.server.registrations == 2, what="the plugin to count two registrations")
+    # It may register once more than needed (a kubelet replaced while it registered: twice is
+    # harmless, never is not; server.run), so at least two.
+    wait_until(lambda: running.server.registrations >= 2, what="the plugin to count two registrations")
     assert not running.errors
 
 
