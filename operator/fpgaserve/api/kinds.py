@@ -7,7 +7,8 @@ failed request's status and reason, never an object's content (a Secret cannot l
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ __all__ = [
     "SERVICE",
     "ApiError",
     "Kind",
+    "call_api",
     "kind_of",
 ]
 
@@ -96,3 +98,44 @@ class ApiError(Exception):
     def transient(self) -> bool:
         """Worth retrying as is: conflicts, throttling, server-side and network trouble."""
         return self.status in (0, 409, 429) or self.status >= 500
+
+
+def call_api(
+    api_client: Any,
+    method: str,
+    path: str,
+    *,
+    what: str,
+    query: Sequence[tuple[str, str]] | None = None,
+    body: Any = None,
+    content_type: str = "application/json",
+    raw: bool = False,
+) -> dict[str, Any]:
+    """One blocking request through a ``kubernetes.client.ApiClient`` (its authentication), for the
+    operator's ``Kube`` (in a thread) and the SDK's ``SyncKube``: the decoded JSON, or with ``raw``
+    ``{"text": ...}`` (pod logs). A failure is an ``ApiError`` with the status and the API's reason,
+    never the response's content beyond the Status message."""
+    headers = {"Accept": "*/*" if raw else "application/json", "Content-Type": content_type}
+    _, url, headers, serialized, _ = api_client.param_serialize(
+        method=method, resource_path=path, query_params=query, header_params=headers, body=body,
+        auth_settings=["BearerToken"],
+    )  # fmt: skip
+    try:
+        response = api_client.call_api(method, url, header_params=headers, body=serialized)
+        response.read()
+    except Exception as exc:  # urllib3's connection errors and timeouts
+        raise ApiError(status=0, reason=type(exc).__name__, message="no response", what=what) from None
+    if raw and 200 <= response.status < 300:
+        return {"text": (response.data or b"").decode("utf-8", "replace")}
+    try:
+        data: Any = json.loads(response.data) if response.data else {}
+    except ValueError:
+        data = {}
+    if not 200 <= response.status < 300:
+        status = data if isinstance(data, dict) else {}
+        raise ApiError(
+            status=response.status, reason=str(status.get("reason") or "Error"),
+            message=str(status.get("message") or "")[:400], what=what,
+        )  # fmt: skip
+    result: dict[str, Any] = data
+    return result

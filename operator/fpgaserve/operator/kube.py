@@ -13,14 +13,13 @@ from __future__ import annotations
 import asyncio
 import copy
 import enum
-import json
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kubernetes.client import ApiClient
 
-from fpgaserve.api.kinds import MERGE_PATCH, ApiError, Kind, kind_of
+from fpgaserve.api.kinds import MERGE_PATCH, ApiError, Kind, call_api, kind_of
 
 __all__ = [
     "Change",
@@ -218,28 +217,4 @@ class Kube:
         content_type: str,
         what: str,
     ) -> dict[str, Any]:
-        headers = {"Accept": "application/json", "Content-Type": content_type}
-        _, url, headers, serialized, _ = self._api.param_serialize(
-            method=method,
-            resource_path=path,
-            query_params=query,
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        try:
-            response = self._api.call_api(method, url, header_params=headers, body=serialized)
-            response.read()  # type: ignore[no-untyped-call]
-        except Exception as exc:  # urllib3's connection errors and timeouts
-            raise ApiError(status=0, reason=type(exc).__name__, message="no response", what=what) from None
-        data: Any = json.loads(response.data) if response.data else {}
-        if not 200 <= response.status < 300:
-            status = data if isinstance(data, dict) else {}
-            raise ApiError(
-                status=response.status,
-                reason=str(status.get("reason") or "Error"),
-                message=str(status.get("message") or "")[:400],
-                what=what,
-            )
-        result: dict[str, Any] = data
-        return result
+        return call_api(self._api, method, path, what=what, query=query, body=body, content_type=content_type)

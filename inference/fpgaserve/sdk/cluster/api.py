@@ -9,13 +9,12 @@ of objects the same way; errors carry the status and the API's reason, never an 
 from __future__ import annotations
 
 import builtins
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from kubernetes.client import ApiClient
 
-from fpgaserve.api.kinds import MERGE_PATCH, POD, ApiError, Kind
+from fpgaserve.api.kinds import MERGE_PATCH, POD, ApiError, Kind, call_api
 
 __all__ = ["ApiError", "SyncKube"]
 
@@ -98,27 +97,13 @@ class SyncKube:
         content_type: str = "application/json",
         raw: bool = False,
     ) -> dict[str, Any]:
-        headers = {"Accept": "*/*" if raw else "application/json", "Content-Type": content_type}
-        _, url, headers, serialized, _ = self.api_client.param_serialize(
-            method=method, resource_path=path, query_params=query, header_params=headers, body=body,
-            auth_settings=["BearerToken"],
-        )  # fmt: skip
-        try:
-            response = self.api_client.call_api(method, url, header_params=headers, body=serialized)
-            response.read()  # type: ignore[no-untyped-call]
-        except Exception as exc:  # urllib3's connection errors and timeouts
-            raise ApiError(status=0, reason=type(exc).__name__, message="no response", what=what) from None
-        if raw and 200 <= response.status < 300:
-            return {"text": (response.data or b"").decode("utf-8", "replace")}
-        try:
-            data: Any = json.loads(response.data) if response.data else {}
-        except ValueError:
-            data = {}
-        if not 200 <= response.status < 300:
-            status = data if isinstance(data, dict) else {}
-            raise ApiError(
-                status=response.status, reason=str(status.get("reason") or "Error"),
-                message=str(status.get("message") or "")[:400], what=what,
-            )  # fmt: skip
-        result: dict[str, Any] = data
-        return result
+        return call_api(
+            self.api_client,
+            method,
+            path,
+            what=what,
+            query=query,
+            body=body,
+            content_type=content_type,
+            raw=raw,
+        )
