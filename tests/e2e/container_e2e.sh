@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end in real containers, without a cluster: the two images built from the Dockerfile, then
+# End-to-end in real containers, without a cluster: the three images built from the Dockerfile, then
 # every role run in them as Kubernetes would run it (tests/e2e/container_pods.py does the running):
 # the device plugin against a fake kubelet (the real v1beta1 API), the operator against the
 # Kubernetes API emulator of the operator tests, and the web service's pod the operator generated
@@ -19,9 +19,10 @@
 # in $E2E_CACHE (default /var/cache/fpgaserve-e2e) and rebuilt whenever the cache is missing or bad.
 # Environment: PYTHON (a Python with fpgaserve and its test extras; default python3),
 # BUILD_CA_BUNDLE (a PEM bundle pip trusts while the images download wheels, for a TLS-inspecting
-# proxy; default none), IMAGE / OPERATOR_IMAGE (default fpgaserve/fpgaserve:e2e and
-# fpgaserve/fpgaserve-operator:e2e), E2E_INSTALL (1: may install and start an engine; default 1
-# when CI=true, else 0).
+# proxy; default none), IMAGE / OPERATOR_IMAGE / SLIM_IMAGE (default fpgaserve/fpgaserve:e2e,
+# fpgaserve/fpgaserve-operator:e2e and fpgaserve/fpgaserve-slim:e2e: the device plugin runs in the
+# full image, the web service's pod in the slim one, as the chart's serverImage can choose),
+# E2E_INSTALL (1: may install and start an engine; default 1 when CI=true, else 0).
 set -euo pipefail
 
 here=${BASH_SOURCE[0]%/*}
@@ -30,6 +31,7 @@ ROOT=$(cd "$here/../.." && pwd)
 PYTHON=${PYTHON:-python3}
 IMAGE=${IMAGE:-fpgaserve/fpgaserve:e2e}
 OPERATOR_IMAGE=${OPERATOR_IMAGE:-fpgaserve/fpgaserve-operator:e2e}
+SLIM_IMAGE=${SLIM_IMAGE:-fpgaserve/fpgaserve-slim:e2e}
 E2E_CACHE=${E2E_CACHE:-/var/cache/fpgaserve-e2e}
 BASE=python:3.11-slim
 STANDIN=fpgaserve/base-standin:bookworm
@@ -178,13 +180,15 @@ if [[ -n ${BUILD_CA_BUNDLE:-} ]]; then
     CA_COPY=$ROOT/build-ca.pem # gitignored; removed on exit
     cp "$BUILD_CA_BUNDLE" "$CA_COPY"
 fi
-log "building $OPERATOR_IMAGE and $IMAGE on $BASE"
+log "building $OPERATOR_IMAGE, $IMAGE and $SLIM_IMAGE on $BASE"
 build "$OPERATOR_IMAGE" --target operator
 build "$IMAGE"
+# The classic builder built every stage above the default target, build-slim included: from cache.
+build "$SLIM_IMAGE" --target serve-slim
 [[ -n $CA_COPY ]] && rm -f "$CA_COPY" && CA_COPY=
 
 log "running the roles in containers"
 "$PYTHON" "$ROOT/tests/e2e/container_pods.py" --image "$IMAGE" --operator-image "$OPERATOR_IMAGE" \
-    --label "fpgaserve-e2e=$RUN_ID"
+    --server-image "$SLIM_IMAGE" --label "fpgaserve-e2e=$RUN_ID"
 
 log "PASS"

@@ -4,10 +4,12 @@ Role: after ``tests/e2e/container_e2e.sh`` has built the images, this runs (with
 1. the device plugin as its DaemonSet runs it (root, read-only root filesystem, no capabilities,
    the kubelet's device-plugins directory mounted), registering with the device plugin tests'
    ``FakeKubelet`` over the real v1beta1 API; the kubelet then asks it to ``Allocate`` an FPGA;
-2. the operator as its Deployment runs it (the slim image, its securityContext and memory limit,
-   a kubeconfig for the Kubernetes API emulator of the operator tests, ``tests/operator/cluster.py``);
-   an FpgaModel and an FpgaWebservice are created there and the operator generates the Deployment
-   and the Secrets;
+2. the operator as its Deployment runs it (the operator image, its securityContext and memory limit,
+   a kubeconfig for the Kubernetes API emulator of the operator tests, ``tests/operator/cluster.py``),
+   told to run web services in ``--server-image`` (the chart's ``serverImage``; the e2e script passes
+   the ``serve-slim`` image, so the TensorFlow-free serving path runs for real); an FpgaModel of a
+   package whose stages are all ``host`` or ``fpga`` and an FpgaWebservice are created there and the
+   operator generates the Deployment and the Secrets;
 3. that Deployment's pod as a kubelet runs it: Secret and emptyDir (and hostPath) volumes, the init
    container to completion, then the server with the Allocate answer as env and mounts, every
    container under its securityContext and memory limit; once its readiness probe passes, a real
@@ -28,6 +30,7 @@ import re
 import socket
 import sys
 import tempfile
+import zipfile
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,9 +44,11 @@ from cryptography import x509  # noqa: E402
 
 from fpgaserve.api import serving  # noqa: E402
 from fpgaserve.api.crd_models import API_VERSION  # noqa: E402
+from fpgaserve.api.manifest import parse_manifest  # noqa: E402
 from fpgaserve.deviceplugin.daemonset import DEFAULT_SOCKET_DIR, build_daemonset  # noqa: E402
 from fpgaserve.deviceplugin.v1beta1 import api_pb2  # noqa: E402
 from fpgaserve.operator.install_objects import build_manifest  # noqa: E402
+from fpgaserve.sdk.host_lowering import register_classifier  # noqa: E402
 from tests.deviceplugin.conftest import FakeKubelet  # noqa: E402
 from tests.e2e.kubelet_docker import (  # noqa: E402
     Docker,
@@ -104,6 +109,23 @@ async def run_device_plugin(docker: Docker, image: str, node_dir: Path) -> tuple
 
 
 # ---- 2. the operator and the API emulator
+
+
+def host_only_package(path: Path) -> Any:
+    """The tiny pipeline, saved so that no stage needs TensorFlow to serve (the slim image has none).
+
+    Its classifier is registered as a dense classifier fpgaserve built (as the zoo's are), so that
+    the SDK lowers it to its host form; the manifest is checked, so a change in what is lowered
+    fails here rather than as a refused package inside the container."""
+    classifier = tiny_classifier()
+    register_classifier(classifier)
+    info = tiny_definition(tiny_featurizer(), classifier).save(path)
+    with zipfile.ZipFile(path) as package:
+        manifest = parse_manifest(package.read("manifest.json"))
+    runtimes = {s.name: "fpga" if s.kind == "fpga" else s.runtime for s in manifest.pipeline}
+    if set(runtimes.values()) - {"host", "fpga"}:
+        raise Failure(f"the e2e package needs TensorFlow somewhere: {runtimes}")
+    return info
 
 
 @contextlib.asynccontextmanager
@@ -260,8 +282,11 @@ async def run_pod(docker: Docker, *, cluster: Cluster, allocation: Any, node_dir
 
 async def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image", required=True, help="the full image (device plugin, web services)")
+    parser.add_argument("--image", required=True, help="the full image (the device plugin)")
     parser.add_argument("--operator-image", required=True)
+    parser.add_argument(
+        "--server-image", help="the web services' image, the operator's --image (default: --image)"
+    )
     parser.add_argument("--label", default="fpgaserve-e2e=manual", help="KEY=VALUE on every container")
     args = parser.parse_args(argv)
     docker = Docker(args.label)
@@ -273,16 +298,13 @@ async def main(argv: Sequence[str] | None = None) -> int:
         try:
             kubelet, allocation = await run_device_plugin(docker, args.image, node_dir)
             async with api_server() as cluster:
+                server_image = args.server_image or args.image
                 await run_operator(
-                    docker, image=args.image, operator_image=args.operator_image, cluster=cluster, work=work
+                    docker, image=server_image, operator_image=args.operator_image, cluster=cluster, work=work
                 )
                 models = node_dir / "models"
                 models.mkdir(parents=True)
-                info = await asyncio.to_thread(
-                    lambda: tiny_definition(tiny_featurizer(), tiny_classifier()).save(
-                        models / "service_def.zip"
-                    )
-                )
+                info = await asyncio.to_thread(host_only_package, models / "service_def.zip")
                 models.chmod(0o755)
                 model = model_body(source={"uri": f"file://{info.path}", "sha256": info.sha256})
                 web = webservice_body(NAME, tls={"mode": "SelfSigned"}, fpga={"count": 1},
@@ -306,7 +328,12 @@ async def main(argv: Sequence[str] | None = None) -> int:
                 await wait_for(
                     docker, "operator", generated, "the operator to generate the Deployment and Secrets"
                 )
-                print("operator: generated the Deployment and the Secrets of the web service")
+                deployment = cluster.live("apps/v1/deployments", NAMESPACE, NAME) or {}
+                images = {c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]}
+                assert images == {server_image}, f"the pod runs {images}, not the operator's --image"
+                print(
+                    f"operator: generated the Deployment ({server_image}) and the Secrets of the web service"
+                )
                 await run_pod(docker, cluster=cluster, allocation=allocation, node_dir=node_dir, work=work)
         except (Failure, AssertionError) as exc:
             print(f"FAIL: {exc}", file=sys.stderr)
