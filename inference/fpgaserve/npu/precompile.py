@@ -100,11 +100,7 @@ def warm_kernels(*, formats: Iterable[Any] | None = None) -> WarmReport:
     blocks = tuple(sorted({fmt.block_size for fmt in chosen}))
     from fpgaserve.npu.kernel_cache import cache_counts
 
-    dispatchers = {
-        **k.dispatchers(block_sizes=blocks),
-        "host_stages._rows_pass": host_stages._rows_pass,
-        "host_stages._resize_kernel": host_stages._resize_kernel,
-    }
+    dispatchers = {**k.dispatchers(block_sizes=blocks), **host_stages.dispatchers()}
     counts = {name: c for name, c in cache_counts(dispatchers).items() if c != (0, 0)}
     paths = tuple(sorted({str(d.stats.cache_path) for name, d in dispatchers.items() if name in counts}))
     import numba

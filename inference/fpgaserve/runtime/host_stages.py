@@ -35,6 +35,7 @@ __all__ = [
     "ImagePreprocessStage",
     "bicubic_resize",
     "decode_rgb",
+    "dispatchers",
     "host_stage",
     "run_lowering",
 ]
@@ -115,6 +116,12 @@ def _resize_kernel(
     across = np.ascontiguousarray(vertical.reshape(out_h, width, channels).transpose(1, 0, 2))
     done = _rows_pass(across.reshape(width, out_h * channels), cols, col_w)
     return np.ascontiguousarray(done.reshape(out_w, out_h, channels).transpose(1, 0, 2))
+
+
+def dispatchers() -> dict[str, Any]:
+    """This module's numba kernels by name, for ``fpgaserve warm-kernels`` (``npu.precompile``) to
+    compile into the image and count in its cache."""
+    return {"host_stages.rows_pass": _rows_pass, "host_stages.resize_kernel": _resize_kernel}
 
 
 def bicubic_resize(image: npt.NDArray[Any], *, height: int, width: int) -> F32:
