@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from fpgaserve.api import crdgen
+from fpgaserve.api.constants import SLIM_IMAGE
 from fpgaserve.deviceplugin.daemonset import build_daemonset
 from fpgaserve.dra import manifest as dra_manifest
 from fpgaserve.operator.config import DEFAULT_IMAGE, DEFAULT_OPERATOR_IMAGE
@@ -36,6 +37,7 @@ CHART_DIR = ROOT / "charts" / "fpgaserve"
 RELEASE = "fpgaserve"
 NAMESPACE = DEFAULT_NAMESPACE
 CUSTOM_IMAGE = {"repository": "registry.example/fpgaserve", "tag": "1.2.3"}
+CUSTOM_SLIM_IMAGE = {"repository": "registry.example/fpgaserve-slim", "tag": "1.2.3"}
 WATCHED = ["team-a", "team-b"]
 Renders = dict[str, list[dict[str, Any]]]
 
@@ -44,6 +46,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "device-plugin": {"devicePlugin": {"enabled": True}},
     "device-plugin-custom": {
         "image": CUSTOM_IMAGE,
+        "slimImage": CUSTOM_SLIM_IMAGE,
         "devicePlugin": {
             "enabled": True,
             "namespace": "fpga-system",
@@ -57,6 +60,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "dra": {"dra": {"enabled": True}},
     "dra-custom": {
         "image": CUSTOM_IMAGE,
+        "slimImage": CUSTOM_SLIM_IMAGE,
         "dra": {
             "enabled": True,
             "namespace": "fpga-system",
@@ -239,13 +243,15 @@ def test_device_plugin_is_the_manifests(rendered: Renders) -> None:
     (daemonset,) = by_kind(rendered["device-plugin"], "DaemonSet")
     expected = build_daemonset()
     assert pod_spec(daemonset) == pod_spec(expected)
+    # Every node pulls the image without TensorFlow.
+    assert pod_spec(daemonset)["containers"][0]["image"] == SLIM_IMAGE
     assert daemonset["metadata"]["name"] == expected["metadata"]["name"]
     assert daemonset["metadata"]["namespace"] == expected["metadata"]["namespace"] == "kube-system"
 
     (custom,) = by_kind(rendered["device-plugin-custom"], "DaemonSet")
     expected = build_daemonset(
         namespace="fpga-system",
-        image="registry.example/fpgaserve:1.2.3",
+        image="registry.example/fpgaserve-slim:1.2.3",  # slimImage, not image
         device_count=2,
         device_model="pbs-a10",
         health_interval=0.5,
@@ -283,7 +289,7 @@ def test_dra_driver_is_the_manifests(rendered: Renders) -> None:
     (custom,) = by_kind(rendered["dra-custom"], "DaemonSet")
     expected = dra_manifest.build_daemonset(
         namespace="fpga-system",
-        image="registry.example/fpgaserve:1.2.3",
+        image="registry.example/fpgaserve-slim:1.2.3",  # slimImage, not image
         device_count=2,
         device_model="pbs-a10",
         node_selector={"fpgaserve.io/fpga-node": "true"},

@@ -20,8 +20,8 @@
 # Environment: PYTHON (a Python with fpgaserve and its test extras; default python3),
 # BUILD_CA_BUNDLE (a PEM bundle pip trusts while the images download wheels, for a TLS-inspecting
 # proxy; default none), IMAGE / OPERATOR_IMAGE / SLIM_IMAGE (default fpgaserve/fpgaserve:e2e,
-# fpgaserve/fpgaserve-operator:e2e and fpgaserve/fpgaserve-slim:e2e: the device plugin runs in the
-# full image, the web service's pod in the slim one, as the chart's serverImage can choose),
+# fpgaserve/fpgaserve-operator:e2e and fpgaserve/fpgaserve-slim:e2e: the device plugin and the web
+# service's pod run in the slim one, the full one is built and its kernels compiled in the build),
 # E2E_INSTALL (1: may install and start an engine; default 1 when CI=true, else 0).
 set -euo pipefail
 
@@ -188,7 +188,7 @@ build "$SLIM_IMAGE" --target serve-slim
 [[ -n $CA_COPY ]] && rm -f "$CA_COPY" && CA_COPY=
 
 log "running the roles in containers"
-"$PYTHON" "$ROOT/tests/e2e/container_pods.py" --image "$IMAGE" --operator-image "$OPERATOR_IMAGE" \
-    --server-image "$SLIM_IMAGE" --label "fpgaserve-e2e=$RUN_ID"
+"$PYTHON" "$ROOT/tests/e2e/container_pods.py" --image "$SLIM_IMAGE" --operator-image "$OPERATOR_IMAGE" \
+    --label "fpgaserve-e2e=$RUN_ID"
 
 log "PASS"

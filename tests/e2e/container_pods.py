@@ -1,13 +1,14 @@
 """Run fpgaserve's roles in real containers as Kubernetes would; the driver of container_e2e.sh.
 
 Role: after ``tests/e2e/container_e2e.sh`` has built the images, this runs (with ``docker run``):
-1. the device plugin as its DaemonSet runs it (root, read-only root filesystem, no capabilities,
+1. the device plugin as its DaemonSet runs it (``--image``: the script passes the slim image, the
+   chart's default for the DaemonSet; root, read-only root filesystem, no capabilities,
    the kubelet's device-plugins directory mounted), registering with the device plugin tests'
    ``FakeKubelet`` over the real v1beta1 API; the kubelet then asks it to ``Allocate`` an FPGA;
 2. the operator as its Deployment runs it (the operator image, its securityContext and memory limit,
    a kubeconfig for the Kubernetes API emulator of the operator tests, ``tests/operator/cluster.py``),
-   told to run web services in ``--server-image`` (the chart's ``serverImage``; the e2e script passes
-   the ``serve-slim`` image, so the TensorFlow-free serving path runs for real); an FpgaModel of a
+   told to run web services in ``--image`` (the chart's ``serverImage``; the e2e script passes the
+   ``serve-slim`` image, so the TensorFlow-free serving path runs for real); an FpgaModel of a
    package whose stages are all ``host`` or ``fpga`` and an FpgaWebservice are created there and the
    operator generates the Deployment and the Secrets;
 3. that Deployment's pod as a kubelet runs it: Secret and emptyDir (and hostPath) volumes, the init
@@ -282,11 +283,10 @@ async def run_pod(docker: Docker, *, cluster: Cluster, allocation: Any, node_dir
 
 async def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image", required=True, help="the full image (the device plugin)")
-    parser.add_argument("--operator-image", required=True)
     parser.add_argument(
-        "--server-image", help="the web services' image, the operator's --image (default: --image)"
+        "--image", required=True, help="the device plugin's and the web services' (the operator's --image)"
     )
+    parser.add_argument("--operator-image", required=True)
     parser.add_argument("--label", default="fpgaserve-e2e=manual", help="KEY=VALUE on every container")
     args = parser.parse_args(argv)
     docker = Docker(args.label)
@@ -298,7 +298,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
         try:
             kubelet, allocation = await run_device_plugin(docker, args.image, node_dir)
             async with api_server() as cluster:
-                server_image = args.server_image or args.image
+                server_image = args.image
                 await run_operator(
                     docker, image=server_image, operator_image=args.operator_image, cluster=cluster, work=work
                 )

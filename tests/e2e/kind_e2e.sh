@@ -9,8 +9,10 @@
 # Needs docker (with a reachable daemon), kind, kubectl and helm; without them it prints
 # "SKIP: ..." and exits 0. Also needs a Python with fpgaserve installed ($PYTHON, default python3),
 # which builds the service package (SDK) and scores (CLI) from this machine.
-# Environment: KIND_CLUSTER (default fpgaserve-e2e), IMAGE (default fpgaserve/fpgaserve:e2e) and
-# OPERATOR_IMAGE (the Dockerfile's slim "operator" target; default fpgaserve/fpgaserve-operator:e2e),
+# Environment: KIND_CLUSTER (default fpgaserve-e2e), IMAGE (the web services'; default
+# fpgaserve/fpgaserve:e2e), OPERATOR_IMAGE (the Dockerfile's "operator" target; default
+# fpgaserve/fpgaserve-operator:e2e), SLIM_IMAGE (its "serve-slim" target, the device plugin's;
+# default fpgaserve/fpgaserve-slim:e2e),
 # KEEP_CLUSTER=1 to keep the cluster for a look afterwards (kubeconfig path printed).
 set -euo pipefail
 
@@ -48,6 +50,7 @@ preflight || exit 0
 CLUSTER=${KIND_CLUSTER:-fpgaserve-e2e}
 IMAGE=${IMAGE:-fpgaserve/fpgaserve:e2e}
 OPERATOR_IMAGE=${OPERATOR_IMAGE:-fpgaserve/fpgaserve-operator:e2e}
+SLIM_IMAGE=${SLIM_IMAGE:-fpgaserve/fpgaserve-slim:e2e}
 PYTHON=${PYTHON:-python3}
 NS=fpgaserve-e2e
 OPERATOR_NS=fpgaserve-system
@@ -121,8 +124,9 @@ if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
     fail "a kind cluster named $CLUSTER exists already; delete it or set KIND_CLUSTER"
 fi
 
-log "building $OPERATOR_IMAGE and $IMAGE (in the background) and creating the kind cluster $CLUSTER"
-{ docker build --target operator --tag "$OPERATOR_IMAGE" "$ROOT" && docker build --tag "$IMAGE" "$ROOT"; } \
+log "building $OPERATOR_IMAGE, $IMAGE and $SLIM_IMAGE (in the background) and creating the kind cluster $CLUSTER"
+{ docker build --target operator --tag "$OPERATOR_IMAGE" "$ROOT" && docker build --tag "$IMAGE" "$ROOT" &&
+    docker build --target serve-slim --tag "$SLIM_IMAGE" "$ROOT"; } \
     >"$WORK/build.log" 2>&1 &
 BUILD_PID=$!
 CREATED=1
@@ -133,7 +137,7 @@ if ! wait "$BUILD_PID"; then
     fail "docker build failed"
 fi
 BUILD_PID=
-kind load docker-image "$IMAGE" "$OPERATOR_IMAGE" --name "$CLUSTER"
+kind load docker-image "$IMAGE" "$OPERATOR_IMAGE" "$SLIM_IMAGE" --name "$CLUSTER"
 
 log "CRDs, then the chart with the emulated device plugin"
 kubectl apply -f "$ROOT/crds/"
@@ -143,6 +147,7 @@ kubectl wait --for=condition=Established --timeout=60s \
 helm install "$RELEASE" "$ROOT/charts/fpgaserve" --namespace "$OPERATOR_NS" --create-namespace \
     --set "image.repository=${IMAGE%:*}" --set "image.tag=${IMAGE##*:}" \
     --set "operatorImage.repository=${OPERATOR_IMAGE%:*}" --set "operatorImage.tag=${OPERATOR_IMAGE##*:}" \
+    --set "slimImage.repository=${SLIM_IMAGE%:*}" --set "slimImage.tag=${SLIM_IMAGE##*:}" \
     --set devicePlugin.enabled=true \
     --wait --timeout 5m
 kubectl -n "$OPERATOR_NS" rollout status "deployment/$RELEASE-operator" --timeout=180s

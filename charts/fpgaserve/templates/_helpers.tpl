@@ -56,7 +56,7 @@ app.kubernetes.io/component: device-plugin
 
 {{- define "fpgaserve.devicePluginImage" -}}
 {{- $image := .Values.devicePlugin.image -}}
-{{- printf "%s:%s" ($image.repository | default .Values.image.repository) ($image.tag | default .Values.image.tag | default .Chart.AppVersion) -}}
+{{- printf "%s:%s" ($image.repository | default .Values.slimImage.repository) ($image.tag | default .Values.slimImage.tag | default .Chart.AppVersion) -}}
 {{- end -}}
 
 {{- define "fpgaserve.draName" -}}
@@ -76,5 +76,5 @@ app.kubernetes.io/component: dra-driver
 
 {{- define "fpgaserve.draImage" -}}
 {{- $image := .Values.dra.image -}}
-{{- printf "%s:%s" ($image.repository | default .Values.image.repository) ($image.tag | default .Values.image.tag | default .Chart.AppVersion) -}}
+{{- printf "%s:%s" ($image.repository | default .Values.slimImage.repository) ($image.tag | default .Values.slimImage.tag | default .Chart.AppVersion) -}}
 {{- end -}}

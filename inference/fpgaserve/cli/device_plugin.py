@@ -18,6 +18,8 @@ import threading
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from fpgaserve.api.constants import SLIM_IMAGE
+
 __all__ = ["add_parser"]
 
 logger = logging.getLogger(__name__)
@@ -108,7 +110,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
     manifest = commands.add_parser("manifest", help="print the DaemonSet YAML that runs the plugin")
     manifest.add_argument("--namespace", default="kube-system", help="(default: %(default)s)")
-    manifest.add_argument("--image", default="fpgaserve/fpgaserve:0.1.0", help="(default: %(default)s)")
+    manifest.add_argument("--image", default=SLIM_IMAGE, help="(default: %(default)s)")
     manifest.add_argument(
         "--node-selector",
         action="append",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fpgaserve.api.constants import DEFAULT_RESOURCE_NAME
+from fpgaserve.api.constants import DEFAULT_RESOURCE_NAME, SLIM_IMAGE
 from fpgaserve.deviceplugin.v1beta1 import DEFAULT_SOCKET_DIR
 
 __all__ = [
@@ -26,7 +26,7 @@ __all__ = [
 
 DEFAULT_NAME = "fpgaserve-device-plugin"
 DEFAULT_NAMESPACE = "kube-system"
-DEFAULT_IMAGE = "fpgaserve/fpgaserve:0.1.0"
+DEFAULT_IMAGE = SLIM_IMAGE  # the plugin needs numpy and grpc, not TensorFlow
 DEFAULT_STATE_DIR = f"{DEFAULT_SOCKET_DIR}/fpgaserve"
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fpgaserve.api.constants import DRA_DEVICE_CLASS, DRA_DRIVER_NAME
+from fpgaserve.api.constants import DRA_DEVICE_CLASS, DRA_DRIVER_NAME, SLIM_IMAGE
 from fpgaserve.deviceplugin.daemonset import node_agent_daemonset
 from fpgaserve.dra.pluginregistration import DEFAULT_REGISTRY_DIR
 
@@ -33,7 +33,7 @@ __all__ = [
 
 DEFAULT_NAME = "fpgaserve-dra-driver"
 DEFAULT_NAMESPACE = "kube-system"
-DEFAULT_IMAGE = "fpgaserve/fpgaserve:0.1.0"
+DEFAULT_IMAGE = SLIM_IMAGE  # the driver needs numpy and grpc, not TensorFlow
 PLUGIN_DIR = f"/var/lib/kubelet/plugins/{DRA_DRIVER_NAME}"
 STATE_DIR = f"{PLUGIN_DIR}/devices"
 CDI_DIR = "/var/run/cdi"

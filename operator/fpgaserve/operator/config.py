@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fpgaserve.api.constants import FULL_IMAGE, OPERATOR_IMAGE
+
 __all__ = ["DEFAULT_IMAGE", "DEFAULT_OPERATOR_IMAGE", "OperatorConfig"]
 
-# The full image (server, storage-init, device plugin) and the operator's slim one: two targets of
-# the one Dockerfile.
-DEFAULT_IMAGE = "fpgaserve/fpgaserve:0.1.0"
-DEFAULT_OPERATOR_IMAGE = "fpgaserve/fpgaserve-operator:0.1.0"
+# Web services run the full image unless told otherwise: a package may carry TensorFlow stages,
+# which the slim image cannot run (--image / the chart's serverImage choose the slim one).
+DEFAULT_IMAGE = FULL_IMAGE
+DEFAULT_OPERATOR_IMAGE = OPERATOR_IMAGE
 
 
 @dataclass(frozen=True, kw_only=True)
