@@ -10,9 +10,6 @@ from __future__ import annotations
 
 __all__ = [
     "DEFAULT_RESOURCE_NAME",
-    "FULL_IMAGE",
-    "OPERATOR_IMAGE",
-    "SLIM_IMAGE",
     "DEVICE_MOUNT_ROOT",
     "DRA_ATTR_MODEL",
     "DRA_CAPACITY_WEIGHT_MEMORY",
@@ -22,6 +19,9 @@ __all__ = [
     "ENV_DEVICE_MODEL",
     "ENV_DEVICE_MOUNT_ROOT",
     "ENV_REQUIRE_DEVICE",
+    "FULL_IMAGE",
+    "OPERATOR_IMAGE",
+    "SLIM_IMAGE",
 ]
 
 # The extended resource the device plugin advertises; pods ask for it in resources.limits.
