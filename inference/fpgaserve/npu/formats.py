@@ -6,6 +6,7 @@ names), so that the command line can list and validate formats without loading n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -21,6 +22,7 @@ __all__ = [
     "Rounding",
     "get_format",
     "get_precision",
+    "parse_candidates",
 ]
 
 Rounding = Literal["nearest", "even", "zero"]
@@ -158,3 +160,19 @@ def get_precision(text: str) -> Precision:
     except ValueError as exc:
         raise ValueError(f"in {text!r}: {exc}") from None
     return Precision(formats[0], formats[-1])
+
+
+def parse_candidates(spec: str | Sequence[str | BfpFormat | Precision]) -> tuple[Precision, ...]:
+    """The candidate list of a precision search: ``"ms-fp8,msfp16,int12-bfp/msfp16,int12-bfp"``
+    (comma-separated, narrowest first, the widest last; ``WEIGHTS/ACTIVATIONS`` for a pair), or a
+    sequence of names, formats and pairs. Refuses an empty list and repeats."""
+    items = [p for p in spec.split(",") if p.strip()] if isinstance(spec, str) else list(spec)
+    if not items:
+        raise ValueError(
+            "the candidate list is empty; write e.g. 'msfp16,int12-bfp/msfp16,int12-bfp' (narrowest first)"
+        )
+    cands = tuple(get_precision(c) if isinstance(c, str) else Precision.of(c) for c in items)
+    repeated = sorted({c.name for c in cands if cands.count(c) > 1})
+    if repeated:
+        raise ValueError(f"the candidate list names {', '.join(repeated)} more than once")
+    return cands
