@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from fpgaserve.compiler.compile import compile_graph
-from fpgaserve.compiler.keras_import import Graph
+from fpgaserve.compiler.fuse import optimize
+from fpgaserve.compiler.keras_import import Graph, import_keras
 from fpgaserve.compiler.precision import DEFAULT_CANDIDATES, AccuracyBudget, search_formats
 from fpgaserve.npu import kernels_numba, kernels_numpy
 from fpgaserve.npu.bfp import FORMATS, BfpFormat, quantize
@@ -30,12 +31,22 @@ from fpgaserve.npu.program import (
     reduction_axis,
     save_program,
 )
-from tests.compiler.test_compile import run
-from tests.compiler.test_precision import WIDE, calibration, graph, matrix_ops, model  # noqa: F401
+from tests.compiler.test_compile import every_layer_model, run
+from tests.compiler.test_precision import WIDE, calibration, matrix_ops
 from tests.npu.helpers import assert_bits_equal
 
 W12, M16, I7, M12 = FORMATS["int12-bfp"], FORMATS["msfp16"], FORMATS["int7-bfp"], FORMATS["msfp12"]
 W12A8 = Precision(W12, M16)
+
+
+@pytest.fixture(scope="module")
+def model(keras: Any) -> Any:
+    return every_layer_model(keras)
+
+
+@pytest.fixture(scope="module")
+def graph(model: Any) -> Graph:
+    return optimize(import_keras(model))
 
 
 def paired_formats(graph: Graph) -> dict[str, Precision]:
@@ -93,14 +104,14 @@ def test_weights_and_activations_in_two_formats_are_bit_identical_layer_by_layer
     ("wbits", "abits", "passes"), [(12, 8, 2), (8, 12, 2), (8, 8, 1), (12, 12, 4), (4, 12, 2), (17, 8, 3)]
 )
 def test_passes_multiply_the_limbs_of_both_operands(wbits: int, abits: int, passes: int) -> None:
-    model = DEVICE_MODELS["pbs-tiny"]
-    assert model.matrix_passes(wbits, abits) == passes
-    one = model.matrix_cycles(rows=10, reduction=9, outputs=5) - model.op_overhead_cycles
+    tiny = DEVICE_MODELS["pbs-tiny"]
+    assert tiny.matrix_passes(wbits, abits) == passes
+    one = tiny.matrix_cycles(rows=10, reduction=9, outputs=5) - tiny.op_overhead_cycles
     assert (
-        model.matrix_cycles(rows=10, reduction=9, outputs=5, element_bits=wbits, activation_bits=abits)
-        == one * passes + model.op_overhead_cycles
+        tiny.matrix_cycles(rows=10, reduction=9, outputs=5, element_bits=wbits, activation_bits=abits)
+        == one * passes + tiny.op_overhead_cycles
     )
-    assert model.matrix_passes(wbits) == model.matrix_passes(wbits, wbits)  # one width: as before
+    assert tiny.matrix_passes(wbits) == tiny.matrix_passes(wbits, wbits)  # one width: as before
 
 
 def test_cycles_follow_both_operands_and_weight_memory_the_weights(graph: Graph) -> None:
@@ -221,16 +232,9 @@ def test_the_search_uses_pairs_to_save_device_time_deterministically(graph: Grap
     pair (half the passes); the result repeats exactly."""
     budget = AccuracyBudget.parse("cosine>=0.99")
     cands: tuple[BfpFormat | Precision, ...] = (W12A8, W12)
+    calib = calibration()
     results = [
-        search_formats(
-            graph,
-            model=model,
-            budget=budget,
-            calibration=calibration(),
-            name="m",
-            candidates=cands,
-            sensitivity_examples=5,
-        )  # fmt: skip
+        search_formats(graph, model=model, budget=budget, calibration=calib, name="m", candidates=cands)
         for _ in range(2)
     ]
     a, b = results
