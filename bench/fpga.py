@@ -46,6 +46,8 @@ from fpgaserve.sdk.zoo import QuantizedModel, get_zoo_model
 # flip means the FPGA changed the answer, not that two near-equal classes swapped.
 DECISIVE_MARGIN = 0.1
 
+MODEL_PATH = "/tmp/fpgaserve-bench-models"  # compiled programs (and searched ones) are kept here
+
 # Real photos bundled with scikit-image (files in skimage/data; synthetic images left out). The
 # calibration photos of format "auto" are others (a test checks the two sets stay apart).
 PHOTOS = BENCHMARK_PHOTOS
@@ -127,11 +129,13 @@ def bench_model(
     repeats: int,
     budgets: list[str],
     baseline: Any = None,
+    model_path: str = MODEL_PATH,
+    candidates: str | None = None,
 ) -> list[dict[str, Any]]:
     import tensorflow as tf
 
     weights = "random" if name == "resnet50" else None
-    base = get_zoo_model(name, model_path="/tmp/fpgaserve-bench-models", weights=weights)
+    base = get_zoo_model(name, model_path=model_path, weights=weights)
     batch = np.concatenate([base.preprocess(img) for img in images])
     float_fn = tf.function(lambda x: base.featurizer(x, training=False))
     ref_feats = np.concatenate([float_fn(batch[i : i + 8]).numpy() for i in range(0, len(batch), 8)])
@@ -140,9 +144,8 @@ def bench_model(
     runs = [(f, b) for f in formats for b in (budgets if f == AUTO_FORMAT else [DEFAULT_BUDGET])]
     for fmt_name, budget in runs:
         fmt: Any = AUTO_FORMAT if fmt_name == AUTO_FORMAT else get_format(fmt_name)
-        model = get_zoo_model(
-            name, model_path="/tmp/fpgaserve-bench-models", weights=weights, format=fmt, budget=budget
-        )
+        auto = {"budget": budget, "candidates": candidates} if fmt_name == AUTO_FORMAT else {}
+        model = get_zoo_model(name, model_path=model_path, weights=weights, format=fmt, **auto)
         start = time.perf_counter()
         program = model.program if model.program_path.exists() else None
         if program is None and model.auto:
@@ -238,6 +241,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--budgets", nargs="+", default=[DEFAULT_BUDGET], help="accuracy budgets of the 'auto' rows"
     )
+    parser.add_argument(
+        "--candidates",
+        default=None,
+        help="candidates of the 'auto' rows, e.g. 'msfp16,int12-bfp/msfp16,int12-bfp' (narrowest first, "
+        "WEIGHTS/ACTIVATIONS for a pair; default: the search's)",
+    )
+    parser.add_argument("--model-path", default=MODEL_PATH, help="where compiled programs are kept")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.add_argument(
         "--baseline-kernels",
@@ -255,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         row
         for name in args.models
-        for row in bench_model(name, args.formats, images, args.repeats, args.budgets, baseline)
+        for row in bench_model(
+            name, args.formats, images, args.repeats, args.budgets, baseline, args.model_path, args.candidates
+        )
     ]
     print(f"load average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     if args.json:

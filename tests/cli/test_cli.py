@@ -125,7 +125,7 @@ def test_compile_searches_per_layer_formats_under_an_accuracy_budget(tmp_path: P
     # A budget the candidates cannot keep: exit 2 naming the limiting layers, no file written.
     done = fpgaserve(
         *common, "-o", str(tmp_path / "bad.fpga"), "--format", "auto", "--accuracy-budget", "cosine>=0.999999",
-        "--candidates", "ms-fp8,msfp12", timeout=900,
+        "--candidates", "ms-fp8,ms-fp8/msfp12,msfp12", timeout=900,
     )  # fmt: skip
     assert done.returncode == 2
     assert "cannot be met" in done.stderr and "limit it most" in done.stderr
@@ -142,3 +142,14 @@ def test_compile_refuses_a_bad_budget_or_search_options_without_auto(tmp_path: P
         "compile", str(tmp_path / "m.keras"), "-o", str(tmp_path / "x.fpga"), "--candidates", "msfp16"
     )
     assert done.returncode == 2 and "go with --format auto" in done.stderr
+    # A weights/activations pair with an unknown half, and one with three parts.
+    for candidates, message in (
+        ("msfp16,int12-bfp/bogus", "in 'int12-bfp/bogus': unknown BFP format 'bogus'"),
+        ("msfp16/int7-bfp/int12-bfp", "WEIGHTS/ACTIVATIONS"),
+    ):
+        done = fpgaserve(
+            "compile", str(tmp_path / "m.keras"), "-o", str(tmp_path / "x.fpga"), "--format", "auto",
+            "--candidates", candidates,
+        )  # fmt: skip
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+        assert not (tmp_path / "x.fpga").exists()

@@ -176,7 +176,7 @@ def rewrite(
     return out
 
 
-@pytest.mark.parametrize("version", [0, 3, "1", "2", None])
+@pytest.mark.parametrize("version", [0, 4, "1", "2", "3", None])
 def test_unknown_version_is_refused(tmp_path: Path, version: object) -> None:
     path = rewrite(tmp_path, header=lambda h: h.update(version=version))
     with pytest.raises(ProgramFormatError, match=r"version .* is not supported.*recompile"):
@@ -185,7 +185,7 @@ def test_unknown_version_is_refused(tmp_path: Path, version: object) -> None:
 
 def test_program_object_with_another_version_is_written_as_such(tmp_path: Path) -> None:
     program = sample_program()
-    program.version = PROGRAM_FORMAT_VERSION + 2  # 2 is a mixed-precision program
+    program.version = PROGRAM_FORMAT_VERSION + 3  # 2 and 3 are mixed-precision programs
     save_program(program, tmp_path / "future.fpga")
     with pytest.raises(ProgramFormatError, match="version"):
         load_program(tmp_path / "future.fpga")

@@ -75,6 +75,39 @@ def test_auto_format_names_its_budget_and_keeps_its_own_program_file(tmp_path: P
         QuantizedEfficientNetLite0(tmp_path, format="auto", budget="best")
 
 
+def test_auto_candidates_are_validated_named_and_checked_against_a_kept_program(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fpgaserve.compiler.precision import DEFAULT_CANDIDATES
+    from fpgaserve.npu.program import save_program
+    from tests.npu.test_program import sample_program
+
+    pairs = QuantizedEfficientNetLite0(
+        tmp_path, format="auto", candidates="msfp16,int12-bfp/msfp16,int12-bfp"
+    )
+    default = QuantizedEfficientNetLite0(tmp_path, format="auto")
+    assert pairs.program_path != default.program_path and pairs.fmt == default.fmt
+    assert [c.name for c in pairs.candidates or ()] == ["msfp16", "int12-bfp/msfp16", "int12-bfp"]
+    with pytest.raises(ValueError, match="unknown BFP format 'bogus'"):
+        QuantizedEfficientNetLite0(tmp_path, format="auto", candidates="msfp16/bogus,int12-bfp")
+    with pytest.raises(ValueError, match="format='auto'"):
+        QuantizedEfficientNetLite0(tmp_path, candidates="msfp16")
+    # A kept program is reused only when it was searched among the same candidates (the defaults
+    # changed when the pairs came: a program searched without them is searched again).
+    searched = []
+    monkeypatch.setattr(type(default), "_compile_auto", lambda self, metadata: searched.append(1) or kept)
+    for names, reused in (([c.name for c in DEFAULT_CANDIDATES], True), (["msfp16", "int12-bfp"], False)):
+        kept = sample_program()
+        kept.fmt = default.fmt
+        kept.metadata["precision"] = {"budget": default.budget, "candidates": names}
+        default.program_path.parent.mkdir(parents=True, exist_ok=True)
+        save_program(kept, default.program_path)
+        searched.clear()
+        fresh = QuantizedEfficientNetLite0(tmp_path, format="auto")
+        assert fresh.program.metadata["precision"]["candidates"] == names
+        assert searched == ([] if reused else [1])
+
+
 def test_shipped_photos_are_real_photos_with_their_licences_and_give_nine_variants_each() -> None:
     import skimage.io
 

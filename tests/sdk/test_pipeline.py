@@ -197,8 +197,13 @@ def test_the_manifest_records_per_layer_formats_of_a_mixed_program(
     # Repack the op's weight in its new format, as the compiler would.
     mixed.weights[first] = encode(uniform.dequantized_weight(first).reshape(uniform.weight_shapes[first]),
                                   FORMATS["msfp16"], axis=2 if len(uniform.weight_shapes[first]) == 4 else 0)  # fmt: skip
+    # 12-bit weights x 8-bit activations on that op: no repacking, only the activations' format.
+    paired = compile_keras(featurizer)
+    paired.ops[[op.name for op in paired.ops].index(first)].attrs["activationFormat"] = dict(
+        name="msfp16", block_size=16, exponent_bits=8, mantissa_bits=7
+    )
     specs = []
-    for name, program in (("uniform", uniform), ("mixed", mixed)):
+    for name, program in (("uniform", uniform), ("mixed", mixed), ("paired", paired)):
         definition = ModelDefinition(name)
         definition.pipeline += [FpgaStage(program, name="fpga"), KerasStage(classifier)]
         info = definition.save(tmp_path / f"{name}.zip")
@@ -207,7 +212,10 @@ def test_the_manifest_records_per_layer_formats_of_a_mixed_program(
         loaded = load_service_definition(info.path, dest=tmp_path / name).manifest.pipeline[0]
         assert isinstance(loaded, FpgaStageSpec)
         specs.append((text, loaded))
-    (u_text, u_spec), (m_text, m_spec) = specs
+    (u_text, u_spec), (m_text, m_spec), (p_text, p_spec) = specs
+    assert "layerActivationFormats" in p_text and "layerActivationFormats" not in m_text + u_text
+    assert set(p_spec.layer_activation_formats) == {first} and p_spec.layer_formats == {}
+    assert p_spec.layer_activation_formats[first].name == "msfp16" and p_spec.program_version == 3
     assert "layerFormats" in m_text
     assert "layerFormats" not in u_text and u_spec.layer_formats == {}  # older readers still read it
     assert set(m_spec.layer_formats) == {first} and m_spec.layer_formats[first].name == "msfp16"

@@ -45,7 +45,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--candidates",
         default=None,
         help="with --format auto: comma-separated formats to choose from, narrowest first, the widest "
-        "last (default: all presets, narrowest to int12-bfp)",
+        "last; WEIGHTS/ACTIVATIONS for weights and input activations in two formats, e.g. "
+        "'msfp16,int12-bfp/msfp16,int12-bfp' (default: all presets, narrowest to int12-bfp, and "
+        "int12-bfp/msfp16 just below int12-bfp)",
     )
     p.set_defaults(func=_run)
 
@@ -81,7 +83,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"{path}: cannot load the Keras model ({exc})") from exc
     try:
         if auto:
-            search["fmt"] = search["candidates"][-1]
+            search["fmt"] = search["candidates"][-1].weights
             search["calibration"] = _calibration(args.calibration, model=model, input_shape=shape)
         else:
             search["fmt"] = fmt
@@ -98,13 +100,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def _search_options(args: argparse.Namespace, *, rounding: str | None) -> dict[str, Any]:
     from fpgaserve.compiler.precision import DEFAULT_CANDIDATES, AccuracyBudget
-    from fpgaserve.npu.bfp import get_format
-    from fpgaserve.npu.formats import Rounding
+    from fpgaserve.npu.formats import Rounding, parse_candidates
 
-    if args.candidates:
-        candidates = tuple(get_format(n.strip()) for n in args.candidates.split(",") if n.strip())
-    else:
-        candidates = DEFAULT_CANDIDATES
+    candidates = parse_candidates(args.candidates) if args.candidates else DEFAULT_CANDIDATES
     if rounding:
         candidates = tuple(f.with_rounding(cast("Rounding", rounding)) for f in candidates)
     return {"budget": AccuracyBudget.parse(args.budget or FEATURE_BUDGET), "candidates": candidates}

@@ -19,7 +19,9 @@ import numpy as np
 from fpgaserve.compiler.fuse import optimize
 from fpgaserve.compiler.keras_import import Graph, import_keras
 from fpgaserve.npu.bfp import DEFAULT_FORMAT, BfpFormat, BfpTensor, encode
+from fpgaserve.npu.formats import Precision
 from fpgaserve.npu.program import (
+    ACTIVATION_FORMAT_VERSION,
     MATRIX_OPS,
     MIXED_FORMAT_VERSION,
     PROGRAM_FORMAT_VERSION,
@@ -47,13 +49,15 @@ def compile_graph(
     fmt: BfpFormat,
     name: str,
     metadata: dict[str, Any] | None = None,
-    layer_formats: Mapping[str, BfpFormat] | None = None,
+    layer_formats: Mapping[str, BfpFormat | Precision] | None = None,
     cache: WeightCache | None = None,
 ) -> Program:
     """Quantize an optimized float graph into a program.
 
-    ``layer_formats`` maps matrix ops to their own formats (others use ``fmt``); ``cache`` keeps packed
-    weights per (op, format) across calls (the precision search compiles many variants).
+    ``layer_formats`` maps matrix ops to their own formats (others use ``fmt``): one ``BfpFormat`` for
+    weights and activations, or a ``Precision`` pair (weights packed in one, input activations quantized
+    in the other); ``cache`` keeps packed weights per (op, format) across calls (the precision search
+    compiles many variants).
     """
     layer_formats = layer_formats or {}
     unknown = set(layer_formats) - {g.name for g in graph.ops if g.kind in MATRIX_OPS}
@@ -71,9 +75,12 @@ def compile_graph(
             if g.kind == "depthwise_conv2d":  # stored as (taps, channels): blocks run over the taps
                 attrs["kernel"] = [int(weight.shape[0]), int(weight.shape[1])]
                 weight = weight.reshape(-1, weight.shape[2])
-            op_fmt = layer_formats.get(g.name, fmt)
+            precision = Precision.of(layer_formats.get(g.name, fmt))
+            op_fmt = precision.weights
             if op_fmt != fmt:
                 attrs["format"] = asdict(op_fmt)
+            if not precision.uniform:  # absent: activations in the weight format, as before
+                attrs["activationFormat"] = asdict(precision.activations)
             key = (g.name, op_fmt)
             packed = cache.get(key) if cache is not None else None
             if packed is None:
@@ -102,7 +109,11 @@ def compile_graph(
         biases=biases,
         constants=constants,
         metadata=dict(metadata or {}),
-        version=MIXED_FORMAT_VERSION if any("format" in op.attrs for op in ops) else PROGRAM_FORMAT_VERSION,
+        version=ACTIVATION_FORMAT_VERSION
+        if any("activationFormat" in op.attrs for op in ops)
+        else MIXED_FORMAT_VERSION
+        if any("format" in op.attrs for op in ops)
+        else PROGRAM_FORMAT_VERSION,
     )
 
 
@@ -115,13 +126,14 @@ def compile_keras(
     metadata: dict[str, Any] | None = None,
     budget: AccuracyBudget | None = None,
     calibration: npt.NDArray[Any] | None = None,
-    candidates: tuple[BfpFormat, ...] | None = None,
+    candidates: tuple[BfpFormat | Precision, ...] | None = None,
     head: Callable[[npt.NDArray[Any]], npt.NDArray[Any]] | None = None,
 ) -> Program:
     """Compile a Keras featurizer (functional or Sequential) for the emulated FPGA.
 
     With a ``budget`` (and a preprocessed ``calibration`` batch), each matrix op gets the narrowest
-    format of ``candidates`` (default: the presets, narrowest to INT12-BFP) that keeps the whole
+    format of ``candidates`` (formats or weight/activation ``Precision`` pairs; default
+    ``precision.DEFAULT_CANDIDATES``, narrowest to INT12-BFP) that keeps the whole
     program within the budget against the float model; ``head`` maps outputs to class scores for a
     top-1 budget (default: the outputs themselves). ``fmt`` is then the program's base format. See
     ``fpgaserve.compiler.precision`` and docs/numerics.md. Raises ``UnsupportedLayerError`` naming the

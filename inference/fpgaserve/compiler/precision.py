@@ -9,7 +9,9 @@ built this way, is in docs/numerics.md ("Mixed precision"):
 1. Costs: modeled device cycles (batch 1) and packed weight bytes of every op in every candidate,
    read from the same lowering and storage code the executor uses.
 2. Sensitivity: each op alone in each narrower candidate, all others in the widest (from the widest
-   down, stopping at the first candidate that breaks the budget on its own).
+   down; a candidate that breaks the budget on its own rules out every candidate no wider in either
+   operand). A candidate is a format for weights and activations alike, or a weights/activations pair
+   (``int12-bfp/msfp16``: two matrix passes instead of four).
 3. Greedy, time first: the moves that save device time, ordered by loss per cycle saved (margin
    drift for decision budgets, cosine loss for the cosine budget); the longest prefix that keeps the
    budget (binary search), then each remaining move tried on its own. Then the same for weight
@@ -36,7 +38,7 @@ import numpy.typing as npt
 from fpgaserve.compiler.budget import AccuracyBudget, Reference, Score
 from fpgaserve.compiler.keras_import import Graph
 from fpgaserve.npu.device import DEFAULT_DEVICE_MODEL
-from fpgaserve.npu.formats import FORMATS, BfpFormat
+from fpgaserve.npu.formats import FORMATS, BfpFormat, Precision
 from fpgaserve.npu.kernels import load_kernels
 from fpgaserve.npu.lowering import Env, lower_program
 from fpgaserve.npu.program import MATRIX_OPS, Program
@@ -53,12 +55,26 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]
-Formats = dict[str, BfpFormat]
+Formats = dict[str, Precision]
 
-# The presets from narrowest to widest (INT12-BFP): the widest is where the search starts.
-DEFAULT_CANDIDATES: tuple[BfpFormat, ...] = tuple(sorted(FORMATS.values(), key=lambda f: f.bits_per_value))
+# The presets from narrowest to widest (INT12-BFP), the widest where the search starts, and just below
+# it the two pairs of one 12-bit and one 8-bit operand: on 8-bit lanes two passes instead of four. On
+# EfficientNet-Lite0 the weights lose more than the activations (every pointwise op at
+# int12-bfp/msfp16: 97.4 % top-1 agreement; at msfp16/int12-bfp: 91.5 %), but which operand a layer
+# needs varies, and msfp16 weights also save memory. int12-bfp against int7-bfp activations is left
+# out: the same passes and memory as against msfp16's, with coarser activations.
+DEFAULT_CANDIDATES: tuple[Precision, ...] = (
+    *(
+        Precision.of(f)
+        for f in sorted(FORMATS.values(), key=lambda f: f.bits_per_value)
+        if f.name != "int12-bfp"
+    ),
+    Precision(FORMATS["msfp16"], FORMATS["int12-bfp"]),
+    Precision(FORMATS["int12-bfp"], FORMATS["msfp16"]),
+    Precision.of(FORMATS["int12-bfp"]),
+)
 # Near-float (one exponent per element, 15 mantissa bits): only to name the layers that limit a budget.
-_NEAR_FLOAT = BfpFormat("near-float", block_size=1, exponent_bits=8, mantissa_bits=15)
+_NEAR_FLOAT = Precision.of(BfpFormat("near-float", block_size=1, exponent_bits=8, mantissa_bits=15))
 _CHUNK = 8  # calibration examples per chunk of a run (chunks run side by side, one per core)
 # Sensitivity runs (one per op and candidate: most of the search's runs) use this many examples, the
 # first of the calibration batch: they only rank and prune moves; every choice is verified on all.
@@ -146,9 +162,10 @@ class _Evaluator:
     def program(self, formats: Formats) -> Program:
         from fpgaserve.compiler.compile import compile_graph
 
+        base = Precision.of(self.base)
         return compile_graph(
             self.graph, fmt=self.base, name=self.name, metadata=self.metadata,
-            layer_formats={k: f for k, f in formats.items() if f != self.base}, cache=self.cache,
+            layer_formats={k: f for k, f in formats.items() if f != base}, cache=self.cache,
         )  # fmt: skip
 
     def op_costs(self, formats: Formats) -> dict[str, tuple[int, int]]:
@@ -200,7 +217,7 @@ def search_formats(
     model: Any,
     budget: AccuracyBudget,
     calibration: npt.NDArray[Any],
-    candidates: tuple[BfpFormat, ...] | None = None,
+    candidates: tuple[BfpFormat | Precision, ...] | None = None,
     head: Callable[[F32], Any] | None = None,
     name: str,
     metadata: dict[str, Any] | None = None,
@@ -208,9 +225,11 @@ def search_formats(
 ) -> SearchResult:
     """Choose a format per matrix op of ``graph`` (see the module docstring); raises ``BudgetError``."""
     start = time.perf_counter()
-    cands = tuple(candidates or DEFAULT_CANDIDATES)
+    cands = tuple(Precision.of(c) for c in (candidates or DEFAULT_CANDIDATES))
     if not cands:
         raise ValueError("the candidate format list is empty")
+    if len(set(cands)) != len(cands):
+        raise ValueError(f"the candidate list names a format twice: {', '.join(c.name for c in cands)}")
     calib = np.ascontiguousarray(calibration, dtype=np.float32)
     if calib.ndim != len(graph.input_shape) + 1 or calib.shape[1:] != tuple(graph.input_shape):
         raise ValueError(
@@ -233,8 +252,9 @@ def search_formats(
     margins = tuple(sorted({_DECISIVE, budget.margin} - {0.0}))
     reference = Reference(float_out, head=head, margins=margins)
     ev = _Evaluator(
-        graph, reference=reference, calibration=calib, base=widest, name=name, metadata=dict(metadata or {})
-    )
+        graph, reference=reference, calibration=calib, base=widest.weights, name=name,
+        metadata=dict(metadata or {}),
+    )  # fmt: skip
     try:
         final, sensitivity = _search(ev, budget, cands, n_all=len(calib), n_sub=n_sub)
         current = final.formats
@@ -274,7 +294,7 @@ def search_formats(
 
 
 def _search(
-    ev: _Evaluator, budget: AccuracyBudget, cands: tuple[BfpFormat, ...], *, n_all: int, n_sub: int
+    ev: _Evaluator, budget: AccuracyBudget, cands: tuple[Precision, ...], *, n_all: int, n_sub: int
 ) -> tuple[_State, dict[str, dict[str, float]]]:
     widest = cands[-1]
     layers = [g.name for g in ev.graph.ops if g.kind in MATRIX_OPS]
@@ -285,13 +305,17 @@ def _search(
     costs = {f: ev.op_costs(dict.fromkeys(layers, f)) for f in cands}
 
     # 2. Sensitivity: each op alone, from the widest candidate down; a candidate that breaks the budget
-    # alone is never used for that op (nor, assuming narrower is no better, anything narrower).
+    # alone is never used for that op (nor, assuming narrower is no better, anything no wider in both
+    # operands: with one format per candidate, everything after it in the list).
     sensitivity: dict[str, dict[str, float]] = {layer: {widest.name: 0.0} for layer in layers}
     # What each candidate alone costs in the budget's own metric on the subset (for the early exit).
     cost_alone: dict[tuple[str, str], float] = {}
-    allowed: dict[str, list[BfpFormat]] = {layer: [widest] for layer in layers}
+    allowed: dict[str, list[Precision]] = {layer: [widest] for layer in layers}
     for layer in layers:
+        broken: list[Precision] = []
         for fmt in reversed(cands[:-1]):
+            if any(fmt.at_most(b) for b in broken):
+                continue  # no wider than one that broke the budget alone
             if costs[fmt][layer] >= costs[allowed[layer][-1]][layer]:
                 continue  # saves nothing over a wider allowed format: not worth a run
             s = ev.run({**base_sub.formats, layer: fmt}, n=n_sub, since=base_sub).score
@@ -302,44 +326,53 @@ def _search(
                 base_all.score.value(budget) - base_sub.score.value(budget) + s.value(budget)
                 < budget.threshold
             ):
-                break
+                broken.append(fmt)
+                continue
             allowed[layer].append(fmt)
         logger.debug("precision search: %s %s", layer, sensitivity[layer])
     logger.info("precision search: sensitivity of %d ops in %d runs", len(layers), ev.runs)
 
-    def loss(layer: str, fmt: BfpFormat) -> float:
+    def loss(layer: str, fmt: Precision) -> float:
         return sensitivity[layer][fmt.name] + 1e-9
 
-    # 3a. Device time: per op the least lossy allowed format among its fastest ones.
-    time_moves: list[tuple[float, int, str, BfpFormat]] = []
+    # 3a. Device time: per op and level of device time below the widest's (with weight/activation pairs
+    # an op may have two: 12-bit weights against 8-bit activations, then 8 bits for both), the least
+    # lossy allowed format of that level; each level a move, ordered by its extra loss per cycle saved
+    # over the level above (never before it), so that an op whose fastest level is rejected can still
+    # take the one between.
+    time_moves: list[tuple[float, int, int, str, Precision]] = []
     for i, layer in enumerate(layers):
-        fastest = min(costs[f][layer][0] for f in allowed[layer])
-        saved = costs[widest][layer][0] - fastest
-        if saved > 0:
+        prev_cycles, prev_loss, prev_ratio = costs[widest][layer][0], 0.0, 0.0
+        levels = sorted({costs[f][layer][0] for f in allowed[layer]} - {prev_cycles}, reverse=True)
+        for level, cycles in enumerate(c for c in levels if c < prev_cycles):
             best = min(
-                (f for f in allowed[layer] if costs[f][layer][0] == fastest), key=lambda f: loss(layer, f)
+                (f for f in allowed[layer] if costs[f][layer][0] == cycles), key=lambda f: loss(layer, f)
             )
-            time_moves.append((loss(layer, best) / saved, i, layer, best))
-    time_moves.sort(key=lambda m: (m[0], m[1]))
-    state = _apply_prefix(ev, budget, base_all, [(m[2], m[3]) for m in time_moves], costs, n=n_all)
-    for _, _, layer, fmt in time_moves:  # fill: what the prefix left out, one at a time
-        if state.formats[layer] == fmt:
-            continue
+            ratio = max((loss(layer, best) - prev_loss) / (prev_cycles - cycles), prev_ratio)
+            time_moves.append((ratio, i, level, layer, best))
+            prev_cycles, prev_loss, prev_ratio = cycles, loss(layer, best), ratio
+    time_moves.sort(key=lambda m: (m[0], m[1], m[2]))
+    state = _apply_prefix(ev, budget, base_all, [(m[3], m[4]) for m in time_moves], costs, n=n_all)
+    for *_, layer, fmt in time_moves:  # fill: what the prefix left out, one at a time
+        current = state.formats[layer]
+        if costs[fmt][layer] >= costs[current][layer]:
+            continue  # taken, or a faster level of this op already is
         # Early exit: a move that alone cost more than the slack left is not run (additive estimate).
-        if cost_alone.get((layer, fmt.name), 0.0) > state.score.value(budget) - budget.threshold:
+        extra = cost_alone.get((layer, fmt.name), 0.0) - cost_alone.get((layer, current.name), 0.0)
+        if extra > state.score.value(budget) - budget.threshold:
             continue
         trial = ev.run({**state.formats, layer: fmt}, n=n_all)
         if budget.met(trial.score):
             state = trial
     # 3b. Weight memory: narrower formats that cost no device time, by loss per byte saved.
-    mem_moves: list[tuple[float, int, str, BfpFormat]] = []
+    mem_moves: list[tuple[float, int, str, Precision]] = []
     for i, layer in enumerate(layers):
         cyc, nbytes = costs[state.formats[layer]][layer]
         for f in allowed[layer]:
             saved = nbytes - costs[f][layer][1]
             if costs[f][layer][0] <= cyc and saved > 0:
                 mem_moves.append((loss(layer, f) / saved, i, layer, f))
-    mem_moves.sort(key=lambda m: (m[0], m[1], m[3].bits_per_value))
+    mem_moves.sort(key=lambda m: (m[0], m[1], m[3].weights.bits_per_value, m[3].activations.bits_per_value))
     state = _apply_prefix(ev, budget, state, [(m[2], m[3]) for m in mem_moves], costs, n=n_all)
     return state, sensitivity
 
@@ -348,8 +381,8 @@ def _apply_prefix(
     ev: _Evaluator,
     budget: AccuracyBudget,
     base: _State,
-    moves: list[tuple[str, BfpFormat]],
-    costs: dict[BfpFormat, dict[str, tuple[int, int]]],
+    moves: list[tuple[str, Precision]],
+    costs: dict[Precision, dict[str, tuple[int, int]]],
     *,
     n: int,
 ) -> _State:
@@ -380,7 +413,7 @@ def _unmet(
     layers: list[str],
     current: Formats,
     full: Score,
-    widest: BfpFormat,
+    widest: Precision,
     n_sub: int,
 ) -> BudgetError:
     """The error for a budget the widest candidate misses, naming the ops that limit it: those whose

@@ -10,9 +10,10 @@ Cycle model (documented in docs/device.md):
   matrix unit retires one ``native_dim x native_dim`` weight tile against one activation vector per
   cycle, so the op takes ``rows * ceil(K/D) * ceil(N/D) / matrix_units`` cycles, plus a pipeline
   fill of ``op_overhead_cycles``. A lane multiplies ``native_element_bits``-bit elements (sign +
-  mantissa) in one pass; wider formats split both operands into limbs and take
-  ``ceil(bits / native_element_bits) ** 2`` passes (4x for twice the width, as Intel's high-precision
-  BFP costs).
+  mantissa) in one pass; a wider operand splits into limbs, and every limb of the weight meets every
+  limb of the activation: ``ceil(weight_bits / n) * ceil(activation_bits / n)`` passes (4x for twice
+  the width of both, as Intel's high-precision BFP costs; 2x for 12-bit weights against 8-bit
+  activations).
 * Depthwise convolutions and elementwise work (bias, activation, add, pooling) run on the vector
   units at ``vector_lanes`` elements per cycle, plus the same per-op overhead.
 * Input and output tensors cross the host link at ``host_link_gbps`` (bytes/s = gbps * 1e9 / 8).
@@ -62,14 +63,27 @@ class DeviceModel:
         if self.clock_mhz <= 0:
             raise ValueError("DeviceModel.clock_mhz must be > 0")
 
-    def matrix_passes(self, element_bits: int) -> int:
-        """Passes through the matrix lanes per tile for elements of ``element_bits`` (sign + mantissa)."""
-        return ceil(element_bits / self.native_element_bits) ** 2
+    def matrix_passes(self, element_bits: int, activation_bits: int | None = None) -> int:
+        """Passes through the matrix lanes per tile: weights of ``element_bits`` (sign + mantissa)
+        against activations of ``activation_bits`` (default: the same width), one limb pair a pass."""
+        a_bits = element_bits if activation_bits is None else activation_bits
+        n = self.native_element_bits
+        return ceil(element_bits / n) * ceil(a_bits / n)
 
-    def matrix_cycles(self, *, rows: int, reduction: int, outputs: int, element_bits: int = 8) -> int:
+    def matrix_cycles(
+        self,
+        *,
+        rows: int,
+        reduction: int,
+        outputs: int,
+        element_bits: int = 8,
+        activation_bits: int | None = None,
+    ) -> int:
+        """``element_bits``: the weights' sign + mantissa bits (and the activations' unless
+        ``activation_bits`` gives theirs)."""
         tiles = ceil(reduction / self.native_dim) * ceil(outputs / self.native_dim)
         return (
-            ceil(rows * tiles * self.matrix_passes(element_bits) / self.matrix_units)
+            ceil(rows * tiles * self.matrix_passes(element_bits, activation_bits) / self.matrix_units)
             + self.op_overhead_cycles
         )
 

@@ -6,6 +6,7 @@ names), so that the command line can list and validate formats without loading n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -17,8 +18,11 @@ __all__ = [
     "FORMATS",
     "ROUNDING_MODES",
     "BfpFormat",
+    "Precision",
     "Rounding",
     "get_format",
+    "get_precision",
+    "parse_candidates",
 ]
 
 Rounding = Literal["nearest", "even", "zero"]
@@ -100,9 +104,75 @@ DEFAULT_BUDGET = "expected-top1>=98%"
 FEATURE_BUDGET = "cosine>=0.999"
 
 
+@dataclass(frozen=True)
+class Precision:
+    """What one matrix op runs in: the format its weights are packed in and the format its input
+    activations are quantized in. Usually the same; a pair such as ``int12-bfp/msfp16`` (12-bit weights,
+    8-bit activations) costs the matrix unit two passes instead of four (docs/numerics.md)."""
+
+    weights: BfpFormat
+    activations: BfpFormat
+
+    @classmethod
+    def of(cls, fmt: BfpFormat | Precision) -> Precision:
+        """``fmt`` itself, or one format for both operands."""
+        return fmt if isinstance(fmt, Precision) else cls(fmt, fmt)
+
+    @property
+    def uniform(self) -> bool:
+        return self.weights == self.activations
+
+    @property
+    def name(self) -> str:
+        """``WEIGHTS/ACTIVATIONS`` (e.g. ``int12-bfp/msfp16``), or the one format's name."""
+        return self.weights.name if self.uniform else f"{self.weights.name}/{self.activations.name}"
+
+    def with_rounding(self, rounding: Rounding) -> Precision:
+        return Precision(self.weights.with_rounding(rounding), self.activations.with_rounding(rounding))
+
+    def at_most(self, other: Precision) -> bool:
+        """Whether neither operand is wider (in bits per value) than in ``other``: the precision search
+        assumes such a candidate is no more accurate."""
+        return (
+            self.weights.bits_per_value <= other.weights.bits_per_value
+            and self.activations.bits_per_value <= other.activations.bits_per_value
+        )
+
+
 def get_format(name: str) -> BfpFormat:
     """Look up a named format (case-insensitive); the error lists the known names."""
     try:
         return FORMATS[name.lower()]
     except KeyError:
         raise ValueError(f"unknown BFP format {name!r}; known formats: {', '.join(FORMATS)}") from None
+
+
+def get_precision(text: str) -> Precision:
+    """A format name (both operands) or a ``WEIGHTS/ACTIVATIONS`` pair of names, e.g. ``int12-bfp/msfp16``."""
+    parts = [p.strip() for p in text.split("/")]
+    if len(parts) > 2 or not all(parts):
+        raise ValueError(
+            f"cannot read precision {text!r}: write a format name (e.g. 'msfp16') or a pair "
+            "WEIGHTS/ACTIVATIONS (e.g. 'int12-bfp/msfp16': 12-bit weights, 8-bit activations)"
+        )
+    try:
+        formats = [get_format(p) for p in parts]
+    except ValueError as exc:
+        raise ValueError(f"in {text!r}: {exc}") from None
+    return Precision(formats[0], formats[-1])
+
+
+def parse_candidates(spec: str | Sequence[str | BfpFormat | Precision]) -> tuple[Precision, ...]:
+    """The candidate list of a precision search: ``"ms-fp8,msfp16,int12-bfp/msfp16,int12-bfp"``
+    (comma-separated, narrowest first, the widest last; ``WEIGHTS/ACTIVATIONS`` for a pair), or a
+    sequence of names, formats and pairs. Refuses an empty list and repeats."""
+    items = [p for p in spec.split(",") if p.strip()] if isinstance(spec, str) else list(spec)
+    if not items:
+        raise ValueError(
+            "the candidate list is empty; write e.g. 'msfp16,int12-bfp/msfp16,int12-bfp' (narrowest first)"
+        )
+    cands = tuple(get_precision(c) if isinstance(c, str) else Precision.of(c) for c in items)
+    repeated = sorted({c.name for c in cands if cands.count(c) > 1})
+    if repeated:
+        raise ValueError(f"the candidate list names {', '.join(repeated)} more than once")
+    return cands

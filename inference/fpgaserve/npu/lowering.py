@@ -17,7 +17,7 @@ import numpy.typing as npt
 from fpgaserve.npu.device import DeviceModel
 from fpgaserve.npu.formats import BfpFormat
 from fpgaserve.npu.kernels import Kernels
-from fpgaserve.npu.program import Op, Program, op_format
+from fpgaserve.npu.program import Op, Program, op_activation_format, op_format
 
 __all__ = ["Env", "Step", "lower_program"]
 
@@ -50,15 +50,15 @@ def _is_pointwise(op: Op, program: Program) -> bool:
 
 
 def _prequantized_tensors(program: Program) -> dict[str, BfpFormat]:
-    """Depthwise outputs whose only consumer is a stride-1 pointwise conv, with that conv's format:
-    the depthwise kernel quantizes them, exactly as that conv would, in its epilogue."""
+    """Depthwise outputs whose only consumer is a stride-1 pointwise conv, with that conv's activation
+    format: the depthwise kernel quantizes them, exactly as that conv would, in its epilogue."""
     found = {}
     for op in program.ops:
         if op.kind != "depthwise_conv2d" or op.output == program.output_name:
             continue
         users = [u for u in program.ops if op.output in u.inputs]
         if len(users) == 1 and _is_pointwise(users[0], program):
-            found[op.output] = op_format(users[0], program.fmt)
+            found[op.output] = op_activation_format(users[0], program.fmt)
     return found
 
 
@@ -95,8 +95,12 @@ class _OpLowering:
         src, dst = op.inputs[0], op.output
         k = self._kernels
 
-        fmt = op_format(op, self.program.fmt)
-        element_bits = 1 + fmt.mantissa_bits
+        # Weights were decoded in the op's weight format; activations are quantized in its activation format.
+        fmt = op_activation_format(op, self.program.fmt)
+        element_bits, activation_bits = (
+            1 + op_format(op, self.program.fmt).mantissa_bits,
+            1 + fmt.mantissa_bits,
+        )
         pointwise = kh == 1 and kw == 1 and not any(pads)
         prequantized = src in self._prequantized
 
@@ -116,8 +120,9 @@ class _OpLowering:
 
         def cycles(batch: int, model: DeviceModel) -> int:
             return model.matrix_cycles(
-                rows=batch * ho * wo, reduction=kh * kw * cin, outputs=cout, element_bits=element_bits
-            )
+                rows=batch * ho * wo, reduction=kh * kw * cin, outputs=cout, element_bits=element_bits,
+                activation_bits=activation_bits,
+            )  # fmt: skip
 
         return Step(run, cycles)
 
@@ -132,7 +137,7 @@ class _OpLowering:
         act = op.attrs.get("activation", "linear")
         src, dst = op.inputs[0], op.output
         k = self._kernels
-        fmt = op_format(op, self.program.fmt)
+        fmt = op_activation_format(op, self.program.fmt)  # the input windows' (weights decoded above)
         # Quantizing for a pointwise consumer in this kernel's epilogue (in that consumer's format)
         # saves that conv a pass.
         output_fmt = self._prequantized.get(dst)
@@ -154,8 +159,11 @@ class _OpLowering:
         act = op.attrs.get("activation", "linear")
         src, dst = op.inputs[0], op.output
         k = self._kernels
-        fmt = op_format(op, self.program.fmt)
-        element_bits = 1 + fmt.mantissa_bits
+        fmt = op_activation_format(op, self.program.fmt)
+        element_bits, activation_bits = (
+            1 + op_format(op, self.program.fmt).mantissa_bits,
+            1 + fmt.mantissa_bits,
+        )
 
         def run(env: Env) -> None:
             x = env[src]
@@ -166,8 +174,9 @@ class _OpLowering:
 
         def cycles(batch: int, model: DeviceModel) -> int:
             return model.matrix_cycles(
-                rows=batch, reduction=wmat.shape[0], outputs=wmat.shape[1], element_bits=element_bits
-            )
+                rows=batch, reduction=wmat.shape[0], outputs=wmat.shape[1], element_bits=element_bits,
+                activation_bits=activation_bits,
+            )  # fmt: skip
 
         return Step(run, cycles)
 

@@ -12,6 +12,12 @@ Mixed precision: a matrix op may carry its own BFP format in ``attrs["format"]``
 dict); its weights are packed in it and its input activations are quantized in it. Ops without one use
 the program's ``fmt``. A program with any per-op format is written as file version 2 (a reader of
 version 1 would decode its weights in the wrong format); uniform programs stay version 1.
+
+Weights and activations in different formats: a matrix op may also carry ``attrs["activationFormat"]``,
+the format its input activations are quantized in (default: the op's weight format), e.g. 12-bit
+weights against 8-bit activations. Such a program is written as file version 3: a version-2 reader
+would ignore the attribute and quantize the activations in the weight format, silently computing
+something else, so it must refuse the file by version instead.
 """
 
 from __future__ import annotations
@@ -28,8 +34,10 @@ import numpy as np
 import numpy.typing as npt
 
 from fpgaserve.npu.bfp import BfpFormat, BfpTensor, decode
+from fpgaserve.npu.formats import Precision
 
 __all__ = [
+    "ACTIVATION_FORMAT_VERSION",
     "MATRIX_OPS",
     "MIXED_FORMAT_VERSION",
     "OP_KINDS",
@@ -38,14 +46,18 @@ __all__ = [
     "Program",
     "ProgramFormatError",
     "load_program",
+    "op_activation_format",
     "op_format",
+    "op_precision",
     "reduction_axis",
     "save_program",
 ]
 
 PROGRAM_FORMAT_VERSION = 1  # what a program with one format everywhere is written as
 MIXED_FORMAT_VERSION = 2  # a program whose matrix ops carry their own formats
-READABLE_VERSIONS = (PROGRAM_FORMAT_VERSION, MIXED_FORMAT_VERSION)
+ACTIVATION_FORMAT_VERSION = 3  # ... and some quantize their activations in another format than weights
+READABLE_VERSIONS = (PROGRAM_FORMAT_VERSION, MIXED_FORMAT_VERSION, ACTIVATION_FORMAT_VERSION)
+FORMAT_ATTRS = ("format", "activationFormat")
 MATRIX_OPS = frozenset({"conv2d", "depthwise_conv2d", "dense"})
 OP_KINDS = MATRIX_OPS | frozenset(
     {"add", "activation", "scale_shift", "max_pool", "avg_pool", "global_avg_pool", "pad", "reshape"}
@@ -73,21 +85,36 @@ class Op:
         act = self.attrs.get("activation", "linear")
         if act not in ACTIVATIONS:
             raise ProgramFormatError(f"op {self.name!r} has unknown activation {act!r}")
-        if "format" in self.attrs:
+        for attr in FORMAT_ATTRS:
+            if attr not in self.attrs:
+                continue
             if self.kind not in MATRIX_OPS:
                 raise ProgramFormatError(
-                    f"op {self.name!r} ({self.kind}) runs on the vector units: no format"
+                    f"op {self.name!r} ({self.kind}) runs on the vector units: no {attr}"
                 )
             try:
-                BfpFormat(**self.attrs["format"])
+                BfpFormat(**self.attrs[attr])
             except (TypeError, ValueError) as exc:
-                raise ProgramFormatError(f"op {self.name!r} has an invalid format ({exc})") from None
+                raise ProgramFormatError(f"op {self.name!r} has an invalid {attr} ({exc})") from None
 
 
 def op_format(op: Op, default: BfpFormat) -> BfpFormat:
-    """The BFP format of a matrix op: its own when it carries one, else the program's ``default``."""
+    """The BFP format of a matrix op's weights: its own when it carries one, else the program's
+    ``default``. Its activations use it too unless the op has an ``activationFormat``."""
     spec = op.attrs.get("format")
     return BfpFormat(**spec) if spec is not None else default
+
+
+def op_activation_format(op: Op, default: BfpFormat) -> BfpFormat:
+    """The BFP format a matrix op quantizes its input activations in: its ``activationFormat`` when it
+    carries one, else its weight format (``op_format``)."""
+    spec = op.attrs.get("activationFormat")
+    return BfpFormat(**spec) if spec is not None else op_format(op, default)
+
+
+def op_precision(op: Op, default: BfpFormat) -> Precision:
+    """Both formats of a matrix op: weights and activations."""
+    return Precision(op_format(op, default), op_activation_format(op, default))
 
 
 @dataclass
@@ -124,25 +151,43 @@ class Program:
         return t.fmt.storage_bytes(values=t.mantissas.size, blocks=t.exponents.size)
 
     def format_of(self, op_name: str) -> BfpFormat:
-        """The BFP format a matrix op runs in (its own, or the program's)."""
+        """The BFP format of a matrix op's weights (its own, or the program's)."""
         return op_format(self.op(op_name), self.fmt)
+
+    def activation_format_of(self, op_name: str) -> BfpFormat:
+        """The BFP format a matrix op quantizes its input activations in."""
+        return op_activation_format(self.op(op_name), self.fmt)
+
+    def precision_of(self, op_name: str) -> Precision:
+        return op_precision(self.op(op_name), self.fmt)
 
     @property
     def file_version(self) -> int:
         """The file format version ``save_program`` writes this program as: its ``version``, except that
-        a mixed program needs at least version 2 (a version-1 reader would decode its weights wrongly)."""
+        a mixed program needs at least version 2 (a version-1 reader would decode its weights wrongly)
+        and one with activation formats apart from weight formats version 3 (a version-2 reader would
+        quantize its activations in the weight formats)."""
+        if self.has_activation_formats:
+            return max(self.version, ACTIVATION_FORMAT_VERSION)
         if self.is_mixed and self.version < MIXED_FORMAT_VERSION:
             return MIXED_FORMAT_VERSION
         return self.version
 
     @property
     def is_mixed(self) -> bool:
-        """Whether any matrix op runs in a format other than the program's."""
-        return any(op_format(op, self.fmt) != self.fmt for op in self.ops if op.kind in MATRIX_OPS)
+        """Whether any matrix op runs in a format other than the program's (weights or activations)."""
+        return any(
+            op_precision(op, self.fmt) != Precision.of(self.fmt) for op in self.ops if op.kind in MATRIX_OPS
+        )
+
+    @property
+    def has_activation_formats(self) -> bool:
+        """Whether any matrix op quantizes its activations in another format than its weights."""
+        return any(not op_precision(op, self.fmt).uniform for op in self.ops if op.kind in MATRIX_OPS)
 
     def layer_formats(self) -> dict[str, str]:
-        """Format name per matrix op, in program order."""
-        return {op.name: op_format(op, self.fmt).name for op in self.ops if op.kind in MATRIX_OPS}
+        """Precision name per matrix op, in program order: a format's name, or ``WEIGHTS/ACTIVATIONS``."""
+        return {op.name: op_precision(op, self.fmt).name for op in self.ops if op.kind in MATRIX_OPS}
 
     @property
     def parameter_count(self) -> int:

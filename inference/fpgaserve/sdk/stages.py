@@ -351,6 +351,11 @@ class FpgaStage(Stage):
                     for op in program.layer_formats()
                     if program.format_of(op) != program.fmt
                 },
+                "layer_activation_formats": {
+                    op: BfpFormatSpec.model_validate(asdict(program.activation_format_of(op)))
+                    for op in program.layer_formats()
+                    if program.activation_format_of(op) != program.format_of(op)
+                },
             },
         )
 

@@ -16,7 +16,7 @@ import hashlib
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fpgaserve.npu.bfp import DEFAULT_FORMAT, BfpFormat, get_format
-from fpgaserve.npu.formats import AUTO_FORMAT, DEFAULT_BUDGET
+from fpgaserve.npu.formats import AUTO_FORMAT, DEFAULT_BUDGET, Precision, parse_candidates
 from fpgaserve.npu.program import (
     PROGRAM_FORMAT_VERSION,
     Program,
@@ -98,10 +98,13 @@ class QuantizedModel:
         fmt: BfpFormat | str = DEFAULT_FORMAT,
         format: BfpFormat | str | None = None,  # the notebook-style name of ``fmt``
         budget: str = DEFAULT_BUDGET,
+        candidates: str | Sequence[str | BfpFormat | Precision] | None = None,
     ) -> None:
         """``format``/``fmt``: a BFP format or its name, or ``"auto"`` for a mixed-precision program
         that keeps ``budget`` (e.g. ``"expected-top1>=98%"``, ``"top1@0.1>=99%"``, ``"cosine>=0.999"``) on the
-        calibration photos."""
+        calibration photos, choosing per layer from ``candidates`` (e.g.
+        ``"msfp16,int12-bfp/msfp16,int12-bfp"``, narrowest first, ``WEIGHTS/ACTIVATIONS`` for a pair;
+        default: the search's ``DEFAULT_CANDIDATES``)."""
         self.model_path = Path(model_path).expanduser()
         self.is_frozen = is_frozen
         self.weights = weights or self.default_weights
@@ -111,17 +114,29 @@ class QuantizedModel:
             from fpgaserve.compiler.precision import AccuracyBudget
 
             self.budget: str | None = str(AccuracyBudget.parse(budget))  # validated now, not at compile
-            chosen = DEFAULT_FORMAT  # the widest candidate: the program's base format
+            self.candidates: tuple[Precision, ...] | None = (
+                parse_candidates(candidates) if candidates is not None else None
+            )
+            chosen = (self.candidates or (Precision.of(DEFAULT_FORMAT),))[-1].weights  # the base format
         else:
+            if candidates is not None:
+                raise ValueError("candidates go with format='auto'")
             self.budget = None
+            self.candidates = None
         self.fmt = get_format(chosen) if isinstance(chosen, str) else chosen
         self._weights_id = _weights_id(self.weights)
         self._program: Program | None = None
 
     @property
     def format_name(self) -> str:
-        """``auto-<budget>`` for a mixed program, else the format's name."""
-        return f"{AUTO_FORMAT}-{self.budget}" if self.auto else self.fmt.name
+        """``auto-<budget>`` for a mixed program (plus a digest of the candidates when given), else the
+        format's name."""
+        if not self.auto:
+            return self.fmt.name
+        if self.candidates is None:
+            return f"{AUTO_FORMAT}-{self.budget}"
+        digest = hashlib.sha256(",".join(c.name for c in self.candidates).encode()).hexdigest()[:8]
+        return f"{AUTO_FORMAT}-{self.budget}-c{digest}"
 
     @property
     def version(self) -> str:
@@ -184,8 +199,12 @@ class QuantizedModel:
         if path.is_file():
             try:
                 program = load_program(path)
-                budget = program.metadata.get("precision", {}).get("budget")
-                if program.fmt == self.fmt and budget == self.budget:
+                precision = program.metadata.get("precision", {})
+                if (
+                    program.fmt == self.fmt
+                    and precision.get("budget") == self.budget
+                    and (not self.auto or precision.get("candidates") == self._candidate_names())
+                ):
                     logger.info("loaded compiled %s from %s", self.name, path)
                     return program
             except ProgramFormatError as exc:
@@ -206,6 +225,12 @@ class QuantizedModel:
         tmp.replace(path)  # atomic: a concurrent reader never sees half a file
         return program
 
+    def _candidate_names(self) -> list[str]:
+        """The names of the candidates the search uses (a program searched among others is stale)."""
+        from fpgaserve.compiler.precision import DEFAULT_CANDIDATES
+
+        return [c.name for c in (self.candidates or DEFAULT_CANDIDATES)]
+
     def _compile_auto(self, metadata: dict[str, Any]) -> Program:
         """The mixed-precision program: the search against float on the calibration photos."""
         from fpgaserve.compiler.compile import compile_keras
@@ -223,6 +248,7 @@ class QuantizedModel:
         return compile_keras(
             self.featurizer, fmt=self.fmt, input_shape=self.input_shape, name=self.name, metadata=metadata,
             budget=AccuracyBudget.parse(self.budget), calibration=calibration, head=head,
+            candidates=self.candidates,
         )  # fmt: skip
 
     def import_graph_def(self, image_tensors: Any) -> Any:

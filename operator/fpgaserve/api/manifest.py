@@ -230,11 +230,22 @@ class FpgaStageSpec(_StageBase):
         description="Mixed precision: the matrix ops whose format differs from `format`, each with its "
         "own. Empty (and left out of the JSON, so older readers still read it) for one format everywhere.",
     )
+    # Issue 16, weights and activations apart (program version 3): like layer_formats, left out when
+    # empty so that packages without such ops stay readable by older readers.
+    layer_activation_formats: dict[Annotated[str, Field(min_length=1, max_length=256)], BfpFormatSpec] = (
+        Field(
+            default_factory=dict,
+            max_length=4096,
+            description="The matrix ops whose input activations are quantized in another format than their "
+            "weights (e.g. 12-bit weights x 8-bit activations), each with its activation format. Empty (and "
+            "left out of the JSON) otherwise.",
+        )
+    )
 
     @model_serializer(mode="wrap")
     def _omit_uniform(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
-        for key in ("layerFormats", "layer_formats"):
+        for key in ("layerFormats", "layer_formats", "layerActivationFormats", "layer_activation_formats"):
             if not data.get(key, True):
                 del data[key]
         return data
