@@ -13,8 +13,10 @@ accuracy budget on its calibration photos, which share no photo with the benchma
     python bench/fpga.py --models efficientnet-lite0 --formats int12-bfp msfp16 auto --json out.json
 
 ``--baseline-kernels REF`` also times the numba kernels of git revision REF (e.g. ``main``) on the same
-program, with every op of a batch of one spread over the cores as before issue 14, interleaved with
-the current executor and TensorFlow: before/after ratios from one run.
+program, with every op of a batch of one spread over the cores as before issue 14 (or, with
+``--baseline-chooses``, spread or one core by measured time as the current executor does),
+interleaved with the current executor and TensorFlow: before/after ratios from one run. Kernels the
+current lowering calls that REF lacks are composed from REF's own, in the passes REF's executor made.
 
 ResNet-50 uses seeded random weights here (Keras's ImageNet weights need a network), so its
 agreement numbers measure numerical fidelity, not accuracy on a trained model.
@@ -119,7 +121,21 @@ def load_baseline_kernels(ref: str) -> Any:
     module = importlib.util.module_from_spec(spec)
     sys.modules["kernels_baseline"] = module
     spec.loader.exec_module(module)
+    _compose_missing_kernels(module)
     return module
+
+
+def _compose_missing_kernels(module: Any) -> None:
+    """Kernels this revision's lowering calls that an older ``module`` lacks, composed from its own, in
+    the passes its executor made: the residual add (numpy add, then activation)."""
+
+    def add_activation(a: np.ndarray, b: np.ndarray, activation: str) -> np.ndarray:
+        y: np.ndarray = np.add(a, b)
+        module.bias_activation(y, None, activation)
+        return y
+
+    if not hasattr(module, "add_activation"):
+        module.add_activation = add_activation
 
 
 def bench_model(
@@ -131,6 +147,7 @@ def bench_model(
     baseline: Any = None,
     model_path: str = MODEL_PATH,
     candidates: str | None = None,
+    baseline_spread: bool | None = True,
 ) -> list[dict[str, Any]]:
     import tensorflow as tf
 
@@ -165,7 +182,7 @@ def bench_model(
             row.update(agreement(model, ex, batch, ref_feats, ref_probs))
             # The baseline as it ran before issue 14: every op of a batch of one spread over the cores.
             old = (
-                Executor(program, device=EmulatedDevice(big), kernels=baseline, spread=True)
+                Executor(program, device=EmulatedDevice(big), kernels=baseline, spread=baseline_spread)
                 if baseline
                 else None
             )
@@ -254,6 +271,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="REF",
         help="also time the numba kernels of this git revision (e.g. main), interleaved with the current ones",
     )
+    parser.add_argument(
+        "--baseline-chooses",
+        action="store_true",
+        help="the baseline's batch of one spreads or runs on one core by measured time, as the current "
+        "executor does (default: always spread, the behaviour before issue 14)",
+    )
     args = parser.parse_args(argv)
     baseline = load_baseline_kernels(args.baseline_kernels) if args.baseline_kernels else None
     images = photo_set()
@@ -266,7 +289,15 @@ def main(argv: list[str] | None = None) -> int:
         row
         for name in args.models
         for row in bench_model(
-            name, args.formats, images, args.repeats, args.budgets, baseline, args.model_path, args.candidates
+            name,
+            args.formats,
+            images,
+            args.repeats,
+            args.budgets,
+            baseline,
+            args.model_path,
+            args.candidates,
+            baseline_spread=None if args.baseline_chooses else True,
         )
     ]
     print(f"load average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")

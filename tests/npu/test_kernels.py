@@ -253,15 +253,16 @@ def test_bias_activation_on_a_4d_tensor() -> None:
 
 @pytest.mark.parametrize("activation", ["linear", "relu6"])
 @pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("c", [21, 32])  # 21: a partial block; 32: whole blocks
 def test_depthwise_fused_padding_bias_activation_and_output_quantization(
-    activation: str, stride: int
+    activation: str, stride: int, c: int
 ) -> None:
     # The fused form must equal the plain steps: zero-pad, depthwise, bias + activation, quantize.
     fmt = FORMATS["msfp16"]
     rng = np.random.default_rng(11)
-    x = rng.standard_normal((2, 7, 6, 21)).astype(np.float32)
-    w = rng.standard_normal((5, 5, 21)).astype(np.float32)
-    bias = rng.standard_normal(21).astype(np.float32)
+    x = rng.standard_normal((2, 7, 6, c)).astype(np.float32)
+    w = rng.standard_normal((5, 5, c)).astype(np.float32)
+    bias = rng.standard_normal(c).astype(np.float32)
     pads = (1, 2, 2, 1)
     xp = np.pad(x, ((0, 0), (1, 2), (2, 1), (0, 0)))
     out_h, out_w = (xp.shape[1] - 5) // stride + 1, (xp.shape[2] - 5) // stride + 1
@@ -274,3 +275,45 @@ def test_depthwise_fused_padding_bias_activation_and_output_quantization(
             bias=bias, activation=activation, quantize_output=True,
         )  # fmt: skip
         assert_bits_equal(out, expected, kernels.__name__)
+
+
+@pytest.mark.parametrize("fmt", [f for f in FORMATS.values() if f.block_size == 16], ids=lambda f: f.name)
+@pytest.mark.parametrize("c", [16, 32, 48, 256])
+@pytest.mark.parametrize(("stride", "pads"), [(1, (0, 0, 0, 0)), (2, (0, 1, 0, 1)), (1, (1, 1, 1, 1))])
+def test_whole_blocks_of_16_take_the_tree_kernel_and_match_the_reference(
+    fmt: BfpFormat, c: int, stride: int, pads: tuple[int, int, int, int]
+) -> None:
+    # numba_bfp._window16: block maxima by a tree of pairwise maxima, for C a multiple of 16.
+    rng = np.random.default_rng(c + stride)
+    x = (rng.standard_normal((2, 5, 4, c)) * np.exp2(rng.integers(-20, 20, (2, 5, 4, c)))).astype(np.float32)
+    x[0, 0, 0, :16] = 0.0  # an all-zero block
+    x[0, 0, 1, 3] = np.nan
+    x[0, 1, 0, 5] = -np.inf
+    x[1, 0, 0, 16 % c : 16 % c + 16] *= np.float32(2.0**-135)  # a block of subnormals
+    x[1, 1, 1, :] = np.maximum(x[1, 1, 1, :], 0)  # ReLU zeros beside values
+    expected = reference_window(x, fmt, stride, pads)
+    for kernels in (NUMPY, NUMBA):
+        assert_bits_equal(
+            kernels.quantize_window(x, fmt, stride=stride, pads=pads), expected, kernels.__name__
+        )
+
+
+@pytest.mark.parametrize("activation", ["linear", "relu", "relu6"])
+def test_add_activation(activation: str) -> None:
+    rng = np.random.default_rng(22)
+    a = (rng.standard_normal((2, 3, 4, 5)) * 8).astype(np.float32)
+    b = (rng.standard_normal((2, 3, 4, 5)) * 8).astype(np.float32)
+    a[0, 0, 0, :2] = [np.nan, np.inf]
+    expected = a + b
+    NUMPY.bias_activation(expected, None, activation)
+    for kernels in (NUMPY, NUMBA):
+        out = kernels.add_activation(a, b, activation)
+        assert out.shape == a.shape and out.dtype == np.float32
+        assert_bits_equal(out, expected, kernels.__name__)
+
+
+def test_add_activation_broadcasts_like_numpy() -> None:
+    a = np.linspace(-3, 3, 2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    b = np.linspace(-1, 1, 5, dtype=np.float32)
+    for kernels in (NUMPY, NUMBA):
+        assert_bits_equal(kernels.add_activation(a, b, "relu"), np.maximum(a + b, 0), kernels.__name__)

@@ -50,6 +50,8 @@ class Kernels(Protocol):
 
     def bias_activation(self, x: F32, bias: F32 | None, activation: str) -> None: ...
 
+    def add_activation(self, a: F32, b: F32, activation: str) -> F32: ...
+
 
 def load_kernels(name: str | None = None) -> Kernels:
     """Return the kernel module named ``name`` ("numba" or "numpy"); default from the environment."""

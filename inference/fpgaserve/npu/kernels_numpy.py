@@ -1,6 +1,7 @@
 """Pure-numpy kernels of the executor: the portable path, and the reference for the JIT path.
 
-Role: the hot loops (activation quantization, im2col, depthwise convolution, bias + activation)
+Role: the hot loops (activation quantization, im2col, depthwise convolution, bias + activation,
+residual adds)
 written with whole-array numpy operations. ``fpgaserve.npu.kernels`` picks these or the numba ones.
 """
 
@@ -11,7 +12,13 @@ import numpy.typing as npt
 
 from fpgaserve.npu.bfp import BfpFormat, quantize
 
-__all__ = ["bias_activation", "depthwise_conv", "im2col", "quantize_window"]
+__all__ = [
+    "add_activation",
+    "bias_activation",
+    "depthwise_conv",
+    "im2col",
+    "quantize_window",
+]
 
 F32 = npt.NDArray[np.float32]
 
@@ -81,3 +88,10 @@ def bias_activation(x: F32, bias: F32 | None, activation: str) -> None:
         np.maximum(x, 0.0, out=x)
     elif activation == "relu6":
         np.clip(x, 0.0, 6.0, out=x)
+
+
+def add_activation(a: F32, b: F32, activation: str) -> F32:
+    """``a + b`` then the activation (a residual add; same shapes)."""
+    y = np.add(a, b, dtype=np.float32)
+    bias_activation(y, None, activation)
+    return y

@@ -190,6 +190,9 @@ class _OpLowering:
         k = self._kernels
 
         def run(env: Env) -> None:
+            if len(srcs) == 2:  # a residual add: add and activation in one pass
+                env[dst] = k.add_activation(env[srcs[0]], env[srcs[1]], act)
+                return
             y = np.add(env[srcs[0]], env[srcs[1]])
             for s in srcs[2:]:
                 y += env[s]

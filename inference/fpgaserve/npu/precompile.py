@@ -71,6 +71,9 @@ def _exercise(k: Any, fmt: Any) -> None:
         )  # fmt: skip
     k.bias_activation(cols.copy(), None, "relu")
     k.bias_activation(cols[:, :c].copy(), bias, "linear")
+    k.add_activation(x, x, "relu")
+    # Whole blocks of 16 have a kernel of their own (numba_bfp._window16).
+    k.quantize_window(np.ascontiguousarray(x[..., : 2 * fmt.block_size]), fmt)
 
 
 def _host_cpu() -> str:
