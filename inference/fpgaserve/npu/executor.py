@@ -15,7 +15,10 @@ on one core when that measured faster on this host lately (a loaded host: ``spre
 batch is split into one part per core, run side by side with each op on one core (``threads.py``):
 one synchronisation per batch instead of one per op, which keeps throughput up when other threads
 take a core now and then (EfficientNet-Lite0 at batch 8 on 2 cores: 70 -> 75 inputs/s in-process,
-55 -> 67 inputs/s behind the HTTP server). Results are bit-identical either way (tested).
+55 -> 67 inputs/s behind the HTTP server). The quantizers are bit-identical either way (tested); the
+float32 GEMMs are OpenBLAS's, whose order of summation follows its thread and row counts, so the
+last bits of a result may differ between the two ways, and for ResNet-50 between batch sizes
+(docs/numerics.md).
 ``FPGASERVE_DATA_PARALLEL`` = ``auto`` (default), ``0``/``off`` (never split), or a part count.
 """
 
