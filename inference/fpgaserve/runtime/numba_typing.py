@@ -46,7 +46,7 @@ class _RefuseScipyLinalg(importlib.abc.MetaPathFinder):
 
 
 def load_numba_array_typing() -> bool:
-    """Import numba's array typing; returns whether SciPy's linear algebra was kept out of it."""
+    """Import numba's array typing; True when this call imported it with ``scipy.linalg`` kept out."""
     with _lock:
         if "numba.np.arraymath" in sys.modules or _REFUSED in sys.modules:
             importlib.import_module("numba.np.arraymath")
