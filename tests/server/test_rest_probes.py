@@ -7,7 +7,6 @@ import threading
 from typing import Any
 
 import pytest
-
 from aiohttp.test_utils import TestClient
 
 from fpgaserve.server.testing import FakeRuntime
