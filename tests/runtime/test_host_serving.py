@@ -124,8 +124,8 @@ def test_serve_maps_no_tensorflow_and_bounds_memory_after_a_large_jpeg(lite0_pac
         f"VmHWM {before['VmHWM'] / MiB:.0f} -> {after['VmHWM'] / MiB:.0f} MiB"
     )
     assert "libtensorflow" not in maps and "_pywrap_tensorflow" not in maps
-    # numba's array typing was loaded without scipy.linalg (runtime/numba_typing.py).
-    assert "cython_blas" not in maps and "_fblas" not in maps
+    # numba's typing was loaded without scipy.linalg and cffi (runtime/numba_typing.py).
+    assert "cython_blas" not in maps and "_fblas" not in maps and "_cffi_backend" not in maps
     # A regression bound, generous: 478 MiB before issue 14's start-up work (a warm-up at batch 8 and
     # an arena per thread), about 270 MiB after it (docs/benchmarks.md).
     assert before["VmRSS"] < 400 * MiB

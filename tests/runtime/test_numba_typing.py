@@ -1,6 +1,6 @@
-"""numba's array typing without scipy.linalg (``fpgaserve.runtime.numba_typing``), in fresh interpreters.
+"""numba's typing without scipy.linalg and cffi (``fpgaserve.runtime.numba_typing``), in fresh interpreters.
 
-The serving process loads numba's typing with ``scipy.linalg`` kept out; afterwards SciPy imports as
+The serving process loads numba's typing with both kept out; afterwards SciPy and cffi import as
 usual, and a jitted ``np.dot`` still compiles (numba imports SciPy's BLAS then). A process that has
 ``scipy.linalg`` already is left as it is.
 """
@@ -12,16 +12,17 @@ import sys
 
 import pytest
 
-pytest.importorskip("scipy.linalg")  # without SciPy there is nothing to keep out
+pytest.importorskip("scipy.linalg")  # without SciPy and cffi there is nothing to keep out
+pytest.importorskip("cffi")
 
 KEPT_OUT = """
 import sys
 import numba
 import numpy as np
-from fpgaserve.runtime.numba_typing import load_numba_array_typing
+from fpgaserve.runtime.numba_typing import load_numba_typing
 
-print(load_numba_array_typing(), "scipy.linalg" in sys.modules)
-print(load_numba_array_typing())  # a second call changes nothing
+print(load_numba_typing(), [m for m in ("scipy.linalg", "cffi") if m in sys.modules])
+print(load_numba_typing())  # a second call changes nothing
 
 @numba.njit(cache=False)
 def dot(a, b):
@@ -29,16 +30,16 @@ def dot(a, b):
 
 print(dot(np.eye(3), np.full((3, 3), 2.0)).sum())
 import scipy.linalg
-print(scipy.linalg.inv(np.eye(2) * 4.0)[0, 0])
+import cffi
+print(scipy.linalg.inv(np.eye(2) * 4.0)[0, 0], cffi.FFI().sizeof("int"))
 """
 
 ALREADY = """
-import sys
 import scipy.linalg
-from fpgaserve.runtime.numba_typing import load_numba_array_typing
+from fpgaserve.runtime.numba_typing import load_numba_typing
 import numba.np.arraymath as arraymath
 
-print(load_numba_array_typing(), arraymath._HAVE_BLAS)
+print(load_numba_typing(), arraymath._HAVE_BLAS)
 """
 
 
@@ -48,9 +49,9 @@ def _run(code: str) -> list[str]:
     return done.stdout.split("\n")[:-1]
 
 
-def test_array_typing_loads_without_scipy_linalg_which_still_imports_afterwards() -> None:
-    assert _run(KEPT_OUT) == ["True False", "False", "18.0", "0.25"]
+def test_typing_loads_without_scipy_linalg_and_cffi_which_still_import_afterwards() -> None:
+    assert _run(KEPT_OUT) == ["['scipy.linalg', 'cffi'] []", "[]", "18.0", "0.25 4"]
 
 
 def test_a_process_with_scipy_linalg_keeps_numbas_blas() -> None:
-    assert _run(ALREADY) == ["False True"]
+    assert _run(ALREADY) == ["['cffi'] True"]

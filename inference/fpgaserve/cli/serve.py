@@ -219,10 +219,10 @@ def _load_pipeline(model_dir: Path, *, max_image_pixels: int) -> ModelRuntime:
     # In the load thread: the pipeline brings numpy and numba, and TensorFlow (seconds) for a
     # package with a stage that needs it.
     from fpgaserve.package.reader import PackageError
-    from fpgaserve.runtime.numba_typing import load_numba_array_typing
+    from fpgaserve.runtime.numba_typing import load_numba_typing
     from fpgaserve.runtime.pipeline import load_pipeline
 
-    load_numba_array_typing()  # before the first kernel call: no scipy.linalg (see the module)
+    load_numba_typing()  # before the first kernel call: no scipy.linalg, no cffi (see the module)
     try:
         return load_pipeline(model_dir, max_image_pixels=max_image_pixels)
     except PackageError as exc:
