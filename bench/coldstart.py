@@ -9,8 +9,10 @@ For the EfficientNet-Lite0 package (or ``--model-dir``), side by side in one run
   without the copy: the kernels are compiled at start);
 
 each a real ``fpgaserve serve`` process on loopback, timed from ``Popen`` to ``/readyz`` 200, then to
-the first ``POST /score`` answer; resident memory (VmRSS, VmHWM) after start-up and after
-``--requests`` requests. Prints one table; ``--json`` prints the figures instead.
+the first ``POST /score`` answer; resident memory (VmRSS) after start-up, after ``--requests``
+requests one at a time (batches of one) and after ``--burst`` more from ``--clients`` concurrent
+clients (batches of up to the server's 8: the activations of a full batch, which npu/allocator.py
+keeps for speed), and the peak (VmHWM). Prints one table; ``--json`` prints the figures instead.
 
 ``--forms`` compares instead the package as written now (its preprocessing and classifier in their
 host form: no TensorFlow in the server) with the same pipeline saved ``host_lowering=False`` (every
@@ -19,7 +21,7 @@ peak memory one 48-megapixel JPEG adds: decoded at 1/2 scale under the default p
 whole when ``--max-image-pixels`` lets it through.
 
     python bench/coldstart.py
-    python bench/coldstart.py --model-dir service_def.zip --runs 3 --requests 200
+    python bench/coldstart.py --model-dir service_def.zip --runs 3 --requests 1000
     python bench/coldstart.py --forms
 """
 
@@ -35,9 +37,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 LISTENING = re.compile(r"listening on (https?://[^\s]+)")
@@ -78,12 +82,14 @@ def one_start(
     *,
     numba_cache: Path,
     requests: int,
+    burst: int = 0,
+    clients: int = 16,
     large: bytes | None = None,
     extra: tuple[str, ...] = (),
     kernel_cache: Path | None = None,
 ) -> dict[str, float]:
-    """Start a server, wait for ready and a first answer, send ``requests`` more (then ``large``,
-    whose peak memory it reports), stop it."""
+    """Start a server, wait for ready and a first answer, send ``requests`` more one at a time, then
+    ``burst`` from ``clients`` threads (then ``large``, whose peak memory it reports), stop it."""
     env = {k: v for k, v in os.environ.items() if k != "FPGASERVE_KERNEL_CACHE"}
     env["NUMBA_CACHE_DIR"] = str(numba_cache)
     if kernel_cache is not None:
@@ -103,10 +109,12 @@ def one_start(
             log += line
             match = LISTENING.search(line)
             url = match.group(1) if match else None
+        # Keep reading its log: a full pipe would block the server's next log line.
+        threading.Thread(target=proc.stderr.read, daemon=True).start()
         deadline = time.perf_counter() + 600
         while _status(f"{url}/readyz") != 200:
             if proc.poll() is not None or time.perf_counter() > deadline:
-                raise RuntimeError(f"the server never became ready:\n{log}{proc.stderr.read()}")
+                raise RuntimeError(f"the server never became ready:\n{log}")
             time.sleep(0.02)
         ready_s = time.perf_counter() - started
         memory_ready = _memory_mib(proc.pid)
@@ -123,12 +131,17 @@ def one_start(
         for _ in range(requests):
             score()
         memory_after = _memory_mib(proc.pid)
+        if burst:
+            with ThreadPoolExecutor(clients) as pool:
+                list(pool.map(lambda _: score(), range(burst)))
+        memory_burst = _memory_mib(proc.pid)
         figures = {
             "ready_s": ready_s,
             "first_answer_s": first_s,
             "rss_ready_mib": memory_ready["VmRSS"],
             "rss_after_mib": memory_after["VmRSS"],
-            "peak_mib": memory_after["VmHWM"],
+            "rss_burst_mib": memory_burst["VmRSS"],
+            "peak_mib": memory_burst["VmHWM"],
         }
         if large is not None:
             started_large = time.perf_counter()
@@ -148,10 +161,10 @@ def one_start(
 def _table(title: str, summary: dict[str, dict[str, float]]) -> None:
     print(title)
     print(f"{'case':<22} {'ready s':>8} {'1st answer s':>13} {'RSS ready MiB':>14} {'RSS after MiB':>14} "
-          f"{'peak MiB':>9}")  # fmt: skip
+          f"{'RSS burst MiB':>14} {'peak MiB':>9}")  # fmt: skip
     for case, s in summary.items():
         print(f"{case:<22} {s['ready_s']:>8.2f} {s['first_answer_s']:>13.2f} {s['rss_ready_mib']:>14.0f} "
-              f"{s['rss_after_mib']:>14.0f} {s['peak_mib']:>9.0f}")  # fmt: skip
+              f"{s['rss_after_mib']:>14.0f} {s['rss_burst_mib']:>14.0f} {s['peak_mib']:>9.0f}")  # fmt: skip
 
 
 def _large_jpeg() -> bytes:
@@ -170,6 +183,15 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=2, help="starts per case (default: %(default)s)")
     parser.add_argument(
         "--requests", type=int, default=100, help="requests after the first (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--burst",
+        type=int,
+        default=160,
+        help="requests from --clients concurrent clients after those (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--clients", type=int, default=16, help="concurrent clients of --burst (default: %(default)s)"
     )
     parser.add_argument(
         "--forms", action="store_true", help="host-lowered package vs TensorFlow stages (warm caches)"
@@ -227,7 +249,10 @@ def main() -> int:
                     "cold caches": work / f"numba-cold-{run}",
                     "image cache": work / f"numba-pod-{run}",
                 }.get(case, warm_cache)
-                figures = one_start(numba_cache=cache, image=image, requests=args.requests, **options)  # type: ignore[arg-type]
+                figures = one_start(
+                    numba_cache=cache, image=image, requests=args.requests, burst=args.burst,
+                    clients=args.clients, **options,  # type: ignore[arg-type]
+                )  # fmt: skip
                 results.setdefault(case, []).append(figures)
         if not args.forms:
             for path in [kernel_cache, *kernel_cache.rglob("*")]:  # so that the directory can be removed
@@ -246,7 +271,8 @@ def main() -> int:
         return 0
     _table(
         f"fpgaserve serve {package.name}: median of {args.runs} starts, {args.requests} requests after the "
-        f"first; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
+        f"first, then {args.burst} from {args.clients} clients; load average {load[0]:.2f} {load[1]:.2f} "
+        f"{load[2]:.2f}",
         summary,
     )
     if not args.forms:

@@ -2,8 +2,8 @@
 
 A fresh interpreter where importing TensorFlow (or Keras) fails loads the EfficientNet-Lite0 package
 and classifies a photo; a real ``fpgaserve serve`` process of it maps no TensorFlow library, serves
-a 48-megapixel JPEG (over the default pixel limit: decoded at 1/2 scale) and its peak resident
-memory (VmHWM, from /proc) stays bounded.
+a 48-megapixel JPEG (over the default pixel limit: decoded at 1/2 scale) and its resident memory
+(VmRSS and VmHWM, from /proc) stays bounded; it maps no SciPy linear algebra either.
 """
 
 from __future__ import annotations
@@ -124,6 +124,11 @@ def test_serve_maps_no_tensorflow_and_bounds_memory_after_a_large_jpeg(lite0_pac
         f"VmHWM {before['VmHWM'] / MiB:.0f} -> {after['VmHWM'] / MiB:.0f} MiB"
     )
     assert "libtensorflow" not in maps and "_pywrap_tensorflow" not in maps
+    # numba's typing was loaded without scipy.linalg and cffi (runtime/numba_typing.py).
+    assert "cython_blas" not in maps and "_fblas" not in maps and "_cffi_backend" not in maps
+    # A regression bound, generous: 478 MiB before issue 14's start-up work (a warm-up at batch 8 and
+    # an arena per thread), about 270 MiB after it (docs/benchmarks.md).
+    assert before["VmRSS"] < 400 * MiB
     assert status == 200, body[:500]
     assert b"cat" in body
     # The full decode alone is 48 M x 3 bytes = 137 MiB; at 1/2 scale it is 34 MiB.

@@ -26,7 +26,7 @@ async def test_a_loaded_runtime_is_warmed_up_served_and_closed(png: bytes) -> No
     runtime = FakeRuntime()
     plane = _plane()
     await plane.load(runtime)
-    assert plane.ready and runtime.batch_sizes == [8]  # the warm-up: one full batch
+    assert plane.ready and runtime.batch_sizes == [2]  # the warm-up: one small batch
     assert plane.model("fake", version="1") is runtime
     result = await plane.infer([png, png])
     assert result.outputs.shape == (2, 10)

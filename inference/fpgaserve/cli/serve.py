@@ -3,15 +3,19 @@
 Role: the command line of ``fpgaserve.server`` (the container command the operator generates
 with ``fpgaserve.api.serving.serve_argv``). It parses exactly those flags into ``ServerSettings``,
 checks what can be checked before listening (the model directory, TLS files, the keys file), then
-runs the server; the runtime (``fpgaserve.runtime.pipeline``, which brings TensorFlow) is imported
-and loaded in the background while the probes answer. Tests pass their own ``load`` to
-``run_serve``.
+runs the server. The runtime (``fpgaserve.runtime.pipeline``: numpy, numba, and TensorFlow for a
+package with a stage that needs it) is imported and loaded in a thread of its own started first,
+before the server's modules (aiohttp) are imported: the two overlap where they release the GIL
+(reading and inflating the package, LLVM loading the cached kernels), and the probes answer while it
+loads. Tests pass their own ``load`` to ``run_serve``.
 """
 
 from __future__ import annotations
 
 import argparse
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -173,27 +177,52 @@ def run_serve(args: argparse.Namespace, *, load: Callable[[Path], ModelRuntime] 
     model_dir = Path(args.model_dir)
     if not model_dir.exists():
         raise UserError(f"{model_dir}: no such package file or directory")
+    # Before any thread exists: glibc gives each thread its arena at its first allocation.
+    from fpgaserve.npu.allocator import tune_allocator
+
+    tune_allocator()
+
+    def loader() -> ModelRuntime:
+        if load is not None:
+            return load(model_dir)
+        return _load_pipeline(model_dir, max_image_pixels=settings.max_image_pixels)
+
+    loading = _start_loading(loader)
     from fpgaserve.server.auth import KeyFileError
     from fpgaserve.server.server_main import run
     from fpgaserve.server.tls import TlsConfigError
 
-    def loader(path: Path) -> ModelRuntime:
-        if load is not None:
-            return load(path)
-        return _load_pipeline(path, max_image_pixels=settings.max_image_pixels)
-
     try:
-        return run(runtime=lambda: loader(model_dir), settings=settings, exit_process=True)
+        # The data plane waits for the load (in its executor) and turns ready after its warm-up.
+        return run(runtime=loading.result, settings=settings, exit_process=True)
     except (KeyFileError, TlsConfigError, OSError) as exc:
         raise UserError(str(exc)) from None
+
+
+def _start_loading(loader: Callable[[], ModelRuntime]) -> Future[ModelRuntime]:
+    """Run ``loader`` in a daemon thread now; its result (or exception) in the returned future."""
+    future: Future[ModelRuntime] = Future()
+
+    def load() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(loader())
+        except BaseException as exc:  # handed to the data plane, which logs it and stops the server
+            future.set_exception(exc)
+
+    threading.Thread(target=load, name="fpgaserve-load", daemon=True).start()
+    return future
 
 
 def _load_pipeline(model_dir: Path, *, max_image_pixels: int) -> ModelRuntime:
     # In the load thread: the pipeline brings numpy and numba, and TensorFlow (seconds) for a
     # package with a stage that needs it.
     from fpgaserve.package.reader import PackageError
+    from fpgaserve.runtime.numba_typing import load_numba_typing
     from fpgaserve.runtime.pipeline import load_pipeline
 
+    load_numba_typing()  # before the first kernel call: no scipy.linalg, no cffi (see the module)
     try:
         return load_pipeline(model_dir, max_image_pixels=max_image_pixels)
     except PackageError as exc:

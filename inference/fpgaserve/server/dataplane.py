@@ -31,7 +31,7 @@ from fpgaserve.server.errors import InferenceTimeout, InvalidRequest, ModelNotFo
 from fpgaserve.server.metrics import ServerMetrics
 from fpgaserve.server.settings import ServerSettings
 
-__all__ = ["DataPlane", "ModelState", "RuntimeSource"]
+__all__ = ["WARM_UP_BATCH", "DataPlane", "ModelState", "RuntimeSource"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,14 +94,17 @@ class DataPlane:
             logger.info("model %s version %s is ready", runtime.name, runtime.version)
 
     async def _warm_up(self, runtime: ModelRuntime) -> None:
-        # The runtime is warm at batch 1 already (protocol). One full batch through the server's own
-        # path warms its threads and the runtime's largest batch (buffers, kernels), so that neither
-        # the first burst of requests nor the memory after start-up is different from steady state.
+        # The runtime is warm at batch 1 already (protocol). One small batch through the server's own
+        # path starts the batch worker and, on the runtime's side, the split of a batch into parts on
+        # their threads: every kernel and thread a larger batch uses. Not a full batch: that added its
+        # activations' high-water mark to the memory at ready (+190 MiB for EfficientNet-Lite0 at 8,
+        # kept by npu/allocator.py's tuning) and half a second to the start, for page faults that the
+        # first full batch pays itself (milliseconds; docs/benchmarks.md, issue 14).
         item = _warm_up_input(runtime.input_spec)
         if item is None:
             logger.info("no warm-up input for input shape %s; skipping warm-up", runtime.input_spec.shape)
             return
-        count = min(self.settings.max_batch_size, self.settings.max_queue)
+        count = min(WARM_UP_BATCH, self.settings.max_batch_size, self.settings.max_queue)
         try:
             await self._run([item] * count, runtime=runtime, timeout_s=None)  # a first run may be slow
         except InvalidInput as exc:
@@ -193,6 +196,10 @@ class DataPlane:
                     f"inference did not finish within {timeout_s:g} s (--request-timeout-s); "
                     "retry later or send fewer inputs"
                 ) from None
+
+
+# The server's warm-up batch: two inputs, the smallest batch that is split into parts (npu/executor.py).
+WARM_UP_BATCH = 2
 
 
 # Inputs this small are checked on the event loop: their header checks take well under a

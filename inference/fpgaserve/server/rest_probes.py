@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from fpgaserve.api.serving import LIVENESS_PATH, READINESS_PATH
-from fpgaserve.server.errors import ModelNotReady
+from fpgaserve.server.errors import error_response
 from fpgaserve.server.rest_common import DATAPLANE_KEY
 
 __all__ = ["healthz", "readyz", "routes"]
@@ -27,6 +27,8 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     plane = request.app[DATAPLANE_KEY]
     if not plane.ready:  # loading, failed, or draining (which still serves, but must not be sent more)
-        raise ModelNotReady(plane.not_ready_reason())
+        # An answer, not an error: not raised through error_middleware, whose warning per 503 filled
+        # the log with a line per probe while the model loaded (a failed load is logged where it fails).
+        return error_response(503, plane.not_ready_reason(), headers={"Retry-After": "1"})
     runtime = plane.model()
     return web.json_response({"status": "ready", "model": runtime.name, "version": runtime.version})
