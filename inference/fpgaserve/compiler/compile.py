@@ -51,20 +51,22 @@ def compile_graph(
     metadata: dict[str, Any] | None = None,
     layer_formats: Mapping[str, BfpFormat | Precision] | None = None,
     cache: WeightCache | None = None,
+    biases: Mapping[str, npt.NDArray[np.float32]] | None = None,
 ) -> Program:
     """Quantize an optimized float graph into a program.
 
     ``layer_formats`` maps matrix ops to their own formats (others use ``fmt``): one ``BfpFormat`` for
     weights and activations, or a ``Precision`` pair (weights packed in one, input activations quantized
     in the other); ``cache`` keeps packed weights per (op, format) across calls (the precision search
-    compiles many variants).
+    compiles many variants); ``biases`` replaces the graph's bias of the ops it names (the corrected
+    biases of ``fpgaserve.compiler.bias_correction``; an op without one in the graph gets it).
     """
     layer_formats = layer_formats or {}
     unknown = set(layer_formats) - {g.name for g in graph.ops if g.kind in MATRIX_OPS}
     if unknown:
         raise ValueError(f"layer_formats names ops that are not matrix ops: {', '.join(sorted(unknown))}")
     ops: list[Op] = []
-    weights, weight_shapes, biases, constants = {}, {}, {}, {}
+    weights, weight_shapes, bias_out, constants = {}, {}, {}, {}
     for g in graph.ops:
         attrs = dict(g.attrs)
         attrs["out_shape"] = list(graph.shapes.get(g.output) or graph.shapes[g.name])
@@ -89,8 +91,9 @@ def compile_graph(
                     cache[key] = packed
             weights[g.name] = packed
             weight_shapes[g.name] = tuple(int(d) for d in weight.shape)
-            if g.bias is not None:
-                biases[g.name] = np.asarray(g.bias, np.float32)
+            bias = (biases or {}).get(g.name, g.bias)
+            if bias is not None:
+                bias_out[g.name] = np.asarray(bias, np.float32)
         elif g.kind == "scale_shift":
             assert g.scale is not None and g.shift is not None
             constants[f"{g.name}.scale"] = g.scale
@@ -106,7 +109,7 @@ def compile_graph(
         ops=ops,
         weights=weights,
         weight_shapes=weight_shapes,
-        biases=biases,
+        biases=bias_out,
         constants=constants,
         metadata=dict(metadata or {}),
         version=ACTIVATION_FORMAT_VERSION
