@@ -126,7 +126,7 @@ def corrected_run(
     *,
     envs: list[Env],
     start: int,
-    reference: FloatMeans,
+    reference: FloatMeans | Program,
     kernels: Kernels,
     pool: ThreadPoolExecutor,
     keep: bool,
@@ -145,7 +145,13 @@ def corrected_run(
             pre = _linear_step(replace(program, biases=biases), op, kernels)
             parts = _map(pool, lambda env, pre=pre, op=op: _channel_sums(pre, op, env), envs)
             quantized = np.concatenate([p[0] for p in parts]).sum(axis=0) / (n * parts[0][1])
-            shift = quantized - reference.mean(op.name, n)
+            if isinstance(reference, FloatMeans):
+                target = reference.mean(op.name, n)
+            else:  # the float op on the same (quantized network's) input: this op's own error only
+                fpre = _linear_step(reference, reference.op(op.name), kernels)
+                fparts = _map(pool, lambda env, pre=fpre, op=op: _channel_sums(pre, op, env), envs)
+                target = np.concatenate([p[0] for p in fparts]).sum(axis=0) / (n * fparts[0][1])
+            shift = quantized - target
             old = biases.get(op.name)
             base = old.astype(np.float64) if old is not None else np.zeros_like(shift)
             biases[op.name] = (base - shift).astype(np.float32)
@@ -166,6 +172,7 @@ def correct_biases(
     formats: Mapping[str, BfpFormat | Precision],
     base: BfpFormat,
     calibration: npt.NDArray[Any],
+    per_layer: bool = False,
 ) -> Biases:
     """The corrected bias of every matrix op of ``graph`` compiled with ``formats`` per op (others in
     ``base``), measured on ``calibration`` (a preprocessed batch): pass it to ``compile_graph(...,
@@ -181,7 +188,11 @@ def correct_biases(
         float_program = compile_graph(
             graph, fmt=base, name="float", layer_formats=dict.fromkeys(layers, NEAR_FLOAT)
         )
-        reference = float_means(float_program, calibration=calib, pool=pool, kernels=kernels)
+        reference: FloatMeans | Program = (
+            float_program
+            if per_layer
+            else float_means(float_program, calibration=calib, pool=pool, kernels=kernels)
+        )
         program = compile_graph(graph, fmt=base, name="quantized", layer_formats=dict(formats))
         envs: list[Env] = [{program.input_name: calib[c : c + CHUNK]} for c in range(0, len(calib), CHUNK)]
         return corrected_run(

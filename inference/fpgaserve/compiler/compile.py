@@ -131,6 +131,7 @@ def compile_keras(
     calibration: npt.NDArray[Any] | None = None,
     candidates: tuple[BfpFormat | Precision, ...] | None = None,
     head: Callable[[npt.NDArray[Any]], npt.NDArray[Any]] | None = None,
+    bias_correction: bool = False,
 ) -> Program:
     """Compile a Keras featurizer (functional or Sequential) for the emulated FPGA.
 
@@ -141,11 +142,25 @@ def compile_keras(
     top-1 budget (default: the outputs themselves). ``fmt`` is then the program's base format. See
     ``fpgaserve.compiler.precision`` and docs/numerics.md. Raises ``UnsupportedLayerError`` naming the
     first layer the device cannot run, and ``BudgetError`` when no choice meets the budget.
+
+    ``bias_correction`` (needs ``calibration``): each matrix op's bias is corrected for the mean
+    shift quantization adds to its channels on the calibration batch
+    (``fpgaserve.compiler.bias_correction``); with a budget, every variant the search scores is.
+    The program's metadata records it (``biasCorrection``).
     """
     start = time.perf_counter()
     graph = optimize(import_keras(model, input_shape=input_shape))
     meta = dict(metadata or {})
-    if budget is None:
+    if bias_correction and calibration is None:
+        raise ValueError("bias correction needs a calibration batch")
+    if budget is None and bias_correction:
+        from fpgaserve.compiler.bias_correction import correct_biases
+
+        assert calibration is not None
+        biases = correct_biases(graph, formats={}, base=fmt, calibration=calibration)
+        meta["biasCorrection"] = {"calibrationExamples": len(calibration)}
+        program = compile_graph(graph, fmt=fmt, name=name or model.name, metadata=meta, biases=biases)
+    elif budget is None:
         program = compile_graph(graph, fmt=fmt, name=name or model.name, metadata=meta)
     else:
         from fpgaserve.compiler.precision import search_formats
@@ -154,7 +169,7 @@ def compile_keras(
             raise ValueError("an accuracy budget needs a calibration batch")
         result = search_formats(
             graph, model=model, budget=budget, calibration=calibration, candidates=candidates,
-            head=head, name=name or model.name, metadata=meta,
+            head=head, name=name or model.name, metadata=meta, bias_correction=bias_correction,
         )  # fmt: skip
         program = result.program
     logger.info(

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from fpgaserve.compiler.bias_correction import NEAR_FLOAT, Biases, FloatMeans, corrected_run, float_means
 from fpgaserve.compiler.budget import AccuracyBudget, Reference, Score
 from fpgaserve.compiler.keras_import import Graph
 from fpgaserve.npu.device import DEFAULT_DEVICE_MODEL
@@ -73,8 +74,8 @@ DEFAULT_CANDIDATES: tuple[Precision, ...] = (
     Precision(FORMATS["int12-bfp"], FORMATS["msfp16"]),
     Precision.of(FORMATS["int12-bfp"]),
 )
-# Near-float (one exponent per element, 15 mantissa bits): only to name the layers that limit a budget.
-_NEAR_FLOAT = Precision.of(BfpFormat("near-float", block_size=1, exponent_bits=8, mantissa_bits=15))
+# Near-float (one exponent per element, 15 mantissa bits): to name the layers that limit a budget.
+_NEAR_FLOAT = NEAR_FLOAT
 _CHUNK = 8  # calibration examples per chunk of a run (chunks run side by side, one per core)
 # Sensitivity runs (one per op and candidate: most of the search's runs) use this many examples, the
 # first of the calibration batch: they only rank and prune moves; every choice is verified on all.
@@ -118,6 +119,7 @@ class _State:
     formats: Formats
     envs: list[Env]
     score: Score
+    biases: Biases = field(default_factory=dict)  # the corrected biases (with bias correction)
 
 
 class _Evaluator:
@@ -125,7 +127,7 @@ class _Evaluator:
 
     def __init__(
         self, graph: Graph, *, reference: Reference, calibration: F32, base: BfpFormat, name: str,
-        metadata: dict[str, Any],
+        metadata: dict[str, Any], bias_correction: bool = False,
     ) -> None:  # fmt: skip
         from fpgaserve.compiler.compile import WeightCache
 
@@ -155,17 +157,26 @@ class _Evaluator:
             for i in range(len(graph.ops))
         ]
         self._pool = ThreadPoolExecutor(max_workers=available_cores(), thread_name_prefix="precision")
+        # With bias correction every variant is run corrected against the float program's means (on
+        # the same first examples: the sensitivity subset is a prefix of the batch).
+        self._float_means: FloatMeans | None = None
+        if bias_correction:
+            layers = [g.name for g in graph.ops if g.kind in MATRIX_OPS]
+            float_program = self.program(dict.fromkeys(layers, NEAR_FLOAT))
+            self._float_means = float_means(
+                float_program, calibration=calibration, pool=self._pool, kernels=self._kernels
+            )
 
     def close(self) -> None:
         self._pool.shutdown()
 
-    def program(self, formats: Formats) -> Program:
+    def program(self, formats: Formats, biases: Biases | None = None) -> Program:
         from fpgaserve.compiler.compile import compile_graph
 
         base = Precision.of(self.base)
         return compile_graph(
             self.graph, fmt=self.base, name=self.name, metadata=self.metadata,
-            layer_formats={k: f for k, f in formats.items() if f != base}, cache=self.cache,
+            layer_formats={k: f for k, f in formats.items() if f != base}, cache=self.cache, biases=biases,
         )  # fmt: skip
 
     def op_costs(self, formats: Formats) -> dict[str, tuple[int, int]]:
@@ -188,6 +199,8 @@ class _Evaluator:
         steps = lower_program(self.program(formats), kernels=self._kernels)[start:]
         if since is not None:
             assert len(since.envs) == -(-n // _CHUNK), "a kept run on other examples"
+        if self._float_means is not None:
+            return self._run_corrected(formats, n=n, start=start, since=since, keep=keep)
         chunks = range(len(since.envs)) if since is not None else range(0, n, _CHUNK)
         dead = () if keep else self._dead[start:]
 
@@ -210,6 +223,26 @@ class _Evaluator:
         out = np.concatenate([env[self.graph.output_name] for env in done])
         return _State(dict(formats), done if keep else [], self.reference.score(out))
 
+    def _run_corrected(self, formats: Formats, *, n: int, start: int, since: _State | None, keep: bool) -> _State:
+        """``run`` with bias correction: the biases of the ops before ``start`` are the kept run's (a
+        correction depends only on the ops before it), the rest are corrected as the run goes."""
+        assert self._float_means is not None
+        program = self.program(formats)
+        if since is not None:
+            before = {k: b for k, b in since.biases.items() if self._index[k] < start}
+            program.biases.update(before)
+            envs = [dict(env) for env in since.envs]
+        else:
+            envs = [{self.graph.input_name: self.calibration[c : min(c + _CHUNK, n)]} for c in range(0, n, _CHUNK)]
+        biases = corrected_run(
+            program, envs=envs, start=start, reference=self._float_means, kernels=self._kernels,
+            pool=self._pool, keep=keep,
+        )  # fmt: skip
+        self.runs += 1
+        self.op_steps += (len(self.graph.ops) - start) * n
+        out = np.concatenate([env[self.graph.output_name] for env in envs])
+        return _State(dict(formats), envs if keep else [], self.reference.score(out), biases)
+
 
 def search_formats(
     graph: Graph,
@@ -222,8 +255,11 @@ def search_formats(
     name: str,
     metadata: dict[str, Any] | None = None,
     sensitivity_examples: int = SENSITIVITY_EXAMPLES,
+    bias_correction: bool = False,
 ) -> SearchResult:
-    """Choose a format per matrix op of ``graph`` (see the module docstring); raises ``BudgetError``."""
+    """Choose a format per matrix op of ``graph`` (see the module docstring); raises ``BudgetError``.
+    ``bias_correction``: every variant is scored with its biases corrected
+    (``fpgaserve.compiler.bias_correction``), and the program carries the corrected biases."""
     start = time.perf_counter()
     cands = tuple(Precision.of(c) for c in (candidates or DEFAULT_CANDIDATES))
     if not cands:
@@ -253,14 +289,14 @@ def search_formats(
     reference = Reference(float_out, head=head, margins=margins)
     ev = _Evaluator(
         graph, reference=reference, calibration=calib, base=widest.weights, name=name,
-        metadata=dict(metadata or {}),
+        metadata=dict(metadata or {}), bias_correction=bias_correction,
     )  # fmt: skip
     try:
         final, sensitivity = _search(ev, budget, cands, n_all=len(calib), n_sub=n_sub)
         current = final.formats
     finally:
         ev.close()
-    program = ev.program(current)
+    program = ev.program(current, final.biases or None)
     seconds = time.perf_counter() - start
     metrics = {
         "top1": final.score.top1,
@@ -277,6 +313,8 @@ def search_formats(
         "evaluations": ev.runs,
         "searchSeconds": round(seconds, 1),
     }
+    if bias_correction:
+        program.metadata["biasCorrection"] = {"calibrationExamples": len(calib)}
     logger.info(
         "precision search: %s met (%s) after %d runs in %.0f s",
         budget, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), ev.runs, seconds,
