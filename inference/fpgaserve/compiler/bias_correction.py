@@ -43,8 +43,8 @@ from fpgaserve.npu.program import MATRIX_OPS, Op, Program
 from fpgaserve.npu.threads import available_cores, blas_single_threaded, single_threaded
 
 __all__ = [
-    "NEAR_FLOAT",
     "CHUNK",
+    "NEAR_FLOAT",
     "Biases",
     "FloatMeans",
     "correct_biases",
@@ -75,7 +75,9 @@ class FloatMeans:
 def _linear_step(program: Program, op: Op, kernels: Kernels) -> Step:
     """``op`` with its activation deferred and its output unquantized: its pre-activation."""
     linear = Op(op.kind, op.name, op.inputs, op.output, {**op.attrs, "activation": "linear"})
-    variant = replace(program, ops=[linear if o.name == op.name else o for o in program.ops], output_name=op.output)
+    variant = replace(
+        program, ops=[linear if o.name == op.name else o for o in program.ops], output_name=op.output
+    )
     return lower_op(variant, op.name, kernels=kernels)
 
 

@@ -223,7 +223,9 @@ class _Evaluator:
         out = np.concatenate([env[self.graph.output_name] for env in done])
         return _State(dict(formats), done if keep else [], self.reference.score(out))
 
-    def _run_corrected(self, formats: Formats, *, n: int, start: int, since: _State | None, keep: bool) -> _State:
+    def _run_corrected(
+        self, formats: Formats, *, n: int, start: int, since: _State | None, keep: bool
+    ) -> _State:
         """``run`` with bias correction: the biases of the ops before ``start`` are the kept run's (a
         correction depends only on the ops before it), the rest are corrected as the run goes."""
         assert self._float_means is not None
@@ -233,7 +235,9 @@ class _Evaluator:
             program.biases.update(before)
             envs = [dict(env) for env in since.envs]
         else:
-            envs = [{self.graph.input_name: self.calibration[c : min(c + _CHUNK, n)]} for c in range(0, n, _CHUNK)]
+            envs = [
+                {self.graph.input_name: self.calibration[c : min(c + _CHUNK, n)]} for c in range(0, n, _CHUNK)
+            ]
         biases = corrected_run(
             program, envs=envs, start=start, reference=self._float_means, kernels=self._kernels,
             pool=self._pool, keep=keep,
