@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -69,7 +70,8 @@ class FloatMeans:
     counts: dict[str, int]  # values per channel and example (output height x width, or 1)
 
     def mean(self, name: str, n: int) -> F64:
-        return self.sums[name][:n].sum(axis=0) / (n * self.counts[name])
+        total: F64 = self.sums[name][:n].sum(axis=0)
+        return total / (n * self.counts[name])
 
 
 def _linear_step(program: Program, op: Op, kernels: Kernels) -> Step:
@@ -88,6 +90,12 @@ def _channel_sums(step: Step, op: Op, env: Env) -> tuple[F64, int]:
     y = scratch[op.output]
     flat = y.reshape(y.shape[0], -1, y.shape[-1])
     return flat.sum(axis=1, dtype=np.float64), flat.shape[1]
+
+
+def _sums(pool: ThreadPoolExecutor, step: Step, op: Op, envs: Sequence[Env]) -> tuple[F64, int]:
+    """Per example (rows), ``step``'s output summed per channel over every chunk; values per channel."""
+    parts = _map(pool, partial(_channel_sums, step, op), envs)
+    return np.concatenate([p[0] for p in parts]), int(parts[0][1])
 
 
 def _map(pool: ThreadPoolExecutor, fn: Callable[[Env], Any], envs: Sequence[Env]) -> list[Any]:
@@ -113,9 +121,7 @@ def float_means(
     for i, (op, step) in enumerate(zip(float_program.ops, steps, strict=True)):
         if op.kind in MATRIX_OPS:
             pre = _linear_step(float_program, op, kernels)
-            parts = _map(pool, lambda env, pre=pre, op=op: _channel_sums(pre, op, env), envs)
-            sums[op.name] = np.concatenate([p[0] for p in parts])
-            counts[op.name] = parts[0][1]
+            sums[op.name], counts[op.name] = _sums(pool, pre, op, envs)
         _map(pool, step.run, envs)
         for env in envs:
             for t in [t for t, j in last_read.items() if j == i and t != float_program.output_name]:
@@ -145,14 +151,14 @@ def corrected_run(
         op = program.ops[i]
         if op.kind in MATRIX_OPS:
             pre = _linear_step(replace(program, biases=biases), op, kernels)
-            parts = _map(pool, lambda env, pre=pre, op=op: _channel_sums(pre, op, env), envs)
-            quantized = np.concatenate([p[0] for p in parts]).sum(axis=0) / (n * parts[0][1])
+            per_example, count = _sums(pool, pre, op, envs)
+            quantized = per_example.sum(axis=0) / (n * count)
             if isinstance(reference, FloatMeans):
                 target = reference.mean(op.name, n)
             else:  # the float op on the same (quantized network's) input: this op's own error only
                 fpre = _linear_step(reference, reference.op(op.name), kernels)
-                fparts = _map(pool, lambda env, pre=fpre, op=op: _channel_sums(pre, op, env), envs)
-                target = np.concatenate([p[0] for p in fparts]).sum(axis=0) / (n * fparts[0][1])
+                per_example, count = _sums(pool, fpre, op, envs)
+                target = per_example.sum(axis=0) / (n * count)
             shift = quantized - target
             old = biases.get(op.name)
             base = old.astype(np.float64) if old is not None else np.zeros_like(shift)
