@@ -129,7 +129,7 @@ def test_bias_correction_is_named_kept_apart_and_checked_against_a_kept_program(
     corrected.program_path.parent.mkdir(parents=True, exist_ok=True)
     save_program(kept, corrected.program_path)  # not corrected: compiled again, with correction
     monkeypatch.setattr(type(corrected), "_calibration", lambda self: np.zeros((1, 224, 224, 3), np.float32))
-    QuantizedEfficientNetLite0(tmp_path, format="msfp16", bias_correction=True).program
+    assert QuantizedEfficientNetLite0(tmp_path, format="msfp16", bias_correction=True).program is not None
     assert [k["bias_correction"] for k in compiled] == [True]
 
 
