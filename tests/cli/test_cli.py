@@ -153,3 +153,29 @@ def test_compile_refuses_a_bad_budget_or_search_options_without_auto(tmp_path: P
         )  # fmt: skip
         assert done.returncode == 2 and message in done.stderr, done.stderr
         assert not (tmp_path / "x.fpga").exists()
+
+
+def test_compile_corrects_biases_on_calibration_images_when_asked(tmp_path: Path) -> None:
+    import numpy as np
+
+    from fpgaserve.npu.program import load_program
+
+    _mobile_model(tmp_path / "m.keras")
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).normal(size=(8, 16, 16, 3)).astype(np.float32))
+    args = ("compile", str(tmp_path / "m.keras"), "--format", "msfp16")
+    done = fpgaserve(
+        *args, "-o", str(tmp_path / "c.fpga"), "--bias-correction", "--calibration", str(tmp_path / "calib.npy"),
+        timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["biasCorrection"] == {"calibrationExamples": 8}
+    done = fpgaserve(*args, "-o", str(tmp_path / "p.fpga"), "--no-bias-correction", timeout=600)
+    assert done.returncode == 0, done.stderr
+    corrected, plain = load_program(tmp_path / "c.fpga"), load_program(tmp_path / "p.fpga")
+    assert "biasCorrection" not in plain.metadata
+    assert not np.array_equal(corrected.biases["pw"], plain.biases["pw"])
+    # Calibration images without a search or a correction have nothing to do: refused.
+    done = fpgaserve(
+        *args, "-o", str(tmp_path / "x.fpga"), "--calibration", str(tmp_path / "calib.npy"), timeout=600
+    )
+    assert done.returncode == 2 and "--bias-correction" in done.stderr

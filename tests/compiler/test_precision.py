@@ -11,9 +11,10 @@ import pytest
 
 from fpgaserve.compiler.budget import Reference
 from fpgaserve.compiler.compile import compile_graph, compile_keras
+from fpgaserve.compiler.evaluator import Evaluator
 from fpgaserve.compiler.fuse import optimize
 from fpgaserve.compiler.keras_import import Graph, import_keras
-from fpgaserve.compiler.precision import AccuracyBudget, BudgetError, _Evaluator, search_formats
+from fpgaserve.compiler.precision import AccuracyBudget, BudgetError, search_formats
 from fpgaserve.npu import kernels_numba, kernels_numpy
 from fpgaserve.npu.bfp import FORMATS, BfpFormat, quantize
 from fpgaserve.npu.device import DEFAULT_DEVICE_MODEL
@@ -172,7 +173,7 @@ def test_an_incremental_run_is_bit_identical_to_a_whole_run(graph: Graph) -> Non
     gives exactly what running it from the input gives, whichever op changed."""
     calib = calibration(10)
     reference = Reference(calib.reshape(10, -1)[:, :7].copy(), head=None)  # only the shape matters here
-    ev = _Evaluator(graph, reference=reference, calibration=calib, base=WIDE, name="m", metadata={})
+    ev = Evaluator(graph, reference=reference, calibration=calib, base=WIDE, name="m", metadata={})
     try:
         base = ev.run(dict.fromkeys(matrix_ops(graph), WIDE), n=10, keep=True)
         restarts = []

@@ -108,6 +108,31 @@ def test_auto_candidates_are_validated_named_and_checked_against_a_kept_program(
         assert searched == ([] if reused else [1])
 
 
+def test_bias_correction_is_named_kept_apart_and_checked_against_a_kept_program(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fpgaserve.npu.program import save_program
+    from tests.npu.test_program import sample_program
+
+    plain = QuantizedEfficientNetLite0(tmp_path, format="msfp16")
+    corrected = QuantizedEfficientNetLite0(tmp_path, format="msfp16", bias_correction=True)
+    auto = QuantizedEfficientNetLite0(tmp_path, format="auto", bias_correction=True)
+    assert corrected.format_name == "msfp16-bc" and auto.format_name.endswith("-bc")
+    assert len({plain.program_path, corrected.program_path, auto.program_path}) == 3
+    # A kept program is reused only when it was corrected as asked (its metadata says so).
+    compiled = []
+    monkeypatch.setattr(
+        "fpgaserve.compiler.compile.compile_keras", lambda *a, **k: compiled.append(k) or sample_program()
+    )
+    kept = sample_program()
+    kept.fmt = corrected.fmt
+    corrected.program_path.parent.mkdir(parents=True, exist_ok=True)
+    save_program(kept, corrected.program_path)  # not corrected: compiled again, with correction
+    monkeypatch.setattr(type(corrected), "_calibration", lambda self: np.zeros((1, 224, 224, 3), np.float32))
+    assert QuantizedEfficientNetLite0(tmp_path, format="msfp16", bias_correction=True).program is not None
+    assert [k["bias_correction"] for k in compiled] == [True]
+
+
 def test_shipped_photos_are_real_photos_with_their_licences_and_give_nine_variants_each() -> None:
     import skimage.io
 

@@ -51,20 +51,22 @@ def compile_graph(
     metadata: dict[str, Any] | None = None,
     layer_formats: Mapping[str, BfpFormat | Precision] | None = None,
     cache: WeightCache | None = None,
+    biases: Mapping[str, npt.NDArray[np.float32]] | None = None,
 ) -> Program:
     """Quantize an optimized float graph into a program.
 
     ``layer_formats`` maps matrix ops to their own formats (others use ``fmt``): one ``BfpFormat`` for
     weights and activations, or a ``Precision`` pair (weights packed in one, input activations quantized
     in the other); ``cache`` keeps packed weights per (op, format) across calls (the precision search
-    compiles many variants).
+    compiles many variants); ``biases`` replaces the graph's bias of the ops it names (the corrected
+    biases of ``fpgaserve.compiler.bias_correction``; an op without one in the graph gets it).
     """
     layer_formats = layer_formats or {}
     unknown = set(layer_formats) - {g.name for g in graph.ops if g.kind in MATRIX_OPS}
     if unknown:
         raise ValueError(f"layer_formats names ops that are not matrix ops: {', '.join(sorted(unknown))}")
     ops: list[Op] = []
-    weights, weight_shapes, biases, constants = {}, {}, {}, {}
+    weights, weight_shapes, bias_out, constants = {}, {}, {}, {}
     for g in graph.ops:
         attrs = dict(g.attrs)
         attrs["out_shape"] = list(graph.shapes.get(g.output) or graph.shapes[g.name])
@@ -89,8 +91,9 @@ def compile_graph(
                     cache[key] = packed
             weights[g.name] = packed
             weight_shapes[g.name] = tuple(int(d) for d in weight.shape)
-            if g.bias is not None:
-                biases[g.name] = np.asarray(g.bias, np.float32)
+            bias = (biases or {}).get(g.name, g.bias)
+            if bias is not None:
+                bias_out[g.name] = np.asarray(bias, np.float32)
         elif g.kind == "scale_shift":
             assert g.scale is not None and g.shift is not None
             constants[f"{g.name}.scale"] = g.scale
@@ -106,7 +109,7 @@ def compile_graph(
         ops=ops,
         weights=weights,
         weight_shapes=weight_shapes,
-        biases=biases,
+        biases=bias_out,
         constants=constants,
         metadata=dict(metadata or {}),
         version=ACTIVATION_FORMAT_VERSION
@@ -128,6 +131,7 @@ def compile_keras(
     calibration: npt.NDArray[Any] | None = None,
     candidates: tuple[BfpFormat | Precision, ...] | None = None,
     head: Callable[[npt.NDArray[Any]], npt.NDArray[Any]] | None = None,
+    bias_correction: bool = False,
 ) -> Program:
     """Compile a Keras featurizer (functional or Sequential) for the emulated FPGA.
 
@@ -138,11 +142,25 @@ def compile_keras(
     top-1 budget (default: the outputs themselves). ``fmt`` is then the program's base format. See
     ``fpgaserve.compiler.precision`` and docs/numerics.md. Raises ``UnsupportedLayerError`` naming the
     first layer the device cannot run, and ``BudgetError`` when no choice meets the budget.
+
+    ``bias_correction`` (needs ``calibration``): each matrix op's bias is corrected for the mean
+    shift quantization adds to its channels on the calibration batch
+    (``fpgaserve.compiler.bias_correction``); with a budget, every variant the search scores is.
+    The program's metadata records it (``biasCorrection``).
     """
     start = time.perf_counter()
     graph = optimize(import_keras(model, input_shape=input_shape))
     meta = dict(metadata or {})
-    if budget is None:
+    if bias_correction and calibration is None:
+        raise ValueError("bias correction needs a calibration batch")
+    if budget is None and bias_correction:
+        from fpgaserve.compiler.bias_correction import correct_biases
+
+        assert calibration is not None
+        biases = correct_biases(graph, formats={}, base=fmt, calibration=calibration)
+        meta["biasCorrection"] = {"calibrationExamples": len(calibration)}
+        program = compile_graph(graph, fmt=fmt, name=name or model.name, metadata=meta, biases=biases)
+    elif budget is None:
         program = compile_graph(graph, fmt=fmt, name=name or model.name, metadata=meta)
     else:
         from fpgaserve.compiler.precision import search_formats
@@ -151,7 +169,7 @@ def compile_keras(
             raise ValueError("an accuracy budget needs a calibration batch")
         result = search_formats(
             graph, model=model, budget=budget, calibration=calibration, candidates=candidates,
-            head=head, name=name or model.name, metadata=meta,
+            head=head, name=name or model.name, metadata=meta, bias_correction=bias_correction,
         )  # fmt: skip
         program = result.program
     logger.info(

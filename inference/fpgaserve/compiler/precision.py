@@ -28,21 +28,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from fpgaserve.compiler.bias_correction import NEAR_FLOAT
 from fpgaserve.compiler.budget import AccuracyBudget, Reference, Score
+from fpgaserve.compiler.evaluator import Evaluator, Formats, RunState
 from fpgaserve.compiler.keras_import import Graph
-from fpgaserve.npu.device import DEFAULT_DEVICE_MODEL
 from fpgaserve.npu.formats import FORMATS, BfpFormat, Precision
-from fpgaserve.npu.kernels import load_kernels
-from fpgaserve.npu.lowering import Env, lower_program
 from fpgaserve.npu.program import MATRIX_OPS, Program
-from fpgaserve.npu.threads import available_cores, blas_single_threaded, single_threaded
 
 __all__ = [
     "DEFAULT_CANDIDATES",
@@ -55,7 +52,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]
-Formats = dict[str, Precision]
 
 # The presets from narrowest to widest (INT12-BFP), the widest where the search starts, and just below
 # it the two pairs of one 12-bit and one 8-bit operand: on 8-bit lanes two passes instead of four. On
@@ -73,9 +69,8 @@ DEFAULT_CANDIDATES: tuple[Precision, ...] = (
     Precision(FORMATS["int12-bfp"], FORMATS["msfp16"]),
     Precision.of(FORMATS["int12-bfp"]),
 )
-# Near-float (one exponent per element, 15 mantissa bits): only to name the layers that limit a budget.
-_NEAR_FLOAT = Precision.of(BfpFormat("near-float", block_size=1, exponent_bits=8, mantissa_bits=15))
-_CHUNK = 8  # calibration examples per chunk of a run (chunks run side by side, one per core)
+# Near-float (one exponent per element, 15 mantissa bits): to name the layers that limit a budget.
+_NEAR_FLOAT = NEAR_FLOAT
 # Sensitivity runs (one per op and candidate: most of the search's runs) use this many examples, the
 # first of the calibration batch: they only rank and prune moves; every choice is verified on all.
 SENSITIVITY_EXAMPLES = 32
@@ -110,107 +105,6 @@ class SearchResult:
     metrics: dict[str, float] = field(default_factory=dict)  # every metric of the final program
 
 
-@dataclass
-class _State:
-    """A program variant run on the first ``n`` calibration examples, with every activation kept
-    (one env per chunk), so that variants differing from it only later can restart where they do."""
-
-    formats: Formats
-    envs: list[Env]
-    score: Score
-
-
-class _Evaluator:
-    """Compiles and runs program variants on the calibration batch, scoring them against float."""
-
-    def __init__(
-        self, graph: Graph, *, reference: Reference, calibration: F32, base: BfpFormat, name: str,
-        metadata: dict[str, Any],
-    ) -> None:  # fmt: skip
-        from fpgaserve.compiler.compile import WeightCache
-
-        self.graph = graph
-        self.reference = reference
-        self.calibration = calibration
-        self.base = base
-        self.name = name
-        self.metadata = metadata
-        self.cache: WeightCache = {}
-        self.runs = 0
-        self.op_steps = 0  # ops run, over all runs: the search's real work
-        self._kernels = load_kernels()
-        self._index = {g.name: i for i, g in enumerate(graph.ops)}
-        producers = {g.output: i for i, g in enumerate(graph.ops)}
-        # Where a run must restart when an op's format changes: at the op, or at the producer of its
-        # input (a depthwise conv quantizes its output in its pointwise consumer's format).
-        self._restart = {
-            g.name: min([i, *(producers[t] for t in g.inputs if t in producers)])
-            for i, g in enumerate(graph.ops)
-            if g.kind in MATRIX_OPS
-        }
-        # Tensors a run that keeps nothing may drop after each step (their last reader has run).
-        last_read = {t: i for i, g in enumerate(graph.ops) for t in g.inputs}
-        self._dead: list[tuple[str, ...]] = [
-            tuple(t for t, j in last_read.items() if j == i and t != graph.output_name)
-            for i in range(len(graph.ops))
-        ]
-        self._pool = ThreadPoolExecutor(max_workers=available_cores(), thread_name_prefix="precision")
-
-    def close(self) -> None:
-        self._pool.shutdown()
-
-    def program(self, formats: Formats) -> Program:
-        from fpgaserve.compiler.compile import compile_graph
-
-        base = Precision.of(self.base)
-        return compile_graph(
-            self.graph, fmt=self.base, name=self.name, metadata=self.metadata,
-            layer_formats={k: f for k, f in formats.items() if f != base}, cache=self.cache,
-        )  # fmt: skip
-
-    def op_costs(self, formats: Formats) -> dict[str, tuple[int, int]]:
-        """Per matrix op: (modeled cycles at batch 1, packed weight bytes), from the executor's code."""
-        program = self.program(formats)
-        steps = lower_program(program, kernels=self._kernels)
-        return {
-            op.name: (step.cycles(1, DEFAULT_DEVICE_MODEL), program.op_weight_bytes(op.name))
-            for op, step in zip(program.ops, steps, strict=True)
-            if op.kind in MATRIX_OPS
-        }
-
-    def run(self, formats: Formats, *, n: int, since: _State | None = None, keep: bool = False) -> _State:
-        """Run ``formats`` on the first ``n`` examples: from scratch, or from where it first differs
-        from ``since`` (a kept run on the same examples). ``keep``: keep the activations."""
-        changed = [k for k, f in formats.items() if since is None or since.formats[k] != f]
-        start = min((self._restart[k] for k in changed), default=len(self.graph.ops))
-        if since is None:
-            start = 0
-        steps = lower_program(self.program(formats), kernels=self._kernels)[start:]
-        if since is not None:
-            assert len(since.envs) == -(-n // _CHUNK), "a kept run on other examples"
-        chunks = range(len(since.envs)) if since is not None else range(0, n, _CHUNK)
-        dead = () if keep else self._dead[start:]
-
-        def chunk(c: int) -> Env:
-            if since is not None:  # the kept run's activations, shared: steps only add new tensors
-                env = dict(since.envs[c])
-            else:
-                env = {self.graph.input_name: self.calibration[c : min(c + _CHUNK, n)]}
-            with single_threaded():
-                for i, step in enumerate(steps):
-                    step.run(env)
-                    for t in dead[i] if dead else ():
-                        env.pop(t, None)
-            return env
-
-        self.runs += 1
-        self.op_steps += len(steps) * n
-        with blas_single_threaded():
-            done = list(self._pool.map(chunk, chunks))
-        out = np.concatenate([env[self.graph.output_name] for env in done])
-        return _State(dict(formats), done if keep else [], self.reference.score(out))
-
-
 def search_formats(
     graph: Graph,
     *,
@@ -222,8 +116,11 @@ def search_formats(
     name: str,
     metadata: dict[str, Any] | None = None,
     sensitivity_examples: int = SENSITIVITY_EXAMPLES,
+    bias_correction: bool = False,
 ) -> SearchResult:
-    """Choose a format per matrix op of ``graph`` (see the module docstring); raises ``BudgetError``."""
+    """Choose a format per matrix op of ``graph`` (see the module docstring); raises ``BudgetError``.
+    ``bias_correction``: every variant is scored with its biases corrected
+    (``fpgaserve.compiler.bias_correction``), and the program carries the corrected biases."""
     start = time.perf_counter()
     cands = tuple(Precision.of(c) for c in (candidates or DEFAULT_CANDIDATES))
     if not cands:
@@ -251,16 +148,16 @@ def search_formats(
     calib, float_out = calib[order], float_out[order]
     margins = tuple(sorted({_DECISIVE, budget.margin} - {0.0}))
     reference = Reference(float_out, head=head, margins=margins)
-    ev = _Evaluator(
+    ev = Evaluator(
         graph, reference=reference, calibration=calib, base=widest.weights, name=name,
-        metadata=dict(metadata or {}),
+        metadata=dict(metadata or {}), bias_correction=bias_correction,
     )  # fmt: skip
     try:
         final, sensitivity = _search(ev, budget, cands, n_all=len(calib), n_sub=n_sub)
         current = final.formats
     finally:
         ev.close()
-    program = ev.program(current)
+    program = ev.program(current, final.biases or None)
     seconds = time.perf_counter() - start
     metrics = {
         "top1": final.score.top1,
@@ -277,6 +174,8 @@ def search_formats(
         "evaluations": ev.runs,
         "searchSeconds": round(seconds, 1),
     }
+    if bias_correction:
+        program.metadata["biasCorrection"] = {"calibrationExamples": len(calib)}
     logger.info(
         "precision search: %s met (%s) after %d runs in %.0f s",
         budget, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), ev.runs, seconds,
@@ -294,8 +193,8 @@ def search_formats(
 
 
 def _search(
-    ev: _Evaluator, budget: AccuracyBudget, cands: tuple[Precision, ...], *, n_all: int, n_sub: int
-) -> tuple[_State, dict[str, dict[str, float]]]:
+    ev: Evaluator, budget: AccuracyBudget, cands: tuple[Precision, ...], *, n_all: int, n_sub: int
+) -> tuple[RunState, dict[str, dict[str, float]]]:
     widest = cands[-1]
     layers = [g.name for g in ev.graph.ops if g.kind in MATRIX_OPS]
     base_all = ev.run(dict.fromkeys(layers, widest), n=n_all)
@@ -378,14 +277,14 @@ def _search(
 
 
 def _apply_prefix(
-    ev: _Evaluator,
+    ev: Evaluator,
     budget: AccuracyBudget,
-    base: _State,
+    base: RunState,
     moves: list[tuple[str, Precision]],
     costs: dict[Precision, dict[str, tuple[int, int]]],
     *,
     n: int,
-) -> _State:
+) -> RunState:
     """``base`` with the longest prefix of ``moves`` that keeps the budget (binary search: the loss
     grows with the prefix, near enough). An op moved twice takes its cheaper format."""
 
@@ -408,7 +307,7 @@ def _apply_prefix(
 
 
 def _unmet(
-    ev: _Evaluator,
+    ev: Evaluator,
     budget: AccuracyBudget,
     layers: list[str],
     current: Formats,

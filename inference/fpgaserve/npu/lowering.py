@@ -19,7 +19,7 @@ from fpgaserve.npu.formats import BfpFormat
 from fpgaserve.npu.kernels import Kernels
 from fpgaserve.npu.program import Op, Program, op_activation_format, op_format
 
-__all__ = ["Env", "Step", "lower_program"]
+__all__ = ["Env", "Step", "lower_op", "lower_program"]
 
 F32 = npt.NDArray[np.float32]
 Env = dict[str, F32]
@@ -66,6 +66,12 @@ def lower_program(program: Program, *, kernels: Kernels) -> list[Step]:
     """The program's ops as prepared steps, in program order."""
     lowering = _OpLowering(program, kernels=kernels)
     return [lowering.prepare(op) for op in program.ops]
+
+
+def lower_op(program: Program, name: str, *, kernels: Kernels) -> Step:
+    """One op of the program as a prepared step, exactly as ``lower_program`` prepares it (the
+    compiler's bias correction re-lowers one op at a time as its bias changes)."""
+    return _OpLowering(program, kernels=kernels).prepare(program.op(name))
 
 
 class _OpLowering:

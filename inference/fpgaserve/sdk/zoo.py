@@ -99,12 +99,15 @@ class QuantizedModel:
         format: BfpFormat | str | None = None,  # the notebook-style name of ``fmt``
         budget: str = DEFAULT_BUDGET,
         candidates: str | Sequence[str | BfpFormat | Precision] | None = None,
+        bias_correction: bool = False,
     ) -> None:
         """``format``/``fmt``: a BFP format or its name, or ``"auto"`` for a mixed-precision program
         that keeps ``budget`` (e.g. ``"expected-top1>=98%"``, ``"top1@0.1>=99%"``, ``"cosine>=0.999"``) on the
         calibration photos, choosing per layer from ``candidates`` (e.g.
         ``"msfp16,int12-bfp/msfp16,int12-bfp"``, narrowest first, ``WEIGHTS/ACTIVATIONS`` for a pair;
-        default: the search's ``DEFAULT_CANDIDATES``)."""
+        default: the search's ``DEFAULT_CANDIDATES``). ``bias_correction``: correct each matrix op's bias
+        for the channel-mean shift quantization adds on the calibration photos (in the search, every
+        variant; off by default: see docs/numerics.md, "Bias correction")."""
         self.model_path = Path(model_path).expanduser()
         self.is_frozen = is_frozen
         self.weights = weights or self.default_weights
@@ -124,6 +127,7 @@ class QuantizedModel:
             self.budget = None
             self.candidates = None
         self.fmt = get_format(chosen) if isinstance(chosen, str) else chosen
+        self.bias_correction = bias_correction
         self._weights_id = _weights_id(self.weights)
         self._program: Program | None = None
 
@@ -131,12 +135,13 @@ class QuantizedModel:
     def format_name(self) -> str:
         """``auto-<budget>`` for a mixed program (plus a digest of the candidates when given), else the
         format's name."""
+        corrected = "-bc" if self.bias_correction else ""
         if not self.auto:
-            return self.fmt.name
+            return self.fmt.name + corrected
         if self.candidates is None:
-            return f"{AUTO_FORMAT}-{self.budget}"
+            return f"{AUTO_FORMAT}-{self.budget}{corrected}"
         digest = hashlib.sha256(",".join(c.name for c in self.candidates).encode()).hexdigest()[:8]
-        return f"{AUTO_FORMAT}-{self.budget}-c{digest}"
+        return f"{AUTO_FORMAT}-{self.budget}-c{digest}{corrected}"
 
     @property
     def version(self) -> str:
@@ -204,6 +209,7 @@ class QuantizedModel:
                     program.fmt == self.fmt
                     and precision.get("budget") == self.budget
                     and (not self.auto or precision.get("candidates") == self._candidate_names())
+                    and ("biasCorrection" in program.metadata) == self.bias_correction
                 ):
                     logger.info("loaded compiled %s from %s", self.name, path)
                     return program
@@ -217,7 +223,8 @@ class QuantizedModel:
         else:
             program = compile_keras(
                 self.featurizer, fmt=self.fmt, input_shape=self.input_shape, name=self.name,
-                metadata=metadata,
+                metadata=metadata, bias_correction=self.bias_correction,
+                calibration=self._calibration() if self.bias_correction else None,
             )  # fmt: skip
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -235,10 +242,9 @@ class QuantizedModel:
         """The mixed-precision program: the search against float on the calibration photos."""
         from fpgaserve.compiler.compile import compile_keras
         from fpgaserve.compiler.precision import AccuracyBudget
-        from fpgaserve.sdk.calibration import calibration_photos
 
         assert self.budget is not None
-        calibration = np.concatenate([self.preprocess(img) for img in calibration_photos()])
+        calibration = self._calibration()
         classifier = self.classifier
 
         def head(features: F32) -> F32:
@@ -248,8 +254,14 @@ class QuantizedModel:
         return compile_keras(
             self.featurizer, fmt=self.fmt, input_shape=self.input_shape, name=self.name, metadata=metadata,
             budget=AccuracyBudget.parse(self.budget), calibration=calibration, head=head,
-            candidates=self.candidates,
+            candidates=self.candidates, bias_correction=self.bias_correction,
         )  # fmt: skip
+
+    def _calibration(self) -> F32:
+        """The zoo's calibration photos, preprocessed (none of them among bench/fpga.py's)."""
+        from fpgaserve.sdk.calibration import calibration_photos
+
+        return np.concatenate([self.preprocess(img) for img in calibration_photos()])
 
     def import_graph_def(self, image_tensors: Any) -> Any:
         """Apply the (float) featurizer to ``image_tensors``; the returned tensor is the feature tensor.
