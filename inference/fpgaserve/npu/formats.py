@@ -96,9 +96,11 @@ DEFAULT_FORMAT = FORMATS["int12-bfp"]
 # the command line's ``--format auto``; the search is ``fpgaserve.compiler.precision``).
 AUTO_FORMAT = "auto"
 # Its default budget: top-1 agreement with the float model expected on inputs like the calibration
-# photos (estimated from margins, so that near-ties do not dominate: docs/numerics.md). int12-bfp
-# everywhere scores 99.3 % on the zoo's photos; 98 % buys EfficientNet-Lite0 a fifth of its device time.
-DEFAULT_BUDGET = "expected-top1>=98%"
+# photos (estimated from margins, so that near-ties do not dominate: docs/numerics.md). 99 %: with
+# the weight/activation pairs among the candidates, a 98 % search's program agreed on only 95.4 % of
+# the held-apart benchmark photos (the estimate is optimistic there), the 99 % one on 99.3 %
+# (EfficientNet-Lite0: 0.342 against int12-bfp's 0.356 ms; docs/benchmarks.md, issue 16).
+DEFAULT_BUDGET = "expected-top1>=99%"
 # ``fpgaserve compile``'s default instead: a user's featurizer has no classifier head to decide with,
 # and the argmax of features is no class, so it keeps the features' direction.
 FEATURE_BUDGET = "cosine>=0.999"
