@@ -119,11 +119,11 @@ class Evaluator:
         start = min((self._restart[k] for k in changed), default=len(self.graph.ops))
         if since is None:
             start = 0
-        steps = lower_program(self.program(formats), kernels=self._kernels)[start:]
         if since is not None:
             assert len(since.envs) == -(-n // CHUNK), "a kept run on other examples"
-        if self._float_means is not None:
+        if self._float_means is not None:  # compiles and lowers the variant itself, with its biases
             return self._run_corrected(formats, n=n, start=start, since=since, keep=keep)
+        steps = lower_program(self.program(formats), kernels=self._kernels)[start:]
         chunks = range(len(since.envs)) if since is not None else range(0, n, CHUNK)
         dead = () if keep else self._dead[start:]
 
