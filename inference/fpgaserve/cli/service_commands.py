@@ -80,8 +80,9 @@ def _progress(line: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from fpgaserve.sdk.cluster.flavours import BrainwaveWebservice
     from fpgaserve.sdk.cluster.model import Model
-    from fpgaserve.sdk.cluster.webservice import BrainwaveWebservice, Webservice
+    from fpgaserve.sdk.cluster.webservice import Webservice
     from fpgaserve.sdk.exceptions import WebserviceException
 
     with errors_as_user_errors():
@@ -100,7 +101,7 @@ def _run(args: argparse.Namespace) -> int:
                 ssl_cert_pem_file=args.ssl_cert, ssl_key_pem_file=args.ssl_key, auth_enabled=args.auth,
                 ingress_host=args.ingress_host,
             )  # fmt: skip
-            from fpgaserve.sdk.cluster.webservice import BrainwaveImage
+            from fpgaserve.sdk.cluster.flavours import BrainwaveImage
 
             image = BrainwaveImage.image_configuration(image=args.image)
             service = Webservice.deploy_from_model(

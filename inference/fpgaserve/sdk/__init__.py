@@ -15,8 +15,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "BrainwaveImage": "fpgaserve.sdk.cluster.webservice",
-    "BrainwaveWebservice": "fpgaserve.sdk.cluster.webservice",
+    "BrainwaveImage": "fpgaserve.sdk.cluster.flavours",
+    "BrainwaveWebservice": "fpgaserve.sdk.cluster.flavours",
     "BrainWaveStage": "fpgaserve.sdk.pipeline",
     "FpgaStage": "fpgaserve.sdk.pipeline",
     "KerasStage": "fpgaserve.sdk.pipeline",
@@ -35,8 +35,8 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:  # the same names, eagerly, for type checkers and readers
-    from fpgaserve.sdk.cluster.webservice import BrainwaveImage as BrainwaveImage
-    from fpgaserve.sdk.cluster.webservice import BrainwaveWebservice as BrainwaveWebservice
+    from fpgaserve.sdk.cluster.flavours import BrainwaveImage as BrainwaveImage
+    from fpgaserve.sdk.cluster.flavours import BrainwaveWebservice as BrainwaveWebservice
     from fpgaserve.sdk.labels import imagenet_labels as imagenet_labels
     from fpgaserve.sdk.pipeline import BrainWaveStage as BrainWaveStage
     from fpgaserve.sdk.pipeline import FpgaStage as FpgaStage

@@ -1,8 +1,8 @@
 """``Webservice``: a deployed model, backed by an FpgaWebservice; Azure ML's names and calls.
 
-Role: the twin of ``azureml.core.webservice.Webservice`` (and ``BrainwaveWebservice``,
-``AksWebservice``, ``BrainwaveImage``) for ``fpgaserve.sdk.core`` and ``fpgaserve service``.
-It reads the status the operator writes: ``phase`` Deploying/Ready/Failed and the ``Ready``
+Role: the twin of ``azureml.core.webservice.Webservice`` for ``fpgaserve.sdk.core`` and
+``fpgaserve service`` (its deployment flavours are in ``flavours.py``, the transport over a
+forwarded port in ``forwarded.py``). It reads the status the operator writes: ``phase`` Deploying/Ready/Failed and the ``Ready``
 condition's reason (StorageInitFailed, ImagePullFailed, CrashLoop, Unschedulable,
 ProgressDeadlineExceeded...). ``run`` scores through the Ingress when there is one, else through
 the workspace's connector (a port-forward by default) to a ready pod, with TLS verified against the
@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import base64
 import builtins
-import http.client
 import json
-import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -38,13 +36,14 @@ from fpgaserve.api.naming import (
     tls_secret_name,
 )
 from fpgaserve.api.serving import KEYS_PRIMARY, KEYS_SECONDARY
-from fpgaserve.sdk.client import ScoringError, read_image_bytes
+from fpgaserve.sdk.client import read_image_bytes
 from fpgaserve.sdk.cluster.config import DeploymentConfiguration, ImageConfiguration, build_spec
+from fpgaserve.sdk.cluster.forwarded import post_score
 from fpgaserve.sdk.cluster.model import Model, ready_condition
 from fpgaserve.sdk.cluster.workspace import Workspace
 from fpgaserve.sdk.exceptions import WebserviceException
 
-__all__ = ["AksWebservice", "BrainwaveImage", "BrainwaveWebservice", "Webservice"]
+__all__ = ["Webservice"]
 
 FAILED_REASONS = (
     "StorageInitFailed",
@@ -343,7 +342,7 @@ class Webservice:
             api_client=self.workspace.api_client, namespace=self.workspace.namespace, pod=pod, port=port
         ) as (host, local_port):
             context = ssl.create_default_context(cadata=self._service_ca()) if tls else None
-            return _post_score(host, local_port, body, key=key, context=context,
+            return post_score(host, local_port, body, key=key, context=context,
                                server_name=f"{self.name}.{self.workspace.namespace}.svc", timeout=timeout)  # fmt: skip
 
     def _ready_pod(self) -> str:
@@ -382,58 +381,6 @@ def _replacement(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return patch
 
 
-class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    """HTTPS to an address (a forwarded port) while verifying the certificate for another name."""
-
-    def __init__(
-        self, host: str, port: int, *, server_name: str, context: ssl.SSLContext, timeout: float
-    ) -> None:
-        super().__init__(host, port, timeout=timeout, context=context)
-        self._server_name, self._ctx = server_name, context
-
-    def connect(self) -> None:
-        raw = socket.create_connection((self.host, self.port), self.timeout)
-        self.sock = self._ctx.wrap_socket(raw, server_hostname=self._server_name)
-
-
-def _post_score(
-    host: str,
-    port: int,
-    body: bytes,
-    *,
-    key: str | None,
-    context: ssl.SSLContext | None,
-    server_name: str,
-    timeout: float,
-) -> dict[str, Any]:
-    connection: http.client.HTTPConnection
-    if context is not None:
-        connection = _PinnedHTTPSConnection(
-            host, port, server_name=server_name, context=context, timeout=timeout
-        )
-    else:
-        connection = http.client.HTTPConnection(host, port, timeout=timeout)
-    headers = {"Content-Type": "application/octet-stream", "Host": server_name}
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    try:
-        connection.request("POST", "/score", body=body, headers=headers)
-        response = connection.getresponse()
-        data = response.read()
-    except (OSError, ssl.SSLError) as exc:
-        raise ScoringError(f"{server_name} via {host}:{port}: {type(exc).__name__}: {exc}") from None
-    finally:
-        connection.close()
-    if response.status != 200:
-        try:
-            message = json.loads(data).get("error", response.reason)
-        except ValueError:
-            message = response.reason
-        raise ScoringError(f"{server_name}: HTTP {response.status}: {message}", status=response.status)
-    answer: dict[str, Any] = json.loads(data)
-    return answer
-
-
 def _own_tls_secret(workspace: Workspace, name: str, deployment: DeploymentConfiguration) -> str:
     """A kubernetes.io/tls Secret with the user's PEMs (created or updated); its name."""
     cert, key = deployment.pems()
@@ -446,70 +393,3 @@ def _own_tls_secret(workspace: Workspace, name: str, deployment: DeploymentConfi
     else:
         kube.patch(SECRET, ns, secret_name, {"data": data})
     return secret_name
-
-
-class BrainwaveImage:
-    """``BrainwaveImage.image_configuration()``: the server image (default: the operator's)."""
-
-    @staticmethod
-    def image_configuration(
-        image: str | None = None, image_pull_policy: str | None = None
-    ) -> ImageConfiguration:
-        return ImageConfiguration(image=image, image_pull_policy=image_pull_policy)
-
-
-class BrainwaveWebservice(Webservice):
-    """``BrainwaveWebservice.deploy_configuration(...)``: an FPGA deployment's settings."""
-
-    @staticmethod
-    def deploy_configuration(
-        num_replicas: int = 1,
-        autoscale_enabled: bool = False,
-        autoscale_min_replicas: int = 1,
-        autoscale_max_replicas: int = 3,
-        autoscale_target_utilization: int = 70,
-        fpga_count: int = 1,
-        ssl_enabled: bool = True,
-        ssl_cert_pem_file: str | None = None,
-        ssl_key_pem_file: str | None = None,
-        auth_enabled: bool = True,
-        ingress_host: str | None = None,
-    ) -> DeploymentConfiguration:
-        """SSL on by default: self-signed unless both PEM files are given."""
-        return DeploymentConfiguration(
-            num_replicas=num_replicas, autoscale_enabled=autoscale_enabled,
-            autoscale_min_replicas=autoscale_min_replicas, autoscale_max_replicas=autoscale_max_replicas,
-            autoscale_target_utilization=autoscale_target_utilization, fpga_count=fpga_count,
-            ssl_enabled=ssl_enabled, ssl_cert_pem_file=ssl_cert_pem_file, ssl_key_pem_file=ssl_key_pem_file,
-            auth_enabled=auth_enabled, ingress_host=ingress_host,
-        )  # fmt: skip
-
-
-class AksWebservice(Webservice):
-    """``AksWebservice.deploy_configuration(...)``: Azure's AKS settings onto the same spec."""
-
-    @staticmethod
-    def deploy_configuration(
-        autoscale_enabled: bool = False,
-        autoscale_min_replicas: int = 1,
-        autoscale_max_replicas: int = 3,
-        autoscale_target_utilization: int = 70,
-        num_replicas: int = 1,
-        auth_enabled: bool = True,
-        cpu_cores: float | None = None,
-        memory_gb: float | None = None,
-        ssl_enabled: bool = True,
-        ssl_cert_pem_file: str | None = None,
-        ssl_key_pem_file: str | None = None,
-        ssl_cname: str | None = None,
-        fpga_count: int = 1,
-    ) -> DeploymentConfiguration:
-        """``ssl_cname`` becomes the Ingress host."""
-        return DeploymentConfiguration(
-            num_replicas=num_replicas, autoscale_enabled=autoscale_enabled,
-            autoscale_min_replicas=autoscale_min_replicas, autoscale_max_replicas=autoscale_max_replicas,
-            autoscale_target_utilization=autoscale_target_utilization, auth_enabled=auth_enabled,
-            cpu_cores=cpu_cores, memory_gb=memory_gb, ssl_enabled=ssl_enabled,
-            ssl_cert_pem_file=ssl_cert_pem_file, ssl_key_pem_file=ssl_key_pem_file, ingress_host=ssl_cname,
-            fpga_count=fpga_count,
-        )  # fmt: skip
