@@ -37,6 +37,7 @@ import numpy.typing as npt
 
 from fpgaserve.npu.allocator import tune_allocator
 from fpgaserve.npu.device import EmulatedDevice
+from fpgaserve.npu.gemm import spread_tiles
 from fpgaserve.npu.kernels import Kernels, load_kernels
 from fpgaserve.npu.lowering import Env, lower_program
 from fpgaserve.npu.program import Program
@@ -149,9 +150,13 @@ class Executor:
                 chooser = self._choosers[n] = SpreadChooser(fixed=self._spread)
         spread = chooser.choose()
         start = time.perf_counter()
-        out = self._run_steps(x) if spread else self._run_single(x)
+        out = self._run_spread(x) if spread else self._run_single(x)
         chooser.record(spread, time.perf_counter() - start)
         return out
+
+    def _run_spread(self, x: F32) -> F32:
+        with blas_single_threaded(), spread_tiles():
+            return self._run_steps(x)
 
     def _run_single(self, x: F32) -> F32:
         with blas_single_threaded():
