@@ -58,7 +58,9 @@ def tile_grid(*, rows: int, outputs: int) -> tuple[tuple[int, ...], tuple[int, .
     col_tiles = 2 if row_tiles == 1 and outputs >= 2 * MIN_COL_TILE else 1
     row_bounds = tuple(rows * i // row_tiles for i in range(row_tiles + 1))
     # Column tiles at multiples of 16 keep OpenBLAS's output panels whole.
-    col_bounds = tuple([0, *(((outputs * i // col_tiles) + 15) // 16 * 16 for i in range(1, col_tiles)), outputs])
+    col_bounds = tuple(
+        [0, *(((outputs * i // col_tiles) + 15) // 16 * 16 for i in range(1, col_tiles)), outputs]
+    )
     return row_bounds, col_bounds
 
 
@@ -85,9 +87,7 @@ class TiledGemm:
     @classmethod
     def build(cls, *, weights: F32, rows: int) -> TiledGemm:
         row_bounds, col_bounds = tile_grid(rows=rows, outputs=weights.shape[1])
-        tiles = tuple(
-            np.ascontiguousarray(weights[:, lo:hi]) for lo, hi in itertools.pairwise(col_bounds)
-        )
+        tiles = tuple(np.ascontiguousarray(weights[:, lo:hi]) for lo, hi in itertools.pairwise(col_bounds))
         return cls(rows=rows, row_bounds=row_bounds, col_bounds=col_bounds, weight_tiles=tiles)
 
     def __call__(self, cols: F32) -> F32:
@@ -96,10 +96,10 @@ class TiledGemm:
             raise ValueError(f"GEMM operand has {total} rows, not a multiple of {self.rows} per example")
         out = np.empty((total, self.col_bounds[-1]), np.float32)
         jobs = [
-            self._job(cols, out, base + r0, base + r1, c, c0, c1)
+            self._job(cols=cols, out=out, rows=(base + r0, base + r1), tile=tile)
             for base in range(0, total, self.rows)
             for r0, r1 in itertools.pairwise(self.row_bounds)
-            for c, (c0, c1) in enumerate(itertools.pairwise(self.col_bounds))
+            for tile in range(len(self.weight_tiles))
         ]
         with blas_single_threaded():  # every tile on one OpenBLAS thread, whoever calls
             if len(jobs) > 1 and getattr(_local, "spread", False):
@@ -109,9 +109,14 @@ class TiledGemm:
                     job()
         return out
 
-    def _job(self, cols: F32, out: F32, r0: int, r1: int, c: int, c0: int, c1: int) -> Callable[[], None]:
-        weights = self.weight_tiles[c]
-        return lambda: np.matmul(cols[r0:r1], weights, out=out[r0:r1, c0:c1])  # type: ignore[no-any-return]
+    def _job(self, *, cols: F32, out: F32, rows: tuple[int, int], tile: int) -> Callable[[], None]:
+        (r0, r1), (c0, c1) = rows, (self.col_bounds[tile], self.col_bounds[tile + 1])
+        weights = self.weight_tiles[tile]
+
+        def job() -> None:
+            np.matmul(cols[r0:r1], weights, out=out[r0:r1, c0:c1])
+
+        return job
 
 
 class _Shared:
@@ -156,6 +161,4 @@ def _share(jobs: list[Callable[[], None]]) -> None:
 @cache
 def _helpers() -> ThreadPoolExecutor:
     """The helper threads of spread GEMMs (one per core besides the caller's; made on first use)."""
-    return ThreadPoolExecutor(
-        max_workers=max(1, available_cores() - 1), thread_name_prefix="fpgaserve-gemm"
-    )
+    return ThreadPoolExecutor(max_workers=max(1, available_cores() - 1), thread_name_prefix="fpgaserve-gemm")
