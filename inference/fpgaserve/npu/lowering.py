@@ -164,6 +164,7 @@ class _OpLowering:
     def _prep_dense(self, op: Op) -> Step:
         wmat = np.ascontiguousarray(self.program.dequantized_weight(op.name))  # (in, out)
         gemm = TiledGemm.build(weights=wmat, rows=1)  # one call per example: see gemm.py
+        reduction, outputs = wmat.shape  # not wmat itself: the GEMM keeps its own column tiles
         bias = self.program.biases.get(op.name)
         act = op.attrs.get("activation", "linear")
         src, dst = op.inputs[0], op.output
@@ -183,7 +184,7 @@ class _OpLowering:
 
         def cycles(batch: int, model: DeviceModel) -> int:
             return model.matrix_cycles(
-                rows=batch, reduction=wmat.shape[0], outputs=wmat.shape[1], element_bits=element_bits,
+                rows=batch, reduction=reduction, outputs=outputs, element_bits=element_bits,
                 activation_bits=activation_bits,
             )  # fmt: skip
 
