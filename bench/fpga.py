@@ -18,6 +18,9 @@ program, with every op of a batch of one spread over the cores as before issue 1
 ``--baseline-chooses``, spread or one core by measured time as the current executor does),
 interleaved with the current executor and TensorFlow: before/after ratios from one run. Kernels the
 current lowering calls that REF lacks are composed from REF's own, in the passes REF's executor made.
+``--baseline-whole-gemms`` also gives the baseline the GEMMs from before fixed tiles (one OpenBLAS call
+per op and batch, on OpenBLAS's threads when a batch of one spreads): with ``--baseline-kernels main
+--baseline-chooses`` the baseline is the executor of before the tiles.
 
 ResNet-50 uses seeded random weights here (Keras's ImageNet weights need a network), so its
 agreement numbers measure numerical fidelity, not accuracy on a trained model.
@@ -142,6 +145,46 @@ def _compose_missing_kernels(module: Any) -> None:
         module.add_activation = add_activation
 
 
+class WholeGemm:
+    """The GEMMs before fixed tiles (``fpgaserve.npu.gemm``): one OpenBLAS call per op and batch, on
+    OpenBLAS's threads when the executor spreads a batch of one."""
+
+    def __init__(self, weights: np.ndarray) -> None:
+        self.weights = weights
+
+    @classmethod
+    def build(cls, *, weights: np.ndarray, rows: int) -> WholeGemm:
+        return cls(weights)
+
+    def __call__(self, cols: np.ndarray) -> np.ndarray:
+        from fpgaserve.npu import gemm, threads
+
+        blas = threads._openblas()
+        if blas is None or not getattr(gemm._local, "spread", False):
+            whole: np.ndarray = cols @ self.weights
+            return whole
+        blas[1](threads.available_cores())  # the executor set one thread for its tiles
+        try:
+            spread: np.ndarray = cols @ self.weights
+        finally:
+            blas[1](1)
+        return spread
+
+
+def baseline_executor(
+    program: Any, *, device: Any, kernels: Any, spread: bool | None, whole_gemms: bool
+) -> Executor:
+    """The baseline's executor: REF's kernels, and with ``whole_gemms`` the GEMMs from before the tiles."""
+    from unittest import mock
+
+    import fpgaserve.npu.lowering
+
+    if not whole_gemms:
+        return Executor(program, device=device, kernels=kernels, spread=spread)
+    with mock.patch.object(fpgaserve.npu.lowering, "TiledGemm", WholeGemm):  # read when the steps are built
+        return Executor(program, device=device, kernels=kernels, spread=spread)
+
+
 def bench_model(
     name: str,
     formats: list[str],
@@ -152,6 +195,7 @@ def bench_model(
     model_path: str = MODEL_PATH,
     candidates: str | None = None,
     baseline_spread: bool | None = True,
+    baseline_whole_gemms: bool = False,
 ) -> list[dict[str, Any]]:
     import tensorflow as tf
 
@@ -195,7 +239,13 @@ def bench_model(
             row.update(agreement(model, ex, batch, ref_feats, ref_probs))
             # The baseline as it ran before issue 14: every op of a batch of one spread over the cores.
             old = (
-                Executor(program, device=EmulatedDevice(big), kernels=baseline, spread=baseline_spread)
+                baseline_executor(
+                    program,
+                    device=EmulatedDevice(big),
+                    kernels=baseline,
+                    spread=baseline_spread,
+                    whole_gemms=baseline_whole_gemms,
+                )
                 if baseline
                 else None
             )
@@ -290,6 +340,12 @@ def main(argv: list[str] | None = None) -> int:
         help="the baseline's batch of one spreads or runs on one core by measured time, as the current "
         "executor does (default: always spread, the behaviour before issue 14)",
     )
+    parser.add_argument(
+        "--baseline-whole-gemms",
+        action="store_true",
+        help="the baseline's GEMMs as before fixed tiles: one OpenBLAS call per op and batch, on "
+        "OpenBLAS's threads when a batch of one spreads",
+    )
     args = parser.parse_args(argv)
     baseline = load_baseline_kernels(args.baseline_kernels) if args.baseline_kernels else None
     images = photo_set()
@@ -311,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
             args.model_path,
             args.candidates,
             baseline_spread=None if args.baseline_chooses else True,
+            baseline_whole_gemms=args.baseline_whole_gemms,
         )
     ]
     print(f"load average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")

@@ -10,15 +10,14 @@ each kernel tap, see docs/numerics.md), multiplied with the BFP weights, and acc
 bias and activation run on the vector units in float32. ``run`` holds no shared mutable state, so
 several threads may call it at once (numpy and numba release the GIL in the heavy parts).
 
-Parallelism: a batch of one runs each op on all cores (numba ``prange``, OpenBLAS threads), or all of it
-on one core when that measured faster on this host lately (a loaded host: ``spread.py``). A larger
+Parallelism: a batch of one runs each op on all cores (numba ``prange``; the GEMMs' tiles shared with
+helper threads, ``gemm.py``), or all of it on one core when that measured faster on this host lately
+(a loaded host: ``spread.py``). A larger
 batch is split into one part per core, run side by side with each op on one core (``threads.py``):
 one synchronisation per batch instead of one per op, which keeps throughput up when other threads
 take a core now and then (EfficientNet-Lite0 at batch 8 on 2 cores: 70 -> 75 inputs/s in-process,
-55 -> 67 inputs/s behind the HTTP server). The quantizers are bit-identical either way (tested); the
-float32 GEMMs are OpenBLAS's, whose order of summation follows its thread and row counts, so the
-last bits of a result may differ between the two ways, and for ResNet-50 between batch sizes
-(docs/numerics.md).
+55 -> 67 inputs/s behind the HTTP server). Results are bit-identical either way and whatever the
+batch: the GEMMs run each example in fixed single-threaded tiles (``gemm.py``, docs/numerics.md).
 ``FPGASERVE_DATA_PARALLEL`` = ``auto`` (default), ``0``/``off`` (never split), or a part count.
 """
 
@@ -37,6 +36,7 @@ import numpy.typing as npt
 
 from fpgaserve.npu.allocator import tune_allocator
 from fpgaserve.npu.device import EmulatedDevice
+from fpgaserve.npu.gemm import spread_tiles
 from fpgaserve.npu.kernels import Kernels, load_kernels
 from fpgaserve.npu.lowering import Env, lower_program
 from fpgaserve.npu.program import Program
@@ -149,9 +149,13 @@ class Executor:
                 chooser = self._choosers[n] = SpreadChooser(fixed=self._spread)
         spread = chooser.choose()
         start = time.perf_counter()
-        out = self._run_steps(x) if spread else self._run_single(x)
+        out = self._run_spread(x) if spread else self._run_single(x)
         chooser.record(spread, time.perf_counter() - start)
         return out
+
+    def _run_spread(self, x: F32) -> F32:
+        with blas_single_threaded(), spread_tiles():
+            return self._run_steps(x)
 
     def _run_single(self, x: F32) -> F32:
         with blas_single_threaded():

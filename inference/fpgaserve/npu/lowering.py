@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 from fpgaserve.npu.device import DeviceModel
 from fpgaserve.npu.formats import BfpFormat
+from fpgaserve.npu.gemm import TiledGemm
 from fpgaserve.npu.kernels import Kernels
 from fpgaserve.npu.program import Op, Program, op_activation_format, op_format
 
@@ -93,10 +94,11 @@ class _OpLowering:
         w = self.program.dequantized_weight(op.name)
         kh, kw, cin, cout = w.shape
         wmat = np.ascontiguousarray(w.reshape(kh * kw * cin, cout))
+        ho, wo = _out_hw(op)
+        gemm = TiledGemm.build(weights=wmat, rows=ho * wo)  # fixed tiles per example: see gemm.py
         bias = self.program.biases.get(op.name)
         stride = int(op.attrs.get("strides", (1, 1))[0])  # the compiler only emits square strides
         pads = _pads(op)
-        ho, wo = _out_hw(op)
         act = op.attrs.get("activation", "linear")
         src, dst = op.inputs[0], op.output
         k = self._kernels
@@ -120,7 +122,7 @@ class _OpLowering:
             else:
                 xp = k.quantize_window(x, fmt, pads=pads)
                 cols = k.im2col(xp, kh=kh, kw=kw, stride=stride, out_h=ho, out_w=wo)
-            y = cols @ wmat
+            y = gemm(cols)
             k.bias_activation(y, bias, act)
             env[dst] = y.reshape(n, ho, wo, cout)
 
@@ -161,6 +163,8 @@ class _OpLowering:
 
     def _prep_dense(self, op: Op) -> Step:
         wmat = np.ascontiguousarray(self.program.dequantized_weight(op.name))  # (in, out)
+        gemm = TiledGemm.build(weights=wmat, rows=1)  # one call per example: see gemm.py
+        reduction, outputs = wmat.shape  # not wmat itself: the GEMM keeps its own column tiles
         bias = self.program.biases.get(op.name)
         act = op.attrs.get("activation", "linear")
         src, dst = op.inputs[0], op.output
@@ -174,13 +178,13 @@ class _OpLowering:
         def run(env: Env) -> None:
             x = env[src]
             xq = k.quantize_window(x.reshape(x.shape[0], 1, 1, -1), fmt).reshape(x.shape)
-            y = xq @ wmat
+            y = gemm(xq)
             k.bias_activation(y, bias, act)
             env[dst] = y
 
         def cycles(batch: int, model: DeviceModel) -> int:
             return model.matrix_cycles(
-                rows=batch, reduction=wmat.shape[0], outputs=wmat.shape[1], element_bits=element_bits,
+                rows=batch, reduction=reduction, outputs=outputs, element_bits=element_bits,
                 activation_bits=activation_bits,
             )  # fmt: skip
 

@@ -13,7 +13,8 @@ only:
   global count to 1 while at least one split run is in progress and restores it after the last.
 - glibc: the parts allocate in their threads' arenas; ``allocator.py`` keeps those heaps mapped.
 
-None of this changes results: the kernels split rows, never reductions, across threads.
+None of this changes results: the kernels split rows, never reductions, across threads, and the
+GEMMs run in fixed single-threaded tiles (``gemm.py``).
 """
 
 from __future__ import annotations
