@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from fpgaserve.api.errors import UserError
+from fpgaserve.npu.allocator import resident_mib, trim_heap
 from fpgaserve.runtime.images import check_image_pixels
 from fpgaserve.runtime.protocol import InvalidInput, ModelRuntime, TensorSpec
 from fpgaserve.server.batching import BatchOutput, DynamicBatcher, Item
@@ -76,6 +77,8 @@ class DataPlane:
                 max_batch_size=self.settings.max_batch_size,
                 max_batch_delay_s=self.settings.max_batch_delay_ms / 1000,
                 max_queue=self.settings.max_queue,
+                idle_s=self.settings.idle_trim_s,
+                on_idle=_trim_heap,
             )
             self._batcher.start()
             await self._warm_up(runtime)
@@ -272,3 +275,12 @@ def _gray_png(*, side: int) -> bytes:
         + chunk(b"IDAT", zlib.compress(rows))
         + chunk(b"IEND", b"")
     )
+
+
+def _trim_heap() -> None:
+    """The batcher's ``on_idle`` (its worker thread): give the last batches' free memory back."""
+    before = resident_mib()
+    released = trim_heap()
+    after = resident_mib()
+    if before is not None and after is not None:
+        logger.debug("idle: heap trimmed (%s), resident %.0f -> %.0f MiB", released, before, after)
