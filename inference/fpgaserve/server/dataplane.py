@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import enum
 import functools
 import logging
@@ -193,7 +192,7 @@ class DataPlane:
                 finally:
                     if most > TRIM_AFTER_PIXELS:
                         with contextlib.suppress(RuntimeError):  # the pool is shut down: closing
-                            loop.run_in_executor(self._validators, _release_free_memory)
+                            loop.run_in_executor(self._validators, trim_heap)
             except asyncio.TimeoutError:
                 raise InferenceTimeout(
                     f"inference did not finish within {timeout_s:g} s (--request-timeout-s); "
@@ -241,16 +240,6 @@ def _validate_all(runtime: ModelRuntime, items: list[Item], *, max_image_pixels:
 # one, free memory is handed back to the system (glibc keeps it otherwise: a resident size that
 # only grows, until the pod's memory limit).
 TRIM_AFTER_PIXELS = 2048 * 2048
-
-
-def _release_free_memory() -> None:
-    """``malloc_trim(0)`` where the C library has it (glibc); nothing elsewhere."""
-    try:
-        libc = ctypes.CDLL(None)
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return
-    trim(0)
 
 
 def _warm_up_input(spec: TensorSpec) -> Item | None:
