@@ -8,8 +8,8 @@ For the EfficientNet-Lite0 package (or ``--model-dir``), side by side in one run
 - **cold caches**: an empty ``NUMBA_CACHE_DIR`` and no image copy (a fresh machine, or an image
   without the copy: the kernels are compiled at start);
 
-each a real ``fpgaserve serve`` process on loopback, timed from ``Popen`` to ``/readyz`` 200, then to
-the first ``POST /score`` answer; resident memory (VmRSS) after start-up, after ``--requests``
+each a real ``fpgaserve serve`` process on loopback, timed from ``Popen`` to ``/readyz`` 200 (and its
+CPU time, user + system, at that moment), then to the first ``POST /score`` answer; resident memory (VmRSS) after start-up, after ``--requests``
 requests one at a time (batches of one) and after ``--burst`` more from ``--clients`` concurrent
 clients (batches of up to the server's 8: the activations of a full batch, which npu/allocator.py
 keeps for speed), after the idle spell that follows (``--idle-trim-s``: the server gives that memory
@@ -76,6 +76,12 @@ def _status(url: str) -> int:
         return 0
 
 
+def _cpu_s(pid: int) -> float:
+    """The process's user + system CPU seconds so far (less sensitive to the machine's load than wall time)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _memory_mib(pid: int) -> dict[str, float]:
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -133,6 +139,7 @@ def one_start(
                 raise RuntimeError(f"the server never became ready:\n{log}")
             time.sleep(0.02)
         ready_s = time.perf_counter() - started
+        cpu_ready_s = _cpu_s(proc.pid)
         memory_ready = _memory_mib(proc.pid)
 
         def score(data: bytes = image) -> None:
@@ -154,6 +161,7 @@ def one_start(
         memory_idle = _after_idle(proc.pid, idle_s=idle_wait_s) if burst else memory_burst["VmRSS"]
         figures = {
             "ready_s": ready_s,
+            "cpu_ready_s": cpu_ready_s,
             "first_answer_s": first_s,
             "rss_ready_mib": memory_ready["VmRSS"],
             "rss_after_mib": memory_after["VmRSS"],
@@ -193,10 +201,10 @@ def _after_idle(pid: int, *, idle_s: float) -> float:
 
 def _table(title: str, summary: dict[str, dict[str, float]]) -> None:
     print(title)
-    print(f"{'case':<22} {'ready s':>8} {'1st answer s':>13} {'RSS ready MiB':>14} {'RSS after MiB':>14} "
+    print(f"{'case':<22} {'ready s':>8} {'CPU s':>6} {'1st answer s':>13} {'RSS ready MiB':>14} {'RSS after MiB':>14} "
           f"{'RSS burst MiB':>14} {'RSS idle MiB':>13} {'peak MiB':>9}")  # fmt: skip
     for case, s in summary.items():
-        print(f"{case:<22} {s['ready_s']:>8.2f} {s['first_answer_s']:>13.2f} {s['rss_ready_mib']:>14.0f} "
+        print(f"{case:<22} {s['ready_s']:>8.2f} {s['cpu_ready_s']:>6.2f} {s['first_answer_s']:>13.2f} {s['rss_ready_mib']:>14.0f} "
               f"{s['rss_after_mib']:>14.0f} {s['rss_burst_mib']:>14.0f} {s['rss_idle_mib']:>13.0f} "
               f"{s['peak_mib']:>9.0f}")  # fmt: skip
 
