@@ -101,8 +101,9 @@ def trim_heap() -> bool:
     any were released (False where there is no glibc)."""
     global _malloc_trim
     if _malloc_trim is None:
-        name = ctypes.util.find_library("c") if platform.libc_ver()[0] == "glibc" else None
-        _malloc_trim = getattr(ctypes.CDLL(name), "malloc_trim", False) if name else False
+        # The process's own symbols (glibc is loaded): no library search from a worker thread.
+        glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+        _malloc_trim = getattr(ctypes.CDLL(None), "malloc_trim", False) if glibc else False
     if not _malloc_trim:
         return False
     return bool(_malloc_trim(ctypes.c_size_t(0)))
