@@ -8,11 +8,17 @@ For the EfficientNet-Lite0 package (or ``--model-dir``), side by side in one run
 - **cold caches**: an empty ``NUMBA_CACHE_DIR`` and no image copy (a fresh machine, or an image
   without the copy: the kernels are compiled at start);
 
-each a real ``fpgaserve serve`` process on loopback, timed from ``Popen`` to ``/readyz`` 200, then to
-the first ``POST /score`` answer; resident memory (VmRSS) after start-up, after ``--requests``
+each a real ``fpgaserve serve`` process on loopback, timed from ``Popen`` to ``/readyz`` 200 (and its
+CPU time, user + system, at that moment), then to the first ``POST /score`` answer; resident memory (VmRSS) after start-up, after ``--requests``
 requests one at a time (batches of one) and after ``--burst`` more from ``--clients`` concurrent
 clients (batches of up to the server's 8: the activations of a full batch, which npu/allocator.py
-keeps for speed), and the peak (VmHWM). Prints one table; ``--json`` prints the figures instead.
+keeps for speed), after the idle spell that follows (``--idle-trim-s``: the server gives that memory
+back; the figure is read once VmRSS has stopped falling), and the peak (VmHWM). Prints one table;
+``--json`` prints the figures instead.
+
+``--baseline-python`` adds a case: the warm-cache start with another interpreter (another checkout's
+venv, e.g. ``/work/main/.venv/bin/python``), interleaved with the others, for a side-by-side delta
+on a shared machine (its server is not given ``--idle-trim-s``: older ones have no such option).
 
 ``--forms`` compares instead the package as written now (its preprocessing and classifier in their
 host form: no TensorFlow in the server) with the same pipeline saved ``host_lowering=False`` (every
@@ -23,6 +29,7 @@ whole when ``--max-image-pixels`` lets it through.
     python bench/coldstart.py
     python bench/coldstart.py --model-dir service_def.zip --runs 3 --requests 1000
     python bench/coldstart.py --forms
+    python bench/coldstart.py --model-dir service_def.zip --baseline-python ../main/.venv/bin/python
 """
 
 from __future__ import annotations
@@ -45,6 +52,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 LISTENING = re.compile(r"listening on (https?://[^\s]+)")
+# The server's default --idle-trim-s (fpgaserve.server.settings.ServerSettings.idle_trim_s).
+IDLE_TRIM_S = 5.0
 
 
 def build_package(work: Path, model_path: str | None, *, host_lowering: bool = True) -> Path:
@@ -67,6 +76,12 @@ def _status(url: str) -> int:
         return 0
 
 
+def _cpu_s(pid: int) -> float:
+    """The process's user + system CPU seconds so far (less sensitive to the machine's load than wall time)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _memory_mib(pid: int) -> dict[str, float]:
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -87,15 +102,22 @@ def one_start(
     large: bytes | None = None,
     extra: tuple[str, ...] = (),
     kernel_cache: Path | None = None,
+    python: str = sys.executable,
+    idle_trim_s: float | None = None,
+    idle_wait_s: float = IDLE_TRIM_S,
 ) -> dict[str, float]:
     """Start a server, wait for ready and a first answer, send ``requests`` more one at a time, then
-    ``burst`` from ``clients`` threads (then ``large``, whose peak memory it reports), stop it."""
+    ``burst`` from ``clients`` threads, wait out an idle spell of ``idle_wait_s`` (the server's
+    ``--idle-trim-s`` is ``idle_trim_s``; None: not passed), then ``large`` (whose peak memory it
+    reports); stop it."""
     env = {k: v for k, v in os.environ.items() if k != "FPGASERVE_KERNEL_CACHE"}
     env["NUMBA_CACHE_DIR"] = str(numba_cache)
     if kernel_cache is not None:
         env["FPGASERVE_KERNEL_CACHE"] = str(kernel_cache)
-    argv = [sys.executable, "-m", "fpgaserve.cli.main", "serve", str(package), "--host", "127.0.0.1",
+    argv = [python, "-m", "fpgaserve.cli.main", "serve", str(package), "--host", "127.0.0.1",
             "--port", "0", "--drain-s", "0", *extra]  # fmt: skip
+    if idle_trim_s is not None:
+        argv += ["--idle-trim-s", str(idle_trim_s)]
     started = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
@@ -117,6 +139,7 @@ def one_start(
                 raise RuntimeError(f"the server never became ready:\n{log}")
             time.sleep(0.02)
         ready_s = time.perf_counter() - started
+        cpu_ready_s = _cpu_s(proc.pid)
         memory_ready = _memory_mib(proc.pid)
 
         def score(data: bytes = image) -> None:
@@ -135,12 +158,15 @@ def one_start(
             with ThreadPoolExecutor(clients) as pool:
                 list(pool.map(lambda _: score(), range(burst)))
         memory_burst = _memory_mib(proc.pid)
+        memory_idle = _after_idle(proc.pid, idle_s=idle_wait_s) if burst else memory_burst["VmRSS"]
         figures = {
             "ready_s": ready_s,
+            "cpu_ready_s": cpu_ready_s,
             "first_answer_s": first_s,
             "rss_ready_mib": memory_ready["VmRSS"],
             "rss_after_mib": memory_after["VmRSS"],
             "rss_burst_mib": memory_burst["VmRSS"],
+            "rss_idle_mib": memory_idle,
             "peak_mib": memory_burst["VmHWM"],
         }
         if large is not None:
@@ -158,13 +184,29 @@ def one_start(
             proc.wait()
 
 
+def _after_idle(pid: int, *, idle_s: float) -> float:
+    """VmRSS once the server has been idle ``idle_s`` and its resident set has stopped falling (it
+    is read every 0.25 s; a server that does not trim reads the same after the spell)."""
+    time.sleep(idle_s)  # the spell itself: nothing to poll for until it has passed
+    last = _memory_mib(pid)["VmRSS"]
+    deadline = time.perf_counter() + 15
+    while time.perf_counter() < deadline:
+        time.sleep(0.25)
+        now = _memory_mib(pid)["VmRSS"]
+        if now >= last - 0.5:
+            return now
+        last = now
+    return last
+
+
 def _table(title: str, summary: dict[str, dict[str, float]]) -> None:
     print(title)
-    print(f"{'case':<22} {'ready s':>8} {'1st answer s':>13} {'RSS ready MiB':>14} {'RSS after MiB':>14} "
-          f"{'RSS burst MiB':>14} {'peak MiB':>9}")  # fmt: skip
+    print(f"{'case':<22} {'ready s':>8} {'CPU s':>6} {'1st answer s':>13} {'RSS ready MiB':>14} {'RSS after MiB':>14} "
+          f"{'RSS burst MiB':>14} {'RSS idle MiB':>13} {'peak MiB':>9}")  # fmt: skip
     for case, s in summary.items():
-        print(f"{case:<22} {s['ready_s']:>8.2f} {s['first_answer_s']:>13.2f} {s['rss_ready_mib']:>14.0f} "
-              f"{s['rss_after_mib']:>14.0f} {s['rss_burst_mib']:>14.0f} {s['peak_mib']:>9.0f}")  # fmt: skip
+        print(f"{case:<22} {s['ready_s']:>8.2f} {s['cpu_ready_s']:>6.2f} {s['first_answer_s']:>13.2f} {s['rss_ready_mib']:>14.0f} "
+              f"{s['rss_after_mib']:>14.0f} {s['rss_burst_mib']:>14.0f} {s['rss_idle_mib']:>13.0f} "
+              f"{s['peak_mib']:>9.0f}")  # fmt: skip
 
 
 def _large_jpeg() -> bytes:
@@ -196,6 +238,20 @@ def main() -> int:
     parser.add_argument(
         "--forms", action="store_true", help="host-lowered package vs TensorFlow stages (warm caches)"
     )
+    parser.add_argument(
+        "--idle-trim-s",
+        type=float,
+        default=IDLE_TRIM_S,
+        help="the servers' --idle-trim-s, and the idle spell waited after the burst (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--baseline-python",
+        metavar="PYTHON",
+        help="also start the warm-cache case with this interpreter (another checkout's venv), interleaved",
+    )
+    parser.add_argument(
+        "--only-warm", action="store_true", help="the warm-cache case (and the baseline's) only"
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -209,7 +265,9 @@ def main() -> int:
         work = Path(tmp)
         package = Path(args.model_dir) if args.model_dir else build_package(work, args.model_path)
         warm_cache = work / "numba-warm"
-        one_start(package, image, numba_cache=warm_cache, requests=0)  # fills the warm cache
+        # Fill the warm cache (each checkout's kernels have entries of their own).
+        for python in [sys.executable, *([args.baseline_python] if args.baseline_python else [])]:
+            one_start(package, image, numba_cache=warm_cache, requests=0, python=python)
         results: dict[str, list[dict[str, float]]] = {}
         if args.forms:
             old = build_package(work, args.model_path, host_lowering=False)
@@ -220,6 +278,8 @@ def main() -> int:
                 "tensorflow stages": dict(package=old, large=large, extra=whole),
                 "host, whole decode": dict(package=package, large=large, extra=whole),
             }
+        elif args.only_warm:
+            cases = {"warm caches": dict(package=package)}
         else:
             kernel_cache = work / "kernel-cache"  # what the Dockerfile's build stage does
             started = time.perf_counter()
@@ -243,6 +303,12 @@ def main() -> int:
                 "image cache": dict(package=package, kernel_cache=kernel_cache),
                 "cold caches": dict(package=package),
             }
+        for case in cases.values():
+            case["idle_trim_s"] = args.idle_trim_s
+        if args.baseline_python:
+            cases["baseline, warm caches"] = dict(package=package, python=args.baseline_python)
+        for case in cases.values():
+            case["idle_wait_s"] = args.idle_trim_s
         for run in range(args.runs):  # interleaved, so every case sees the same machine
             for case, options in cases.items():
                 cache = {
@@ -254,7 +320,7 @@ def main() -> int:
                     clients=args.clients, **options,  # type: ignore[arg-type]
                 )  # fmt: skip
                 results.setdefault(case, []).append(figures)
-        if not args.forms:
+        if not args.forms and not args.only_warm:
             for path in [kernel_cache, *kernel_cache.rglob("*")]:  # so that the directory can be removed
                 path.chmod(path.stat().st_mode | 0o200)
     summary = {
@@ -265,7 +331,12 @@ def main() -> int:
     if args.json:
         print(
             json.dumps(
-                {"load": load, **summary, **({} if args.forms else {"warm_kernels_s": warm_s})}, indent=2
+                {
+                    "load": load,
+                    **summary,
+                    **({} if args.forms or args.only_warm else {"warm_kernels_s": warm_s}),
+                },
+                indent=2,
             )
         )
         return 0
@@ -275,7 +346,7 @@ def main() -> int:
         f"{load[2]:.2f}",
         summary,
     )
-    if not args.forms:
+    if not args.forms and not args.only_warm:
         print(f"warm-kernels (the image build step): {warm_s:.1f} s")
     if args.forms:
         print(f"{'one 48 MP JPEG':<22} {'seconds':>8} {'peak added MiB':>15}")

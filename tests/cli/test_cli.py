@@ -37,6 +37,30 @@ def test_help_does_not_import_tensorflow() -> None:
     assert out.strip() == "False"
 
 
+def test_the_command_list_needs_no_subcommand_module() -> None:
+    # COMMANDS' help lines are what each module's add_parser says: --help lists the same either way.
+    assert build_parser(only="").format_help() == build_parser().format_help()
+
+
+def test_a_command_imports_its_own_module_only() -> None:
+    code = (
+        "import sys; from fpgaserve.cli.main import COMMANDS, build_parser; "
+        "args = build_parser(only='serve').parse_args(['serve', 'x', '--port', '9']); "
+        "print(args.port, sorted(c.module for c in COMMANDS.values() if c.module in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "9 ['fpgaserve.cli.serve']"
+
+
+def test_help_lists_every_command_and_a_typo_is_refused() -> None:
+    done = fpgaserve("--help")
+    assert done.returncode == 0, done.stderr
+    for name in command_names():
+        assert name in done.stdout
+    typo = fpgaserve("-v", "serv", "x")
+    assert typo.returncode == 2 and "invalid choice: 'serv'" in typo.stderr, typo.stderr
+
+
 def test_classify_prints_top5_json_with_a_cat(tmp_path: Path) -> None:
     done = fpgaserve("classify", "sample:chelsea", "--json", "--model-path", str(tmp_path))
     assert done.returncode == 0, done.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -243,3 +244,46 @@ async def test_close_finishes_the_running_batch_and_fails_the_queued_ones(
         await queued
     with pytest.raises(ModelNotReady, match="shutting down"):
         await _request(batcher, [png])
+
+
+async def test_the_worker_runs_on_idle_once_after_input_stops(make_batcher: Factory, png: bytes) -> None:
+    runtime = FakeRuntime()
+    threads: list[str] = []
+    batcher = make_batcher(
+        runtime, idle_s=0.05, on_idle=lambda: threads.append(threading.current_thread().name)
+    )
+    await asyncio.sleep(0.2)
+    assert threads == []  # nothing ran yet: nothing to give back
+    await _request(batcher, [png])
+    await eventually(lambda: len(threads) == 1, what="the idle clean-up")
+    assert threads[0].startswith("fpgaserve-batch")  # the worker thread: never beside a batch
+    await asyncio.sleep(0.2)
+    assert len(threads) == 1  # once per idle spell
+    await _request(batcher, [png])
+    await eventually(lambda: len(threads) == 2, what="the clean-up after the next batch")
+
+
+async def test_a_steady_stream_is_not_interrupted_by_the_idle_clean_up(
+    make_batcher: Factory, png: bytes
+) -> None:
+    runtime = FakeRuntime()
+    calls: list[int] = []
+    batcher = make_batcher(runtime, idle_s=3600.0, on_idle=lambda: calls.append(1))
+    for _ in range(5):
+        await _request(batcher, [png])
+    assert calls == [] and runtime.batch_sizes == [1] * 5
+
+
+async def test_a_failing_idle_clean_up_leaves_batching_working(make_batcher: Factory, png: bytes) -> None:
+    runtime = FakeRuntime()
+    calls: list[int] = []
+
+    def broken() -> None:
+        calls.append(1)
+        raise OSError("no")
+
+    batcher = make_batcher(runtime, idle_s=0.02, on_idle=broken)
+    await _request(batcher, [png])
+    await eventually(lambda: calls == [1], what="the clean-up")
+    result = await _request(batcher, [png])
+    assert result.outputs.shape[0] == 1

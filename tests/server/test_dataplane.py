@@ -115,3 +115,13 @@ async def test_a_failed_load_is_kept_as_the_reason() -> None:
     assert plane.state is ModelState.FAILED
     assert "failed to load: ValueError: manifest version 9 is unknown" in plane.not_ready_reason()
     await plane.close()
+
+
+async def test_the_heap_is_trimmed_once_the_server_is_idle(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG", logger="fpgaserve.server.dataplane")
+    plane = _plane(idle_trim_s=0.05)
+    await plane.load(FakeRuntime())  # its warm-up batch is the batch before the idle spell
+    try:
+        await eventually(lambda: "heap trimmed" in caplog.text, what="the idle trim")
+    finally:
+        await plane.close()

@@ -33,6 +33,7 @@ def test_tls_needs_both_files() -> None:
         {"max_body_bytes": 10},
         {"request_timeout_s": 0},
         {"shutdown_timeout_s": -1},
+        {"idle_trim_s": -1},
     ],
 )
 def test_out_of_range_values_are_refused(options: dict[str, Any]) -> None:

@@ -142,6 +142,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="S",
         help="how long in-flight requests may finish after SIGTERM (default: %(default)s)",
     )
+    batching.add_argument(
+        "--idle-trim-s",
+        type=float,
+        default=_Defaults.idle_trim_s,
+        metavar="S",
+        help="after this long without input, give the memory of the last batches back to the "
+        "system (the next batch pays its page faults once); 0: never (default: %(default)s)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -165,6 +173,7 @@ def settings_from_args(args: argparse.Namespace) -> _Defaults:
             max_connections=args.max_connections,
             drain_s=args.drain_s,
             shutdown_timeout_s=args.shutdown_timeout_s,
+            idle_trim_s=args.idle_trim_s,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None

@@ -25,6 +25,15 @@ any thread (``cli/serve.py``); later calls still cover threads that have not all
 ``MALLOC_ARENA_MAX`` in the environment (glibc's own setting) is left alone.
 
 Only glibc has ``mallopt``; elsewhere this does nothing. ``FPGASERVE_MALLOC_TUNING=0`` turns it off.
+
+The other half of the trade is ``trim_heap``: glibc's ``malloc_trim(0)``, which hands the free
+pages of every arena back to the kernel (the top of the heap, and whole free pages inside it, by
+``MADV_DONTNEED``) whatever the thresholds above. The server's batch worker calls it once no input
+has come for a few seconds (``--idle-trim-s``, ``server/batching.py``): a burst of full batches of
+8 raised EfficientNet-Lite0's server from about 260 to 430 MiB, and the tuning kept it there for
+good; after the trim it is back near its size at ready, and the next burst pays its page faults once
+(docs/benchmarks.md, issue 14). While requests keep coming nothing is trimmed, so the steady state
+keeps the tuning's speed.
 """
 
 from __future__ import annotations
@@ -35,8 +44,10 @@ import logging
 import os
 import platform
 import threading
+from pathlib import Path
+from typing import Any
 
-__all__ = ["tune_allocator"]
+__all__ = ["resident_mib", "trim_heap", "tune_allocator"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +64,7 @@ _ARENA_MAX = 1
 
 _lock = threading.Lock()
 _applied: bool | None = None
+_malloc_trim: Any = None  # glibc's malloc_trim once looked up; False where there is none
 
 
 def tune_allocator() -> bool:
@@ -82,3 +94,25 @@ def _apply() -> bool:
         ok = ok and mallopt(_M_ARENA_MAX, _ARENA_MAX) == 1
     logger.debug("glibc malloc tuned for activation buffers: %s", ok)
     return bool(ok)
+
+
+def trim_heap() -> bool:
+    """Give the heap's free pages back to the kernel (glibc's ``malloc_trim(0)``); returns whether
+    any were released (False where there is no glibc)."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        # The process's own symbols (glibc is loaded): no library search from a worker thread.
+        glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+        _malloc_trim = getattr(ctypes.CDLL(None), "malloc_trim", False) if glibc else False
+    if not _malloc_trim:
+        return False
+    return bool(_malloc_trim(ctypes.c_size_t(0)))
+
+
+def resident_mib() -> float | None:
+    """This process's resident set in MiB (``/proc/self/statm``), or None where there is none."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / (1 << 20)

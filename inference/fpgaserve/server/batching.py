@@ -7,6 +7,11 @@ the event loop. A batch is dispatched when it is full, when it holds as many inp
 in flight (a lone client never waits for company), or when its oldest input has waited
 ``max_batch_delay_s``. A bad input found by ``predict`` fails only its own request; the rest of the
 batch is run again without it.
+
+After a batch, once no input has come for ``idle_s`` seconds, the worker thread runs ``on_idle``
+once (the server's: ``npu.allocator.trim_heap``, giving a burst's activation buffers back to the
+kernel); it runs again only after another batch. In the worker thread, so that it never overlaps a
+batch; an input that comes meanwhile waits for it (milliseconds).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -75,7 +80,10 @@ class DynamicBatcher:
         max_batch_size: int,
         max_batch_delay_s: float,
         max_queue: int,
+        idle_s: float = 0.0,
+        on_idle: Callable[[], object] | None = None,
     ) -> None:
+        """``on_idle`` runs in the worker thread after ``idle_s`` seconds without input (0: never)."""
         self.runtime = runtime
         self.metrics = metrics
         self.max_batch_size = max_batch_size
@@ -88,6 +96,9 @@ class DynamicBatcher:
         self._closing = False
         self._inflight = 0  # inputs between ``inflight()`` entry and their answer
         self._peak = 1  # most inputs in flight since the last dispatch
+        self.idle_s = idle_s
+        self.on_idle = on_idle
+        self._ran = False  # a batch ran since on_idle last did
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -175,12 +186,19 @@ class DynamicBatcher:
                     entry.group.fail(exc)
 
     async def _collect(self) -> list[_Entry]:
+        loop = asyncio.get_running_loop()
         while not self._queue:
             if self._closing:
                 return []
             self._wakeup.clear()
-            await self._wakeup.wait()
-        loop = asyncio.get_running_loop()
+            if self._ran and self.on_idle is not None and self.idle_s > 0:
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), self.idle_s)
+                except asyncio.TimeoutError:
+                    self._ran = False
+                    await self._idle(loop)
+            else:
+                await self._wakeup.wait()
         target = min(self.max_batch_size, self._peak)
         # perf_counter and the loop clock differ in origin; convert the oldest input's age once.
         deadline = loop.time() + self.max_batch_delay_s - (time.perf_counter() - self._queue[0].enqueued)
@@ -200,7 +218,15 @@ class DynamicBatcher:
         self._peak = max(1, self._inflight)  # measure concurrency afresh for the next batch
         return batch
 
+    async def _idle(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self.on_idle is not None
+        try:
+            await loop.run_in_executor(self._executor, self.on_idle)
+        except Exception:  # a failed clean-up must not stop the batching loop
+            logger.warning("the idle clean-up failed", exc_info=True)
+
     async def _execute(self, batch: list[_Entry]) -> None:
+        self._ran = True
         now = time.perf_counter()
         for entry in batch:
             self.metrics.queue_wait_seconds.observe(now - entry.enqueued)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import enum
 import functools
 import logging
@@ -23,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from fpgaserve.api.errors import UserError
+from fpgaserve.npu.allocator import resident_mib, trim_heap
 from fpgaserve.runtime.images import check_image_pixels
 from fpgaserve.runtime.protocol import InvalidInput, ModelRuntime, TensorSpec
 from fpgaserve.server.batching import BatchOutput, DynamicBatcher, Item
@@ -76,6 +76,8 @@ class DataPlane:
                 max_batch_size=self.settings.max_batch_size,
                 max_batch_delay_s=self.settings.max_batch_delay_ms / 1000,
                 max_queue=self.settings.max_queue,
+                idle_s=self.settings.idle_trim_s,
+                on_idle=_trim_heap,
             )
             self._batcher.start()
             await self._warm_up(runtime)
@@ -190,7 +192,7 @@ class DataPlane:
                 finally:
                     if most > TRIM_AFTER_PIXELS:
                         with contextlib.suppress(RuntimeError):  # the pool is shut down: closing
-                            loop.run_in_executor(self._validators, _release_free_memory)
+                            loop.run_in_executor(self._validators, trim_heap)
             except asyncio.TimeoutError:
                 raise InferenceTimeout(
                     f"inference did not finish within {timeout_s:g} s (--request-timeout-s); "
@@ -240,16 +242,6 @@ def _validate_all(runtime: ModelRuntime, items: list[Item], *, max_image_pixels:
 TRIM_AFTER_PIXELS = 2048 * 2048
 
 
-def _release_free_memory() -> None:
-    """``malloc_trim(0)`` where the C library has it (glibc); nothing elsewhere."""
-    try:
-        libc = ctypes.CDLL(None)
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return
-    trim(0)
-
-
 def _warm_up_input(spec: TensorSpec) -> Item | None:
     if spec.dtype == "string":
         return _gray_png(side=64)
@@ -272,3 +264,12 @@ def _gray_png(*, side: int) -> bytes:
         + chunk(b"IDAT", zlib.compress(rows))
         + chunk(b"IEND", b"")
     )
+
+
+def _trim_heap() -> None:
+    """The batcher's ``on_idle`` (its worker thread): give the last batches' free memory back."""
+    before = resident_mib()
+    released = trim_heap()
+    after = resident_mib()
+    if before is not None and after is not None:
+        logger.debug("idle: heap trimmed (%s), resident %.0f -> %.0f MiB", released, before, after)

@@ -39,6 +39,9 @@ class ServerSettings:
     # endpoints controller and proxies stop sending before the port closes (a rollout drops nothing).
     drain_s: float = 5.0
     shutdown_timeout_s: float = 10.0  # then how long in-flight requests may finish
+    # After a batch, once no input has come for this long, the heap's free pages go back to the
+    # kernel (npu.allocator.trim_heap: a burst's activations); 0: never.
+    idle_trim_s: float = 5.0
     keys_check_interval_s: float = 1.0  # how often the keys file is checked for a rotation
     tls_check_interval_s: float = 5.0  # how often the TLS files are checked for a rotation
 
@@ -71,6 +74,8 @@ class ServerSettings:
             or min(self.keys_check_interval_s, self.tls_check_interval_s) < 0
         ):
             raise ValueError("timeouts must be positive (and intervals >= 0)")
+        if self.idle_trim_s < 0:
+            raise ValueError("--idle-trim-s must be >= 0 seconds (0: never trim)")
 
     @property
     def tls(self) -> bool:
