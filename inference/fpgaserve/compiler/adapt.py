@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -41,17 +42,18 @@ from fpgaserve.compiler.keras_import import Graph, GraphOp
 from fpgaserve.npu.bfp import encode
 from fpgaserve.npu.formats import BfpFormat, Precision
 from fpgaserve.npu.kernels import Kernels, load_kernels
-from fpgaserve.npu.lowering import Env, lower_op, lower_program, prequantized_tensors
+from fpgaserve.npu.lowering import Env, Step, lower_op, lower_program, prequantized_tensors
 from fpgaserve.npu.program import Op, Program, op_activation_format, reduction_axis
 from fpgaserve.npu.threads import available_cores, blas_single_threaded, single_threaded
 
-__all__ = ["ADAPTED_KINDS", "DEFAULT_RIDGE", "Reference", "adapt_weights"]
+__all__ = ["ADAPTED_KINDS", "DEFAULT_REFERENCE", "DEFAULT_RIDGE", "Reference", "adapt_weights"]
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 Reference = Literal["network", "layer"]
 ADAPTED_KINDS = ("conv2d", "dense")
-DEFAULT_RIDGE = 1e-3
+DEFAULT_RIDGE = 1.0
+DEFAULT_REFERENCE: Reference = "layer"
 
 
 def _cols(x: F32, op: Op, program: Program, kernels: Kernels, *, quantized: bool, pre: bool) -> F32:
@@ -79,6 +81,10 @@ def _cols(x: F32, op: Op, program: Program, kernels: Kernels, *, quantized: bool
     return kernels.im2col(np.ascontiguousarray(xp), kh=kh, kw=kw, stride=stride, out_h=ho, out_w=wo)
 
 
+def _run(step: Step, envs: list[Env], c: int) -> None:
+    step.run(envs[c])
+
+
 def _solve(gram: F64, cross: F64, w0: F64, *, ridge: float) -> F64:
     """Ridge regression toward ``w0`` (rows: the K inputs and the bias) from the augmented Gram matrix."""
     lam = ridge * float(np.mean(np.diag(gram)[:-1]))
@@ -92,7 +98,7 @@ def adapt_weights(
     formats: Mapping[str, BfpFormat | Precision],
     base: BfpFormat,
     calibration: npt.NDArray[np.float32],
-    reference: Reference = "network",
+    reference: Reference = DEFAULT_REFERENCE,
     ridge: float = DEFAULT_RIDGE,
     only: Sequence[str] | None = None,
 ) -> Graph:
@@ -109,10 +115,13 @@ def adapt_weights(
     kernels = load_kernels()
     layers = [g.name for g in graph.ops if g.kind in ("conv2d", "dense", "depthwise_conv2d")]
     chosen = set(only if only is not None else [g.name for g in graph.ops if g.kind in ADAPTED_KINDS])
-    float_program = compile_graph(graph, fmt=base, name="float", layer_formats=dict.fromkeys(layers, NEAR_FLOAT))
     program = compile_graph(graph, fmt=base, name="adapted", layer_formats=dict(formats))
     prequantized = prequantized_tensors(program)
-    float_steps = lower_program(float_program, kernels=kernels)
+    float_steps: list[Step | None] = [None] * len(program.ops)
+    if reference == "network":  # the float network runs beside the quantized one
+        near_float = dict.fromkeys(layers, NEAR_FLOAT)
+        float_program = compile_graph(graph, fmt=base, name="float", layer_formats=near_float)
+        float_steps = list(lower_program(float_program, kernels=kernels))
     last_read = {t: i for i, op in enumerate(program.ops) for t in op.inputs}
     new_ops: dict[str, GraphOp] = {}
     chunks = range(0, len(calib), CHUNK)
@@ -143,7 +152,7 @@ def adapt_weights(
             g = graph.ops[i]
             if op.name in chosen and op.kind in ADAPTED_KINDS:
                 assert g.weight is not None
-                parts = each(lambda c, op=op, g=g: stats(op, g, c))
+                parts = each(partial(stats, op, g))
                 gram = np.sum([p[0] for p in parts], axis=0)
                 cross = np.sum([p[1] for p in parts], axis=0)
                 k = gram.shape[0] - 1
@@ -157,9 +166,9 @@ def adapt_weights(
                 program.weights[g.name] = encode(weight, fmt, axis=reduction_axis(g.kind))
                 program.biases[g.name] = bias
             qstep = lower_op(program, op.name, kernels=kernels)
-            each(lambda c, s=qstep: s.run(qenvs[c]))
-            if reference == "network":
-                each(lambda c, s=fstep: s.run(fenvs[c]))
+            each(partial(_run, qstep, qenvs))
+            if fstep is not None:
+                each(partial(_run, fstep, fenvs))
             for envs in (qenvs, fenvs):
                 for env in envs:
                     for t in [t for t, j in last_read.items() if j == i and t != program.output_name]:

@@ -132,6 +132,7 @@ def compile_keras(
     candidates: tuple[BfpFormat | Precision, ...] | None = None,
     head: Callable[[npt.NDArray[Any]], npt.NDArray[Any]] | None = None,
     bias_correction: bool = False,
+    adapt: bool = False,
 ) -> Program:
     """Compile a Keras featurizer (functional or Sequential) for the emulated FPGA.
 
@@ -147,12 +148,21 @@ def compile_keras(
     shift quantization adds to its channels on the calibration batch
     (``fpgaserve.compiler.bias_correction``); with a budget, every variant the search scores is.
     The program's metadata records it (``biasCorrection``).
+
+    ``adapt`` (needs ``calibration``; not with ``bias_correction``, which it subsumes): once the
+    formats are fixed (``fmt``, or the search's choice, made on the trained weights), each conv2d /
+    dense op's weights and bias are refitted to its quantized inputs on the calibration batch
+    (``fpgaserve.compiler.adapt``); the metadata records it (``weightAdaptation``).
     """
     start = time.perf_counter()
     graph = optimize(import_keras(model, input_shape=input_shape))
     meta = dict(metadata or {})
     if bias_correction and calibration is None:
         raise ValueError("bias correction needs a calibration batch")
+    if adapt and calibration is None:
+        raise ValueError("weight adaptation needs a calibration batch")
+    if adapt and bias_correction:
+        raise ValueError("weight adaptation refits the biases itself: choose it or bias correction")
     if budget is None and bias_correction:
         from fpgaserve.compiler.bias_correction import correct_biases
 
@@ -172,9 +182,30 @@ def compile_keras(
             head=head, name=name or model.name, metadata=meta, bias_correction=bias_correction,
         )  # fmt: skip
         program = result.program
+    if adapt:
+        assert calibration is not None
+        program = _adapted(graph, program, calibration=calibration)
     logger.info(
         "compiled %s: %d ops, %.1f MiB of %s weights in %.1f s",
         program.name, len(program.ops), program.weight_bytes / 2**20,
         "mixed" if program.is_mixed else program.fmt.name, time.perf_counter() - start,
     )  # fmt: skip
     return program
+
+
+def _adapted(graph: Graph, program: Program, *, calibration: npt.NDArray[Any]) -> Program:
+    """``program`` recompiled, in its own formats, from ``graph`` with adapted weights."""
+    from fpgaserve.compiler.adapt import DEFAULT_REFERENCE, DEFAULT_RIDGE, adapt_weights
+
+    start = time.perf_counter()
+    formats: dict[str, BfpFormat | Precision] = {
+        op.name: program.precision_of(op.name) for op in program.ops if op.kind in MATRIX_OPS
+    }
+    formats = {k: f for k, f in formats.items() if f != Precision.of(program.fmt)}
+    adapted = adapt_weights(graph, formats=formats, base=program.fmt, calibration=calibration)
+    meta = dict(program.metadata)
+    meta["weightAdaptation"] = {
+        "calibrationExamples": len(calibration), "ridge": DEFAULT_RIDGE, "reference": DEFAULT_REFERENCE,
+        "seconds": round(time.perf_counter() - start, 1),
+    }  # fmt: skip
+    return compile_graph(adapted, fmt=program.fmt, name=program.name, metadata=meta, layer_formats=formats)
