@@ -1,0 +1,93 @@
+"""Channel permutation: group channels of like magnitude into the same BFP blocks, exactly.
+
+Role: a compile step, called by ``compile_keras(..., adapt=True)`` before the layer-wise refit
+(``fpgaserve.compiler.adapt``). A block of 16 activations shares one exponent, so a channel that is
+usually small but sits in a block beside a large one is quantized with the large one's step: its
+relative error is as large as the ratio of the two. Inside an inverted-residual block (conv ->
+depthwise conv -> pointwise conv, each tensor read only by the next op) the channel order of the two
+middle tensors is free: permuting the first conv's output channels (weight columns and bias), the
+depthwise filters and biases, and the pointwise conv's input rows computes the same function in exact
+arithmetic. The order chosen sorts the channels by their mean magnitude at the pointwise conv's input
+on the calibration batch (the tensor quantized in the pointwise conv's activation format), so that
+each block holds channels of like scale. No device time, no weight memory, no format changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import numpy.typing as npt
+
+from fpgaserve.compiler.bias_correction import CHUNK
+from fpgaserve.compiler.keras_import import Graph, GraphOp
+from fpgaserve.npu.formats import BfpFormat, Precision
+from fpgaserve.npu.kernels import load_kernels
+from fpgaserve.npu.lowering import Env, lower_program
+from fpgaserve.npu.threads import blas_single_threaded, single_threaded
+
+__all__ = ["Chain", "chains", "permute_channels"]
+
+F32 = npt.NDArray[np.float32]
+Chain = tuple[GraphOp, GraphOp, GraphOp]  # conv, depthwise conv, pointwise conv
+
+
+def chains(graph: Graph) -> list[Chain]:
+    """The conv -> depthwise -> 1x1 conv runs whose middle tensors have one reader each."""
+    found: list[Chain] = []
+    for d in graph.ops:
+        if d.kind != "depthwise_conv2d":
+            continue
+        producers = [g for g in graph.ops if g.output == d.inputs[0]]
+        readers_in, readers_out = graph.consumers(d.inputs[0]), graph.consumers(d.output)
+        if len(producers) != 1 or len(readers_in) != 1 or len(readers_out) != 1:
+            continue
+        p, c = producers[0], readers_out[0]
+        if p.kind == "conv2d" and c.kind == "conv2d" and c.weight is not None and c.weight.shape[:2] == (1, 1):
+            if d.output not in (graph.output_name,) and p.output != graph.output_name:
+                found.append((p, d, c))
+    return found
+
+
+def _magnitudes(
+    graph: Graph, *, formats: dict[str, BfpFormat | Precision], base: BfpFormat, calibration: F32
+) -> dict[str, npt.NDArray[np.float64]]:
+    """Mean |value| per channel of every depthwise output in a chain, on the quantized program."""
+    from fpgaserve.compiler.compile import compile_graph
+
+    wanted = {d.output for _, d, _ in chains(graph)}
+    program = compile_graph(graph, fmt=base, name="permute", layer_formats=formats)
+    steps = lower_program(program, kernels=load_kernels())
+    sums: dict[str, npt.NDArray[np.float64]] = {}
+    with single_threaded(), blas_single_threaded():
+        for c in range(0, len(calibration), CHUNK):
+            env: Env = {program.input_name: calibration[c : c + CHUNK]}
+            for op, step in zip(program.ops, steps, strict=True):
+                step.run(env)
+                if op.output in wanted:
+                    y = env[op.output]
+                    part = np.abs(y).reshape(-1, y.shape[-1]).sum(axis=0, dtype=np.float64)
+                    sums[op.output] = sums.get(op.output, 0) + part
+    return sums
+
+
+def permute_channels(
+    graph: Graph, *, formats: dict[str, BfpFormat | Precision], base: BfpFormat, calibration: F32
+) -> Graph:
+    """``graph`` with the channels inside every chain sorted by magnitude (same function in exact
+    arithmetic). Deterministic for a given calibration batch (a stable sort)."""
+    sums = _magnitudes(graph, formats=formats, base=base, calibration=calibration)
+    new: dict[str, GraphOp] = {}
+    for p, d, c in chains(graph):
+        order = np.argsort(-sums[d.output], kind="stable")
+        assert p.weight is not None and d.weight is not None and c.weight is not None
+        new[p.name] = replace(
+            p, weight=np.ascontiguousarray(p.weight[..., order]),
+            bias=None if p.bias is None else np.ascontiguousarray(p.bias[order]),
+        )  # fmt: skip
+        new[d.name] = replace(
+            d, weight=np.ascontiguousarray(d.weight[..., order]),
+            bias=None if d.bias is None else np.ascontiguousarray(d.bias[order]),
+        )  # fmt: skip
+        new[c.name] = replace(c, weight=np.ascontiguousarray(c.weight[:, :, order, :]))
+    return replace(graph, ops=[new.get(g.name, g) for g in graph.ops])
