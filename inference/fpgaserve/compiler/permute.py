@@ -26,7 +26,7 @@ from fpgaserve.npu.kernels import load_kernels
 from fpgaserve.npu.lowering import Env, lower_program
 from fpgaserve.npu.threads import blas_single_threaded, single_threaded
 
-__all__ = ["Chain", "chains", "permute_channels"]
+__all__ = ["Chain", "chains", "permute_channels", "permute_streams", "streams"]
 
 F32 = npt.NDArray[np.float32]
 Chain = tuple[GraphOp, GraphOp, GraphOp]  # conv, depthwise conv, pointwise conv
@@ -43,19 +43,23 @@ def chains(graph: Graph) -> list[Chain]:
         if len(producers) != 1 or len(readers_in) != 1 or len(readers_out) != 1:
             continue
         p, c = producers[0], readers_out[0]
-        if p.kind == "conv2d" and c.kind == "conv2d" and c.weight is not None and c.weight.shape[:2] == (1, 1):
-            if d.output not in (graph.output_name,) and p.output != graph.output_name:
-                found.append((p, d, c))
+        pointwise = c.kind == "conv2d" and c.weight is not None and c.weight.shape[:2] == (1, 1)
+        if p.kind == "conv2d" and pointwise and graph.output_name not in (p.output, d.output):
+            found.append((p, d, c))
     return found
 
 
 def _magnitudes(
-    graph: Graph, *, formats: dict[str, BfpFormat | Precision], base: BfpFormat, calibration: F32
+    graph: Graph,
+    *,
+    formats: dict[str, BfpFormat | Precision],
+    base: BfpFormat,
+    calibration: F32,
+    wanted: set[str],
 ) -> dict[str, npt.NDArray[np.float64]]:
-    """Mean |value| per channel of every depthwise output in a chain, on the quantized program."""
+    """Summed |value| per channel of the ``wanted`` tensors, on the quantized program."""
     from fpgaserve.compiler.compile import compile_graph
 
-    wanted = {d.output for _, d, _ in chains(graph)}
     program = compile_graph(graph, fmt=base, name="permute", layer_formats=formats)
     steps = lower_program(program, kernels=load_kernels())
     sums: dict[str, npt.NDArray[np.float64]] = {}
@@ -76,7 +80,13 @@ def permute_channels(
 ) -> Graph:
     """``graph`` with the channels inside every chain sorted by magnitude (same function in exact
     arithmetic). Deterministic for a given calibration batch (a stable sort)."""
-    sums = _magnitudes(graph, formats=formats, base=base, calibration=calibration)
+    sums = _magnitudes(
+        graph,
+        formats=formats,
+        base=base,
+        calibration=calibration,
+        wanted={d.output for _, d, _ in chains(graph)},
+    )
     new: dict[str, GraphOp] = {}
     for p, d, c in chains(graph):
         order = np.argsort(-sums[d.output], kind="stable")
@@ -91,3 +101,64 @@ def permute_channels(
         )  # fmt: skip
         new[c.name] = replace(c, weight=np.ascontiguousarray(c.weight[:, :, order, :]))
     return replace(graph, ops=[new.get(g.name, g) for g in graph.ops])
+
+
+def streams(graph: Graph) -> list[tuple[set[str], list[GraphOp], list[GraphOp]]]:
+    """The residual streams whose channels may be rescaled exactly: each a set of tensors joined by
+    ``add`` ops, written only by linear convs and read only by convs (and those adds)."""
+    adds = [g for g in graph.ops if g.kind == "add" and g.attrs.get("activation", "linear") == "linear"]
+    parent: dict[str, str] = {}
+
+    def root(t: str) -> str:
+        while parent.get(t, t) != t:
+            t = parent[t]
+        return t
+
+    for a in adds:
+        for t in [*a.inputs, a.output]:
+            parent.setdefault(t, t)
+            parent[root(t)] = root(a.output)
+    linear_out = {g.output for g in graph.ops if g.kind == "conv2d" and g.attrs.get("activation") == "linear"}
+    groups: dict[str, set[str]] = {}
+    for t in linear_out | set(parent):
+        groups.setdefault(root(t), set()).add(t)
+    found = []
+    for tensors in groups.values():
+        writers = [g for g in graph.ops if g.output in tensors and g not in adds]
+        readers = [g for g in graph.ops if set(g.inputs) & tensors and g not in adds]
+        if (
+            graph.output_name in tensors
+            or not readers
+            or any(w.output not in linear_out for w in writers)
+            or any(r.kind != "conv2d" for r in readers)
+        ):
+            continue
+        found.append((tensors, writers, readers))
+    return found
+
+
+def permute_streams(
+    graph: Graph, *, formats: dict[str, BfpFormat | Precision], base: BfpFormat, calibration: F32
+) -> Graph:
+    """``graph`` with every residual stream's channels sorted by magnitude: the writers' output
+    channels (weight columns, bias) and the readers' input rows in one new order (exact)."""
+    found = streams(graph)
+    sums = _magnitudes(
+        graph, formats=formats, base=base, calibration=calibration,
+        wanted={t for tensors, _, _ in found for t in tensors},
+    )  # fmt: skip
+    new: dict[str, GraphOp] = {g.name: g for g in graph.ops}
+    for tensors, writers, readers in found:
+        order = np.argsort(-np.sum([sums[t] for t in sorted(tensors)], axis=0), kind="stable")
+        for w in writers:
+            g = new[w.name]
+            assert g.weight is not None
+            new[w.name] = replace(
+                g, weight=np.ascontiguousarray(g.weight[..., order]),
+                bias=None if g.bias is None else np.ascontiguousarray(g.bias[order]),
+            )  # fmt: skip
+        for r in readers:
+            g = new[r.name]
+            assert g.weight is not None
+            new[r.name] = replace(g, weight=np.ascontiguousarray(g.weight[:, :, order, :]))
+    return replace(graph, ops=[new[g.name] for g in graph.ops])
