@@ -60,12 +60,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument(
         "--adapt-weights",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="once the formats are fixed, refit each conv/dense op's weights and bias to its quantized "
-        "inputs on the calibration images (layer-wise reconstruction; no device time, no weight memory). "
-        "Default: off (on EfficientNet-Lite0 it moved the benchmark's agreement by one input at most; "
-        "docs/numerics.md)",
+        choices=("permute", "refit", "permute+refit"),
+        default=None,
+        help="adapt the weights to the formats on the calibration images (no device time, no weight "
+        "memory): permute = sort the channels of each inverted-residual block and residual stream by "
+        "magnitude so that BFP blocks hold like values (exact; before any search); refit = refit each "
+        "conv/dense op's weights and bias to its quantized inputs once the formats are fixed; or both. "
+        "Default: off (docs/numerics.md, 'Weight adaptation')",
     )
     p.set_defaults(func=_run)
 
@@ -88,7 +89,7 @@ def _run(args: argparse.Namespace) -> int:
             search = _search_options(args, rounding=args.rounding)
         elif args.candidates:
             raise ValueError("--candidates go with --format auto or --accuracy-budget")
-        elif args.calibration and not (args.bias_correction or args.adapt_weights):
+        elif args.calibration and not (args.bias_correction or args.adapt_weights is not None):
             raise ValueError(
                 "--calibration goes with --format auto, --accuracy-budget, --bias-correction or --adapt-weights"
             )
@@ -109,7 +110,7 @@ def _run(args: argparse.Namespace) -> int:
             search["calibration"] = _calibration(args.calibration, model=model, input_shape=shape)
         else:
             search["fmt"] = fmt
-            if args.bias_correction or args.adapt_weights:
+            if args.bias_correction or args.adapt_weights is not None:
                 search["calibration"] = _calibration(args.calibration, model=model, input_shape=shape)
         program = compile_keras(
             model, input_shape=shape, bias_correction=args.bias_correction, adapt=args.adapt_weights, **search

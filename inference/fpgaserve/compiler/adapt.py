@@ -46,13 +46,33 @@ from fpgaserve.npu.lowering import Env, Step, lower_op, lower_program, prequanti
 from fpgaserve.npu.program import Op, Program, op_activation_format, reduction_axis
 from fpgaserve.npu.threads import available_cores, blas_single_threaded, single_threaded
 
-__all__ = ["ADAPTED_KINDS", "DEFAULT_REFERENCE", "DEFAULT_RIDGE", "Reference", "adapt_weights"]
+__all__ = [
+    "ADAPTATIONS",
+    "ADAPTED_KINDS",
+    "DEFAULT_REFERENCE",
+    "DEFAULT_RIDGE",
+    "Reference",
+    "adapt_weights",
+    "check_adaptation",
+]
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 Reference = Literal["network", "layer"]
 ADAPTED_KINDS = ("conv2d", "dense")
 DEFAULT_RIDGE = 1.0
+# What ``compile_keras(adapt=...)`` does: "permute" (``fpgaserve.compiler.permute``, before the
+# precision search: exact), "refit" (this module, once the formats are fixed), or both.
+ADAPTATIONS = ("permute", "refit", "permute+refit")
+
+
+def check_adaptation(value: str) -> str:
+    """``value`` if it names an adaptation, else a ValueError listing them."""
+    if value not in ADAPTATIONS:
+        raise ValueError(f"unknown weight adaptation {value!r}: choose one of {', '.join(ADAPTATIONS)}")
+    return value
+
+
 DEFAULT_REFERENCE: Reference = "layer"
 
 

@@ -26,7 +26,7 @@ from fpgaserve.npu.kernels import load_kernels
 from fpgaserve.npu.lowering import Env, lower_program
 from fpgaserve.npu.threads import blas_single_threaded, single_threaded
 
-__all__ = ["Chain", "chains", "permute_channels", "permute_streams", "streams"]
+__all__ = ["Chain", "chains", "permute", "permute_channels", "permute_streams", "streams"]
 
 F32 = npt.NDArray[np.float32]
 Chain = tuple[GraphOp, GraphOp, GraphOp]  # conv, depthwise conv, pointwise conv
@@ -162,3 +162,9 @@ def permute_streams(
             assert g.weight is not None
             new[r.name] = replace(g, weight=np.ascontiguousarray(g.weight[:, :, order, :]))
     return replace(graph, ops=[new[g.name] for g in graph.ops])
+
+
+def permute(graph: Graph, *, base: BfpFormat, calibration: F32) -> Graph:
+    """Both permutations (residual streams, then inverted-residual blocks), measured in ``base``."""
+    graph = permute_streams(graph, formats={}, base=base, calibration=calibration)
+    return permute_channels(graph, formats={}, base=base, calibration=calibration)
