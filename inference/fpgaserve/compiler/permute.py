@@ -128,6 +128,7 @@ def streams(graph: Graph) -> list[tuple[set[str], list[GraphOp], list[GraphOp]]]
         readers = [g for g in graph.ops if set(g.inputs) & tensors and g not in adds]
         if (
             graph.output_name in tensors
+            or graph.input_name in tensors
             or not readers
             or any(w.output not in linear_out for w in writers)
             or any(r.kind != "conv2d" for r in readers)
