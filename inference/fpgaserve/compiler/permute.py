@@ -49,6 +49,12 @@ def chains(graph: Graph) -> list[Chain]:
     return found
 
 
+def _statistic(y: F32) -> F32:
+    """What is summed per channel to rank the channels: the square (root mean square ranking; it
+    measured better than the mean magnitude or the fourth power on EfficientNet-Lite0)."""
+    return y * y
+
+
 def _magnitudes(
     graph: Graph,
     *,
@@ -70,7 +76,7 @@ def _magnitudes(
                 step.run(env)
                 if op.output in wanted:
                     y = env[op.output]
-                    part = np.abs(y).reshape(-1, y.shape[-1]).sum(axis=0, dtype=np.float64)
+                    part = _statistic(y).reshape(-1, y.shape[-1]).sum(axis=0, dtype=np.float64)
                     sums[op.output] = sums.get(op.output, 0) + part
     return sums
 
