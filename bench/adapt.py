@@ -20,17 +20,16 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from fpga import MODEL_PATH, photo_set  # noqa: E402
-
-from fpgaserve.compiler.adapt import adapt_weights  # noqa: E402
-from fpgaserve.compiler.compile import compile_graph  # noqa: E402
-from fpgaserve.compiler.fuse import optimize  # noqa: E402
-from fpgaserve.compiler.keras_import import Graph, import_keras  # noqa: E402
-from fpgaserve.compiler.permute import permute  # noqa: E402
-from fpgaserve.npu import DeviceModel, EmulatedDevice, Executor, get_format  # noqa: E402
-from fpgaserve.npu.formats import Precision  # noqa: E402
-from fpgaserve.sdk.calibration import calibration_photos  # noqa: E402
-from fpgaserve.sdk.zoo import get_zoo_model  # noqa: E402
+from fpga import MODEL_PATH, photo_set
+from fpgaserve.compiler.adapt import adapt_weights
+from fpgaserve.compiler.compile import compile_graph
+from fpgaserve.compiler.fuse import optimize
+from fpgaserve.compiler.keras_import import Graph, import_keras
+from fpgaserve.compiler.permute import permute
+from fpgaserve.npu import DeviceModel, EmulatedDevice, Executor, get_format
+from fpgaserve.npu.formats import Precision
+from fpgaserve.sdk.calibration import calibration_photos
+from fpgaserve.sdk.zoo import get_zoo_model
 
 INT12, MSFP16 = get_format("int12-bfp"), get_format("msfp16")
 BIG = DeviceModel("bench", 1 << 30, 6, 128, 1024, 300.0)
