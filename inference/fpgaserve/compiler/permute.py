@@ -1,15 +1,18 @@
 """Channel permutation: group channels of like magnitude into the same BFP blocks, exactly.
 
-Role: a compile step, called by ``compile_keras(..., adapt=True)`` before the layer-wise refit
+Role: a compile step, called by ``compile_keras(..., adapt="permute"|"permute+refit")`` before the refit
 (``fpgaserve.compiler.adapt``). A block of 16 activations shares one exponent, so a channel that is
 usually small but sits in a block beside a large one is quantized with the large one's step: its
 relative error is as large as the ratio of the two. Inside an inverted-residual block (conv ->
 depthwise conv -> pointwise conv, each tensor read only by the next op) the channel order of the two
 middle tensors is free: permuting the first conv's output channels (weight columns and bias), the
 depthwise filters and biases, and the pointwise conv's input rows computes the same function in exact
-arithmetic. The order chosen sorts the channels by their mean magnitude at the pointwise conv's input
+arithmetic. The order chosen sorts the channels by their root mean square at the pointwise conv's input
 on the calibration batch (the tensor quantized in the pointwise conv's activation format), so that
-each block holds channels of like scale. No device time, no weight memory, no format changes.
+each block holds channels of like scale. Residual streams (tensors joined by linear adds, written by
+linear convs, read by convs) are permuted the same way (``permute_streams``). No device time, no
+weight memory, no format changes; called before the precision search, which then measures the
+permuted network.
 """
 
 from __future__ import annotations
