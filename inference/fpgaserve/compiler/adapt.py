@@ -109,7 +109,7 @@ def _run(step: Step, envs: list[Env], c: int) -> None:
 
 def _solve(gram: F64, cross: F64, w0: F64, *, ridge: float) -> F64:
     """Ridge regression toward ``w0`` (rows: the K inputs and the bias) from the augmented Gram matrix."""
-    lam = ridge * float(np.mean(np.diag(gram)[:-1]))
+    lam = max(ridge * float(np.mean(np.diag(gram)[:-1])), 1e-12)  # dead inputs leave the Gram singular
     lhs = gram + lam * np.eye(len(gram))
     return np.asarray(np.linalg.solve(lhs, cross + lam * w0), dtype=np.float64)
 
@@ -132,8 +132,8 @@ def adapt_weights(
     calib = np.ascontiguousarray(calibration, dtype=np.float32)
     if len(calib) == 0:
         raise ValueError("the calibration set is empty")
-    if ridge < 0:
-        raise ValueError(f"ridge must be >= 0, got {ridge}")
+    if not ridge > 0:
+        raise ValueError(f"ridge must be > 0, got {ridge}")
     kernels = load_kernels()
     layers = [g.name for g in graph.ops if g.kind in ("conv2d", "dense", "depthwise_conv2d")]
     chosen = set(only if only is not None else [g.name for g in graph.ops if g.kind in ADAPTED_KINDS])
