@@ -12,6 +12,7 @@ accuracy budget on its calibration photos, which share no photo with the benchma
     python bench/fpga.py                       # everything (~3 minutes on 2 cores, plus the searches)
     python bench/fpga.py --models efficientnet-lite0 --formats int12-bfp msfp16 auto --json out.json
     python bench/fpga.py --models efficientnet-lite0 --formats msfp16 msfp16+bc auto+bc   # bias correction
+    python bench/fpga.py --models efficientnet-lite0 --formats auto auto+permute   # weights adapted
 
 ``--baseline-kernels REF`` also times the numba kernels of git revision REF (e.g. ``main``) on the same
 program, with every op of a batch of one spread over the cores as before issue 14 (or, with
@@ -55,6 +56,9 @@ DECISIVE_MARGIN = 0.1
 # A format name ending in this (``msfp16+bc``, ``auto+bc``) compiles with bias correction on the
 # calibration photos (fpgaserve.compiler.bias_correction).
 CORRECTED = "+bc"
+# ... ending in ``+permute``, ``+refit`` or ``+permute+refit`` (``auto+permute``) adapts the weights to
+# the formats on the calibration photos (fpgaserve.compiler.permute / adapt).
+ADAPTED = ("+permute+refit", "+permute", "+refit")
 MODEL_PATH = "/tmp/fpgaserve-bench-models"  # compiled programs (and searched ones) are kept here
 
 # Real photos bundled with scikit-image (files in skimage/data; synthetic images left out). The
@@ -206,22 +210,23 @@ def bench_model(
     ref_feats = np.concatenate([float_fn(batch[i : i + 8]).numpy() for i in range(0, len(batch), 8)])
     ref_probs = base.classifier.predict(ref_feats, verbose=0, batch_size=64)
     rows = []
-    runs = [
-        (f, b)
-        for f in formats
-        for b in (budgets if f.removesuffix(CORRECTED) == AUTO_FORMAT else [DEFAULT_BUDGET])
-    ]
+    runs = [(f, b) for f in formats for b in (budgets if _split(f)[0] == AUTO_FORMAT else [DEFAULT_BUDGET])]
     for fmt_name, budget in runs:
-        corrected = fmt_name.endswith(CORRECTED)
-        base_name = fmt_name.removesuffix(CORRECTED)
+        base_name, corrected, adapted = _split(fmt_name)
         fmt: Any = AUTO_FORMAT if base_name == AUTO_FORMAT else get_format(base_name)
         auto = {"budget": budget, "candidates": candidates} if base_name == AUTO_FORMAT else {}
         model = get_zoo_model(
-            name, model_path=model_path, weights=weights, format=fmt, bias_correction=corrected, **auto
+            name,
+            model_path=model_path,
+            weights=weights,
+            format=fmt,
+            bias_correction=corrected,
+            adapt=adapted,
+            **auto,
         )
         start = time.perf_counter()
         program = model.program if model.program_path.exists() else None
-        if program is None and (model.auto or corrected):
+        if program is None and (model.auto or corrected or adapted is not None):
             program = model.program  # runs the precision search and/or the bias correction
         elif program is None:
             from fpgaserve.compiler.compile import compile_keras
@@ -233,7 +238,9 @@ def bench_model(
         big = fpgaserve.npu.DeviceModel("bench", 1 << 30, 6, 128, 1024, 300.0)  # fits every format
         with Executor(program, device=EmulatedDevice(big)) as ex:
             label = f"auto ({model.budget}: {_format_counts(program)})" if model.auto else base_name
-            label += " + bias correction" if corrected else ""
+            label += (
+                " + bias correction" if corrected else f" + weights adapted ({adapted})" if adapted else ""
+            )
             row: dict[str, Any] = {"model": name, "weights": model.weights, "format": label,
                                    "compile_s": compile_s, "weight_MiB": program.weight_bytes / 2**20}  # fmt: skip
             row.update(agreement(model, ex, batch, ref_feats, ref_probs))
@@ -272,6 +279,16 @@ def bench_model(
         if baseline is not None:
             print(format_baseline(row), flush=True)
     return rows
+
+
+def _split(fmt_name: str) -> tuple[str, bool, str | None]:
+    """A --formats entry: (format or auto, bias correction?, weight adaptation or None)."""
+    if fmt_name.endswith(CORRECTED):
+        return fmt_name.removesuffix(CORRECTED), True, None
+    for suffix in ADAPTED:
+        if fmt_name.endswith(suffix):
+            return fmt_name.removesuffix(suffix), False, suffix[1:]
+    return fmt_name, False, None
 
 
 def _format_counts(program: Any) -> str:

@@ -203,3 +203,27 @@ def test_compile_corrects_biases_on_calibration_images_when_asked(tmp_path: Path
         *args, "-o", str(tmp_path / "x.fpga"), "--calibration", str(tmp_path / "calib.npy"), timeout=600
     )
     assert done.returncode == 2 and "--bias-correction" in done.stderr
+
+
+def test_compile_adapts_weights_on_calibration_images_when_asked(tmp_path: Path) -> None:
+    import numpy as np
+
+    from fpgaserve.npu.program import load_program
+
+    _mobile_model(tmp_path / "m.keras")
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).normal(size=(8, 16, 16, 3)).astype(np.float32))
+    args = (
+        "compile",
+        str(tmp_path / "m.keras"),
+        "--format",
+        "msfp16",
+        "--calibration",
+        str(tmp_path / "calib.npy"),
+    )
+    done = fpgaserve(*args, "-o", str(tmp_path / "a.fpga"), "--adapt-weights", "refit", timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["weightAdaptation"]["method"] == "refit"
+    assert load_program(tmp_path / "a.fpga").metadata["weightAdaptation"]["calibrationExamples"] == 8
+    done = fpgaserve(*args, "-o", str(tmp_path / "x.fpga"), "--adapt-weights", "distill", timeout=600)
+    assert done.returncode == 2 and "--adapt-weights" in done.stderr and "permute" in done.stderr
+    assert not (tmp_path / "x.fpga").exists()

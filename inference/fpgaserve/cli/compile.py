@@ -58,6 +58,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "search scores is corrected). Default: off (on EfficientNet-Lite0 it did not generalise from "
         "the calibration photos to the benchmark's; docs/numerics.md)",
     )
+    p.add_argument(
+        "--adapt-weights",
+        choices=("permute", "refit", "permute+refit"),
+        default=None,
+        help="adapt the weights to the formats on the calibration images (no device time, no weight "
+        "memory): permute = sort the channels of each inverted-residual block and residual stream by "
+        "magnitude so that BFP blocks hold like values (exact; before any search); refit = refit each "
+        "conv/dense op's weights and bias to its quantized inputs once the formats are fixed; or both. "
+        "Default: off (docs/numerics.md, 'Weight adaptation')",
+    )
     p.set_defaults(func=_run)
 
 
@@ -79,8 +89,10 @@ def _run(args: argparse.Namespace) -> int:
             search = _search_options(args, rounding=args.rounding)
         elif args.candidates:
             raise ValueError("--candidates go with --format auto or --accuracy-budget")
-        elif args.calibration and not args.bias_correction:
-            raise ValueError("--calibration goes with --format auto, --accuracy-budget or --bias-correction")
+        elif args.calibration and not (args.bias_correction or args.adapt_weights is not None):
+            raise ValueError(
+                "--calibration goes with --format auto, --accuracy-budget, --bias-correction or --adapt-weights"
+            )
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     import keras
@@ -98,14 +110,16 @@ def _run(args: argparse.Namespace) -> int:
             search["calibration"] = _calibration(args.calibration, model=model, input_shape=shape)
         else:
             search["fmt"] = fmt
-            if args.bias_correction:
+            if args.bias_correction or args.adapt_weights is not None:
                 search["calibration"] = _calibration(args.calibration, model=model, input_shape=shape)
-        program = compile_keras(model, input_shape=shape, bias_correction=args.bias_correction, **search)
+        program = compile_keras(
+            model, input_shape=shape, bias_correction=args.bias_correction, adapt=args.adapt_weights, **search
+        )
     except (UnsupportedLayerError, ValueError) as exc:  # BudgetError too: it names the limiting layers
         raise UserError(str(exc)) from exc
     digest = save_program(program, args.output)
     summary = program.summary()
-    for key in ("precision", "biasCorrection"):
+    for key in ("precision", "biasCorrection", "weightAdaptation"):
         if key in program.metadata:
             summary[key] = program.metadata[key]
     print(json.dumps({**summary, "path": args.output, "sha256": digest}, indent=2))

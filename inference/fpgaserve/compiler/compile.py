@@ -132,6 +132,7 @@ def compile_keras(
     candidates: tuple[BfpFormat | Precision, ...] | None = None,
     head: Callable[[npt.NDArray[Any]], npt.NDArray[Any]] | None = None,
     bias_correction: bool = False,
+    adapt: str | None = None,
 ) -> Program:
     """Compile a Keras featurizer (functional or Sequential) for the emulated FPGA.
 
@@ -147,12 +148,35 @@ def compile_keras(
     shift quantization adds to its channels on the calibration batch
     (``fpgaserve.compiler.bias_correction``); with a budget, every variant the search scores is.
     The program's metadata records it (``biasCorrection``).
+
+    ``adapt`` (needs ``calibration``; not with ``bias_correction``): ``"permute"`` sorts the channels
+    inside each inverted-residual block and residual stream by magnitude before anything else (the
+    same function exactly; ``fpgaserve.compiler.permute``), ``"refit"`` refits each conv2d / dense
+    op's weights and bias to its quantized inputs once the formats are fixed (``fmt``, or the
+    search's choice; ``fpgaserve.compiler.adapt``), ``"permute+refit"`` both. The metadata records
+    it (``weightAdaptation``). Off by default: docs/numerics.md, "Weight adaptation".
     """
     start = time.perf_counter()
     graph = optimize(import_keras(model, input_shape=input_shape))
     meta = dict(metadata or {})
     if bias_correction and calibration is None:
         raise ValueError("bias correction needs a calibration batch")
+    if adapt is not None:
+        from fpgaserve.compiler.adapt import check_adaptation
+
+        check_adaptation(adapt)
+        if calibration is None:
+            raise ValueError("weight adaptation needs a calibration batch")
+        if bias_correction:
+            raise ValueError(
+                "weight adaptation changes the weights bias correction is measured on: choose one"
+            )
+        adapt_start = time.perf_counter()
+        if "permute" in adapt:
+            from fpgaserve.compiler.permute import permute
+
+            graph = permute(graph, base=fmt, calibration=calibration)
+        meta["weightAdaptation"] = {"method": adapt, "calibrationExamples": len(calibration)}
     if budget is None and bias_correction:
         from fpgaserve.compiler.bias_correction import correct_biases
 
@@ -172,9 +196,35 @@ def compile_keras(
             head=head, name=name or model.name, metadata=meta, bias_correction=bias_correction,
         )  # fmt: skip
         program = result.program
+    if adapt is not None and "refit" in adapt:
+        assert calibration is not None
+        program = _refitted(graph, program, calibration=calibration)
+    if adapt is not None:  # the search's time is its own (metadata "precision")
+        program.metadata["weightAdaptation"]["seconds"] = round(
+            time.perf_counter() - adapt_start - program.metadata.get("precision", {}).get("searchSeconds", 0),
+            1,
+        )
     logger.info(
         "compiled %s: %d ops, %.1f MiB of %s weights in %.1f s",
         program.name, len(program.ops), program.weight_bytes / 2**20,
         "mixed" if program.is_mixed else program.fmt.name, time.perf_counter() - start,
     )  # fmt: skip
     return program
+
+
+def _refitted(graph: Graph, program: Program, *, calibration: npt.NDArray[Any]) -> Program:
+    """``program`` recompiled, in its own formats, from ``graph`` with adapted weights."""
+    from fpgaserve.compiler.adapt import DEFAULT_REFERENCE, DEFAULT_RIDGE, adapt_weights
+
+    formats: dict[str, BfpFormat | Precision] = {
+        op.name: program.precision_of(op.name) for op in program.ops if op.kind in MATRIX_OPS
+    }
+    formats = {k: f for k, f in formats.items() if f != Precision.of(program.fmt)}
+    adapted = adapt_weights(graph, formats=formats, base=program.fmt, calibration=calibration)
+    meta = dict(program.metadata)
+    meta["weightAdaptation"] = {
+        **meta["weightAdaptation"],
+        "ridge": DEFAULT_RIDGE,
+        "reference": DEFAULT_REFERENCE,
+    }
+    return compile_graph(adapted, fmt=program.fmt, name=program.name, metadata=meta, layer_formats=formats)

@@ -20,7 +20,7 @@ from fpgaserve.npu.gemm import TiledGemm
 from fpgaserve.npu.kernels import Kernels
 from fpgaserve.npu.program import Op, Program, op_activation_format, op_format
 
-__all__ = ["Env", "Step", "lower_op", "lower_program"]
+__all__ = ["Env", "Step", "lower_op", "lower_program", "prequantized_tensors"]
 
 F32 = npt.NDArray[np.float32]
 Env = dict[str, F32]
@@ -61,6 +61,12 @@ def _prequantized_tensors(program: Program) -> dict[str, BfpFormat]:
         if len(users) == 1 and _is_pointwise(users[0], program):
             found[op.output] = op_activation_format(users[0], program.fmt)
     return found
+
+
+def prequantized_tensors(program: Program) -> dict[str, BfpFormat]:
+    """The tensors a depthwise epilogue quantizes for its pointwise consumer, with their formats (the
+    compiler's weight adaptation reads the consumer's input as the lowered op does)."""
+    return _prequantized_tensors(program)
 
 
 def lower_program(program: Program, *, kernels: Kernels) -> list[Step]:

@@ -100,6 +100,7 @@ class QuantizedModel:
         budget: str = DEFAULT_BUDGET,
         candidates: str | Sequence[str | BfpFormat | Precision] | None = None,
         bias_correction: bool = False,
+        adapt: str | None = None,
     ) -> None:
         """``format``/``fmt``: a BFP format or its name, or ``"auto"`` for a mixed-precision program
         that keeps ``budget`` (e.g. ``"expected-top1>=98%"``, ``"top1@0.1>=99%"``, ``"cosine>=0.999"``) on the
@@ -107,7 +108,10 @@ class QuantizedModel:
         ``"msfp16,int12-bfp/msfp16,int12-bfp"``, narrowest first, ``WEIGHTS/ACTIVATIONS`` for a pair;
         default: the search's ``DEFAULT_CANDIDATES``). ``bias_correction``: correct each matrix op's bias
         for the channel-mean shift quantization adds on the calibration photos (in the search, every
-        variant; off by default: see docs/numerics.md, "Bias correction")."""
+        variant; off by default: see docs/numerics.md, "Bias correction"). ``adapt``: adapt the
+        weights to the formats on the calibration photos: ``"permute"`` (channels sorted by magnitude,
+        exact), ``"refit"`` (layer-wise refit) or ``"permute+refit"`` (off by default: see
+        docs/numerics.md, "Weight adaptation")."""
         self.model_path = Path(model_path).expanduser()
         self.is_frozen = is_frozen
         self.weights = weights or self.default_weights
@@ -128,6 +132,13 @@ class QuantizedModel:
             self.candidates = None
         self.fmt = get_format(chosen) if isinstance(chosen, str) else chosen
         self.bias_correction = bias_correction
+        if adapt is not None:
+            from fpgaserve.compiler.adapt import check_adaptation
+
+            check_adaptation(adapt)
+            if bias_correction:
+                raise ValueError("choose weight adaptation or bias_correction, not both")
+        self.adapt = adapt
         self._weights_id = _weights_id(self.weights)
         self._program: Program | None = None
 
@@ -135,7 +146,7 @@ class QuantizedModel:
     def format_name(self) -> str:
         """``auto-<budget>`` for a mixed program (plus a digest of the candidates when given), else the
         format's name."""
-        corrected = "-bc" if self.bias_correction else ""
+        corrected = "-bc" if self.bias_correction else f"-{self.adapt}" if self.adapt else ""
         if not self.auto:
             return self.fmt.name + corrected
         if self.candidates is None:
@@ -210,6 +221,7 @@ class QuantizedModel:
                     and precision.get("budget") == self.budget
                     and (not self.auto or precision.get("candidates") == self._candidate_names())
                     and ("biasCorrection" in program.metadata) == self.bias_correction
+                    and program.metadata.get("weightAdaptation", {}).get("method") == self.adapt
                 ):
                     logger.info("loaded compiled %s from %s", self.name, path)
                     return program
@@ -223,8 +235,8 @@ class QuantizedModel:
         else:
             program = compile_keras(
                 self.featurizer, fmt=self.fmt, input_shape=self.input_shape, name=self.name,
-                metadata=metadata, bias_correction=self.bias_correction,
-                calibration=self._calibration() if self.bias_correction else None,
+                metadata=metadata, bias_correction=self.bias_correction, adapt=self.adapt,
+                calibration=self._calibration() if self.bias_correction or self.adapt else None,
             )  # fmt: skip
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -254,7 +266,7 @@ class QuantizedModel:
         return compile_keras(
             self.featurizer, fmt=self.fmt, input_shape=self.input_shape, name=self.name, metadata=metadata,
             budget=AccuracyBudget.parse(self.budget), calibration=calibration, head=head,
-            candidates=self.candidates, bias_correction=self.bias_correction,
+            candidates=self.candidates, bias_correction=self.bias_correction, adapt=self.adapt,
         )  # fmt: skip
 
     def _calibration(self) -> F32:
