@@ -58,7 +58,9 @@ def row(label: str, program: Any, model: Any, batch: np.ndarray, ref: np.ndarray
     )
 
 
-def distill_rows(model: Any, graph: Graph, batch: np.ndarray, ref: np.ndarray, steps: int, lr: float) -> None:
+def distill_rows(
+    model: Any, graph: Graph, batch: np.ndarray, ref: np.ndarray, steps: int, lr: float, train: str
+) -> None:
     """The 0.259 ms program (pairs, head_conv msfp16) distilled from the float model's logits."""
     from distill import distill
 
@@ -85,9 +87,10 @@ def distill_rows(model: Any, graph: Graph, batch: np.ndarray, ref: np.ndarray, s
         head=(fc[0], fc[1]),
         steps=steps,
         lr=lr,
+        train=train,
     )
     tuned_s = time.perf_counter() - start
-    show(f"pairs but head_conv msfp16, distill ({steps} steps of 8, lr {lr:g})", tuned, tuned_s)
+    show(f"pairs but head_conv msfp16, distill {train} ({steps} steps of 8, lr {lr:g})", tuned, tuned_s)
     start = time.perf_counter()
     both = permute(tuned, base=INT12, calibration=calib)
     show("pairs but head_conv msfp16, distill+permute", both, tuned_s + time.perf_counter() - start)
@@ -118,7 +121,8 @@ def main() -> int:
     if distill_mode:
         steps = int(os.environ.get("DISTILL_STEPS", "120"))
         lr = float(os.environ.get("DISTILL_LR", "1e-5"))
-        distill_rows(model, graph, batch, ref, steps, lr)
+        train = os.environ.get("DISTILL_TRAIN", "all")  # or "bias"
+        distill_rows(model, graph, batch, ref, steps, lr, train)
         print(f"load average at the end {os.getloadavg()[0]:.1f}")
         return 0
     show("pairs (every conv int12-bfp/msfp16), plain", graph, pairs)
