@@ -7,6 +7,8 @@ time at batch 1, weight memory and the adaptation's time. Adaptation uses the zo
 only (none among the 153).
 
     python bench/adapt.py                 # about 5 minutes on 2 cores
+    python bench/adapt.py --distill       # the distillation experiment instead (bench/distill.py):
+        # DISTILL_TRAIN=all|bias, DISTILL_STEPS (120), DISTILL_LR (1e-5); about 4 minutes
 """
 
 from __future__ import annotations
@@ -57,7 +59,46 @@ def row(label: str, program: Any, model: Any, batch: np.ndarray, ref: np.ndarray
     )
 
 
+def distill_rows(
+    model: Any, graph: Graph, batch: np.ndarray, ref: np.ndarray, steps: int, lr: float, train: str
+) -> None:
+    """The 0.259 ms program (pairs, head_conv msfp16) distilled from the float model's logits."""
+    from distill import distill
+
+    head = {g.name: Precision(INT12, MSFP16) for g in graph.ops if g.kind in ("conv2d", "dense")}
+    head["head_conv"] = Precision(MSFP16, MSFP16)
+    calib_images = calibration_photos()
+    calib = np.concatenate([model.preprocess(img) for img in calib_images])
+    fc = model.classifier.get_layer("fc").get_weights()
+
+    def show(label: str, g: Graph, seconds: float = 0.0) -> None:
+        program = compile_graph(g, fmt=INT12, name="bench", layer_formats=head)
+        print(row(label, program, model, batch, ref, seconds), flush=True)
+
+    start = time.perf_counter()
+    permuted = permute(graph, base=INT12, calibration=calib)
+    show("pairs but head_conv msfp16, permute", permuted, time.perf_counter() - start)
+    start = time.perf_counter()
+    tuned = distill(
+        graph,
+        formats=head,
+        base=INT12,
+        images=calib_images,
+        preprocess=lambda imgs: np.concatenate([model.preprocess(i) for i in imgs]),
+        head=(fc[0], fc[1]),
+        steps=steps,
+        lr=lr,
+        train=train,
+    )
+    tuned_s = time.perf_counter() - start
+    show(f"pairs but head_conv msfp16, distill {train} ({steps} steps of 8, lr {lr:g})", tuned, tuned_s)
+    start = time.perf_counter()
+    both = permute(tuned, base=INT12, calibration=calib)
+    show("pairs but head_conv msfp16, distill+permute", both, tuned_s + time.perf_counter() - start)
+
+
 def main() -> int:
+    distill_mode = "--distill" in sys.argv
     model = get_zoo_model("efficientnet-lite0", model_path=MODEL_PATH)
     graph: Graph = optimize(import_keras(model.featurizer, input_shape=model.input_shape))
     batch = np.concatenate([model.preprocess(img) for img in photo_set()])
@@ -78,6 +119,13 @@ def main() -> int:
         print(row(label, program, model, batch, ref, seconds), flush=True)
 
     show("int12-bfp everywhere", graph, {})
+    if distill_mode:
+        steps = int(os.environ.get("DISTILL_STEPS", "120"))
+        lr = float(os.environ.get("DISTILL_LR", "1e-5"))
+        train = os.environ.get("DISTILL_TRAIN", "all")  # or "bias"
+        distill_rows(model, graph, batch, ref, steps, lr, train)
+        print(f"load average at the end {os.getloadavg()[0]:.1f}")
+        return 0
     show("pairs (every conv int12-bfp/msfp16), plain", graph, pairs)
     start = time.perf_counter()
     permuted = permute(graph, base=INT12, calibration=calib)
