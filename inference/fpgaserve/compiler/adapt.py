@@ -39,14 +39,14 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from fpgaserve.compiler.bias_correction import CHUNK, NEAR_FLOAT
+from fpgaserve.compiler.bias_correction import CHUNK, NEAR_FLOAT, dead_tensors, map_chunks
 from fpgaserve.compiler.keras_import import Graph, GraphOp
 from fpgaserve.npu.bfp import encode
 from fpgaserve.npu.formats import BfpFormat, Precision
 from fpgaserve.npu.kernels import Kernels, load_kernels
 from fpgaserve.npu.lowering import Env, Step, lower_op, lower_program, prequantized_tensors
 from fpgaserve.npu.program import Op, Program, op_activation_format, reduction_axis
-from fpgaserve.npu.threads import available_cores, blas_single_threaded, single_threaded
+from fpgaserve.npu.threads import available_cores
 
 __all__ = [
     "ADAPTATIONS",
@@ -144,7 +144,7 @@ def adapt_weights(
         near_float = dict.fromkeys(layers, NEAR_FLOAT)
         float_program = compile_graph(graph, fmt=base, name="float", layer_formats=near_float)
         float_steps = list(lower_program(float_program, kernels=kernels))
-    last_read = {t: i for i, op in enumerate(program.ops) for t in op.inputs}
+    dead = dead_tensors(program.ops, output_name=program.output_name)
     new_ops: dict[str, GraphOp] = {}
     chunks = range(0, len(calib), CHUNK)
     qenvs: list[Env] = [{program.input_name: calib[c : c + CHUNK]} for c in chunks]
@@ -163,12 +163,7 @@ def adapt_weights(
     with ThreadPoolExecutor(max_workers=available_cores(), thread_name_prefix="adapt") as pool:
 
         def each(fn: Callable[[int], Any]) -> list[Any]:
-            def call(c: int) -> object:
-                with single_threaded():
-                    return fn(c)
-
-            with blas_single_threaded():
-                return list(pool.map(call, range(len(qenvs))))
+            return map_chunks(pool, fn, range(len(qenvs)))
 
         for i, (op, fstep) in enumerate(zip(program.ops, float_steps, strict=True)):
             g = graph.ops[i]
@@ -193,6 +188,6 @@ def adapt_weights(
                 each(partial(_run, fstep, fenvs))
             for envs in (qenvs, fenvs):
                 for env in envs:
-                    for t in [t for t, j in last_read.items() if j == i and t != program.output_name]:
+                    for t in dead[i]:
                         env.pop(t, None)
     return replace(graph, ops=[new_ops.get(g.name, g) for g in graph.ops])

@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -50,7 +50,9 @@ __all__ = [
     "FloatMeans",
     "correct_biases",
     "corrected_run",
+    "dead_tensors",
     "float_means",
+    "map_chunks",
 ]
 
 F32 = npt.NDArray[np.float32]
@@ -58,6 +60,7 @@ F64 = npt.NDArray[np.float64]
 Biases = dict[str, F32]
 # The float reference's format: one exponent per value, 15-bit mantissas (the widest allowed).
 NEAR_FLOAT = Precision.of(BfpFormat("near-float", block_size=1, exponent_bits=8, mantissa_bits=15))
+T = TypeVar("T")
 CHUNK = 8  # examples per chunk (chunks run side by side, one per core)
 
 
@@ -94,17 +97,31 @@ def _channel_sums(step: Step, op: Op, env: Env) -> tuple[F64, int]:
 
 def _sums(pool: ThreadPoolExecutor, step: Step, op: Op, envs: Sequence[Env]) -> tuple[F64, int]:
     """Per example (rows), ``step``'s output summed per channel over every chunk; values per channel."""
-    parts = _map(pool, partial(_channel_sums, step, op), envs)
+    parts = map_chunks(pool, partial(_channel_sums, step, op), envs)
     return np.concatenate([p[0] for p in parts]), int(parts[0][1])
 
 
-def _map(pool: ThreadPoolExecutor, fn: Callable[[Env], Any], envs: Sequence[Env]) -> list[Any]:
-    def one(env: Env) -> Any:
+def map_chunks(pool: ThreadPoolExecutor, fn: Callable[[T], Any], chunks: Sequence[T]) -> list[Any]:
+    """``fn`` of every chunk, the chunks side by side on ``pool``, each on one core (numba and
+    OpenBLAS alike), so that a chunk's result does not depend on how many run at once."""
+
+    def one(chunk: T) -> Any:
         with single_threaded():
-            return fn(env)
+            return fn(chunk)
 
     with blas_single_threaded():
-        return list(pool.map(one, envs))
+        return list(pool.map(one, chunks))
+
+
+class _Reader(Protocol):
+    @property
+    def inputs(self) -> Sequence[str]: ...
+
+
+def dead_tensors(ops: Sequence[_Reader], *, output_name: str) -> list[tuple[str, ...]]:
+    """Per op, the tensors a run may drop once it has run (it was their last reader)."""
+    reader = {t: i for i, op in enumerate(ops) for t in op.inputs}
+    return [tuple(t for t, j in reader.items() if j == i and t != output_name) for i in range(len(ops))]
 
 
 def float_means(
@@ -112,7 +129,7 @@ def float_means(
 ) -> FloatMeans:
     """Run the near-float program on the batch and sum every matrix op's pre-activation per channel."""
     steps = lower_program(float_program, kernels=kernels)
-    last_read = {t: i for i, op in enumerate(float_program.ops) for t in op.inputs}
+    dead = dead_tensors(float_program.ops, output_name=float_program.output_name)
     envs: list[Env] = [
         {float_program.input_name: calibration[c : c + CHUNK]} for c in range(0, len(calibration), CHUNK)
     ]
@@ -122,9 +139,9 @@ def float_means(
         if op.kind in MATRIX_OPS:
             pre = _linear_step(float_program, op, kernels)
             sums[op.name], counts[op.name] = _sums(pool, pre, op, envs)
-        _map(pool, step.run, envs)
+        map_chunks(pool, step.run, envs)
         for env in envs:
-            for t in [t for t, j in last_read.items() if j == i and t != float_program.output_name]:
+            for t in dead[i]:
                 env.pop(t, None)
     return FloatMeans(sums, counts)
 
@@ -146,7 +163,7 @@ def corrected_run(
     output and what is still to be read)."""
     n = sum(int(next(v for v in env.values()).shape[0]) for env in envs)
     biases: Biases = dict(program.biases)
-    last_read = {t: i for i, op in enumerate(program.ops) for t in op.inputs}
+    dead = dead_tensors(program.ops, output_name=program.output_name)
     for i in range(start, len(program.ops)):
         op = program.ops[i]
         if op.kind in MATRIX_OPS:
@@ -166,10 +183,10 @@ def corrected_run(
             step = lower_op(replace(program, biases=biases), op.name, kernels=kernels)
         else:
             step = lower_op(program, op.name, kernels=kernels)
-        _map(pool, step.run, envs)
+        map_chunks(pool, step.run, envs)
         if not keep:
             for env in envs:
-                for t in [t for t, j in last_read.items() if j == i and t != program.output_name]:
+                for t in dead[i]:
                     env.pop(t, None)
     return biases
 

@@ -17,7 +17,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fpgaserve.compiler.bias_correction import NEAR_FLOAT, Biases, FloatMeans, corrected_run, float_means
+from fpgaserve.compiler.bias_correction import (
+    NEAR_FLOAT,
+    Biases,
+    FloatMeans,
+    corrected_run,
+    dead_tensors,
+    float_means,
+)
 from fpgaserve.compiler.budget import Reference, Score
 from fpgaserve.compiler.keras_import import Graph
 from fpgaserve.npu.device import DEFAULT_DEVICE_MODEL
@@ -74,11 +81,7 @@ class Evaluator:
             if g.kind in MATRIX_OPS
         }
         # Tensors a run that keeps nothing may drop after each step (their last reader has run).
-        last_read = {t: i for i, g in enumerate(graph.ops) for t in g.inputs}
-        self._dead: list[tuple[str, ...]] = [
-            tuple(t for t, j in last_read.items() if j == i and t != graph.output_name)
-            for i in range(len(graph.ops))
-        ]
+        self._dead = dead_tensors(graph.ops, output_name=graph.output_name)
         self._pool = ThreadPoolExecutor(max_workers=available_cores(), thread_name_prefix="precision")
         # With bias correction every variant is run corrected against the float program's means (on
         # the same first examples: the sensitivity subset is a prefix of the batch).
