@@ -8,12 +8,23 @@ same. Field names are camelCase on the wire and snake_case in Python.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import ConfigDict, Field, model_validator
 
 from fpgaserve.api.constants import DEFAULT_RESOURCE_NAME, DRA_DEVICE_CLASS
+from fpgaserve.api.crd_fields import (
+    DNS_LABEL,
+    RESOURCE_NAME,
+    SHA256,
+    SOURCE_URI,
+    CrdModel,
+    LabelName,
+    Quantity,
+    SubdomainName,
+    cel_rule,
+    empty_object_default,
+)
 from fpgaserve.api.serving import IMAGE_PIXELS_CEILING
 
 __all__ = [
@@ -58,56 +69,20 @@ WEBSERVICE_PLURAL = "fpgawebservices"
 # Secret, then removes the annotation.
 REGENERATE_KEY_ANNOTATION = f"{GROUP}/regenerate-key"
 
-# An RFC 1123 label (names of objects in the same namespace) and subdomain (Secrets, hosts).
-DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-# A Kubernetes quantity in the forms people write for CPU and memory ("500m", "2", "1.5Gi").
-QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
-# An extended resource name: a domain-qualified name such as fpgaserve.io/fpga.
-RESOURCE_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
-SOURCE_URI = r"^(https?|s3|pvc|file)://\S+$"
-SHA256 = r"^[a-f0-9]{64}$"
-
-LabelName = Annotated[str, Field(pattern=DNS_LABEL, min_length=1, max_length=63)]
-SubdomainName = Annotated[str, Field(pattern=DNS_SUBDOMAIN, min_length=1, max_length=253)]
-Quantity = Annotated[str, Field(pattern=QUANTITY, max_length=32)]
-
-
-class _Model(BaseModel):
-    # Unknown fields are an error: the API server prunes them before the operator sees an object,
-    # so one that arrives anyway comes from a stale CRD or a hand-made object.
-    model_config = ConfigDict(
-        alias_generator=AliasGenerator(validation_alias=to_camel, serialization_alias=to_camel),
-        populate_by_name=True,
-        extra="forbid",
-        frozen=True,
-    )
-
-
-def _cel(rule: str, message: str) -> dict[str, Any]:
-    # The same rule as the model validator below it, for the API server (CRD validation rules).
-    return {"x-kubernetes-validations": [{"rule": rule, "message": message}]}
-
-
-def _empty_object_default() -> dict[str, Any]:
-    # Lets the API server default the nested fields of an object the user left out.
-    return {"default": {}}
-
-
 # ---------------------------------------------------------------------------------------- FpgaModel
 
 
-class SecretReference(_Model):
+class SecretReference(CrdModel):
     """A Secret in the same namespace."""
 
     name: SubdomainName = Field(description="Name of the Secret.")
 
 
-class ModelSource(_Model):
+class ModelSource(CrdModel):
     """Where the service package (service_def.zip) lives, and its digest."""
 
     model_config = ConfigDict(
-        json_schema_extra=_cel(
+        json_schema_extra=cel_rule(
             "!has(self.endpoint) || self.uri.startsWith('s3://')",
             "source.endpoint applies to s3:// URIs only",
         )
@@ -144,7 +119,7 @@ class ModelSource(_Model):
         return self.uri.split("://", 1)[0]
 
 
-class FpgaModelSpec(_Model):
+class FpgaModelSpec(CrdModel):
     """A registered service package: a pipeline ready to deploy."""
 
     source: ModelSource
@@ -152,7 +127,7 @@ class FpgaModelSpec(_Model):
     tags: dict[str, str] = Field(default_factory=dict, description="Free key/value labels.")
 
 
-class Condition(_Model):
+class Condition(CrdModel):
     """A Kubernetes-style condition."""
 
     type: str = Field(description="What the condition is about.")
@@ -163,7 +138,7 @@ class Condition(_Model):
     observed_generation: int | None = None
 
 
-class PipelineStage(_Model):
+class PipelineStage(CrdModel):
     """One stage of the package's pipeline, as its manifest declares it."""
 
     name: str
@@ -171,7 +146,7 @@ class PipelineStage(_Model):
     device_memory_bytes: int | None = None
 
 
-class FpgaModelStatus(_Model):
+class FpgaModelStatus(CrdModel):
     """What the operator found out about an FpgaModel."""
 
     phase: Literal["Pending", "Ready", "Failed", "Terminating"] | None = None
@@ -187,11 +162,11 @@ class FpgaModelStatus(_Model):
 # ----------------------------------------------------------------------------------- FpgaWebservice
 
 
-class AutoscaleSpec(_Model):
+class AutoscaleSpec(CrdModel):
     """Horizontal autoscaling on CPU utilisation (a HorizontalPodAutoscaler)."""
 
     model_config = ConfigDict(
-        json_schema_extra=_cel(
+        json_schema_extra=cel_rule(
             "self.minReplicas <= self.maxReplicas",
             "autoscale.minReplicas must not exceed autoscale.maxReplicas",
         )
@@ -208,12 +183,12 @@ class AutoscaleSpec(_Model):
         return self
 
 
-class FpgaSpec(_Model):
+class FpgaSpec(CrdModel):
     """FPGAs per replica: counted as an extended resource (the device plugin, the default), or
     claimed through Dynamic Resource Allocation by what they are (model, weight memory)."""
 
     model_config = ConfigDict(
-        json_schema_extra=_cel(
+        json_schema_extra=cel_rule(
             "self.mode == 'DRA' || !has(self.deviceModel)",
             "fpga.deviceModel applies to mode DRA only",
         )
@@ -247,7 +222,7 @@ class FpgaSpec(_Model):
         return self
 
 
-class ResourcesSpec(_Model):
+class ResourcesSpec(CrdModel):
     """CPU and memory of the server container (requests; limits default to no CPU limit and
     memory limit = memory request)."""
 
@@ -257,17 +232,17 @@ class ResourcesSpec(_Model):
     memory_limit: Quantity | None = None
 
 
-class AuthSpec(_Model):
+class AuthSpec(CrdModel):
     """Key authentication: a primary and a secondary key, generated into a Secret."""
 
     enabled: bool = True
 
 
-class TlsSpec(_Model):
+class TlsSpec(CrdModel):
     """TLS on the server itself."""
 
     model_config = ConfigDict(
-        json_schema_extra=_cel(
+        json_schema_extra=cel_rule(
             "(self.mode == 'Secret') == has(self.secretName)",
             "tls.secretName is required with mode Secret and only then",
         )
@@ -292,7 +267,7 @@ class TlsSpec(_Model):
         return self.mode != "Disabled"
 
 
-class IngressTlsSpec(_Model):
+class IngressTlsSpec(CrdModel):
     """TLS at the ingress: a certificate Secret, optionally issued by cert-manager."""
 
     secret_name: SubdomainName | None = Field(default=None, description="Default: <name>-ingress-tls.")
@@ -300,7 +275,7 @@ class IngressTlsSpec(_Model):
     issuer: SubdomainName | None = Field(default=None, description="cert-manager Issuer.")
 
 
-class IngressGrpcSpec(_Model):
+class IngressGrpcSpec(CrdModel):
     """gRPC through an Ingress of its own (<name>-grpc), whose backend protocol is gRPC."""
 
     host: SubdomainName | None = Field(
@@ -316,7 +291,7 @@ class IngressGrpcSpec(_Model):
     )
 
 
-class IngressSpec(_Model):
+class IngressSpec(CrdModel):
     """An Ingress in front of the Service."""
 
     host: SubdomainName
@@ -330,7 +305,7 @@ class IngressSpec(_Model):
     )
 
 
-class GrpcSpec(_Model):
+class GrpcSpec(CrdModel):
     """The server's gRPC port: OIP v2 gRPC, TF Serving's PredictionService and gRPC health."""
 
     enabled: bool = Field(
@@ -338,7 +313,7 @@ class GrpcSpec(_Model):
     )
 
 
-class BatchingSpec(_Model):
+class BatchingSpec(CrdModel):
     """Dynamic batching in the server."""
 
     max_batch_size: int = Field(default=8, ge=1, le=1024)
@@ -346,7 +321,7 @@ class BatchingSpec(_Model):
     max_queue: int = Field(default=256, ge=1, le=100000)
 
 
-class ServerSpec(_Model):
+class ServerSpec(CrdModel):
     """Request limits of the server."""
 
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024**3)
@@ -367,11 +342,11 @@ class ServerSpec(_Model):
     )
 
 
-class FpgaWebserviceSpec(_Model):
+class FpgaWebserviceSpec(CrdModel):
     """A deployed FpgaModel: the server, its Service, and optionally an Ingress."""
 
     model_config = ConfigDict(
-        json_schema_extra=_cel(
+        json_schema_extra=cel_rule(
             "!has(self.ingress) || !has(self.ingress.grpc) || !has(self.grpc) || self.grpc.enabled",
             "ingress.grpc routes the gRPC port: it needs grpc.enabled",
         )
@@ -380,14 +355,14 @@ class FpgaWebserviceSpec(_Model):
     model: LabelName = Field(description="An FpgaModel in the same namespace.")
     replicas: int = Field(default=1, ge=0, le=1000, description="Ignored when autoscale is set.")
     autoscale: AutoscaleSpec | None = None
-    fpga: FpgaSpec = Field(default_factory=FpgaSpec, json_schema_extra=_empty_object_default())
-    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, json_schema_extra=_empty_object_default())
-    auth: AuthSpec = Field(default_factory=AuthSpec, json_schema_extra=_empty_object_default())
-    tls: TlsSpec = Field(default_factory=TlsSpec, json_schema_extra=_empty_object_default())
+    fpga: FpgaSpec = Field(default_factory=FpgaSpec, json_schema_extra=empty_object_default())
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, json_schema_extra=empty_object_default())
+    auth: AuthSpec = Field(default_factory=AuthSpec, json_schema_extra=empty_object_default())
+    tls: TlsSpec = Field(default_factory=TlsSpec, json_schema_extra=empty_object_default())
     ingress: IngressSpec | None = None
-    grpc: GrpcSpec = Field(default_factory=GrpcSpec, json_schema_extra=_empty_object_default())
-    batching: BatchingSpec = Field(default_factory=BatchingSpec, json_schema_extra=_empty_object_default())
-    server: ServerSpec = Field(default_factory=ServerSpec, json_schema_extra=_empty_object_default())
+    grpc: GrpcSpec = Field(default_factory=GrpcSpec, json_schema_extra=empty_object_default())
+    batching: BatchingSpec = Field(default_factory=BatchingSpec, json_schema_extra=empty_object_default())
+    server: ServerSpec = Field(default_factory=ServerSpec, json_schema_extra=empty_object_default())
     image: str | None = Field(default=None, max_length=512, description="Default: the operator's --image.")
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
 
@@ -403,7 +378,7 @@ class FpgaWebserviceSpec(_Model):
         return self.autoscale.min_replicas if self.autoscale is not None else self.replicas
 
 
-class FpgaWebserviceStatus(_Model):
+class FpgaWebserviceStatus(CrdModel):
     """What the operator made and how it is doing."""
 
     phase: Literal["Pending", "Deploying", "Ready", "Failed"] | None = None
