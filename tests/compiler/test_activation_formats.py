@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 from fpgaserve.compiler.compile import compile_graph
-from fpgaserve.compiler.fuse import optimize
-from fpgaserve.compiler.keras_import import Graph, import_keras
+from fpgaserve.compiler.keras_import import Graph
 from fpgaserve.compiler.precision import DEFAULT_CANDIDATES, AccuracyBudget, search_formats
 from fpgaserve.npu import kernels_numba, kernels_numpy
 from fpgaserve.npu.bfp import FORMATS, BfpFormat, quantize
@@ -31,22 +30,12 @@ from fpgaserve.npu.program import (
     reduction_axis,
     save_program,
 )
-from tests.compiler.test_compile import every_layer_model, run
+from tests.compiler.test_compile import run
 from tests.compiler.test_precision import WIDE, calibration, matrix_ops
 from tests.npu.helpers import assert_bits_equal
 
 W12, M16, I7, M12 = FORMATS["int12-bfp"], FORMATS["msfp16"], FORMATS["int7-bfp"], FORMATS["msfp12"]
 W12A8 = Precision(W12, M16)
-
-
-@pytest.fixture(scope="module")
-def model(keras: Any) -> Any:
-    return every_layer_model(keras)
-
-
-@pytest.fixture(scope="module")
-def graph(model: Any) -> Graph:
-    return optimize(import_keras(model))
 
 
 def paired_formats(graph: Graph) -> dict[str, Precision]:

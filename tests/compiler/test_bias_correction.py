@@ -15,7 +15,7 @@ from fpgaserve.compiler.keras_import import Graph, GraphOp
 from fpgaserve.compiler.precision import AccuracyBudget, search_formats
 from fpgaserve.npu.bfp import FORMATS, BfpFormat
 from fpgaserve.npu.program import load_program, save_program
-from tests.compiler.test_compile import every_layer_model, run
+from tests.compiler.test_compile import run
 
 # Truncation toward zero on positive inputs and weights: every product is too small, so every
 # channel mean drops (a planted shift, far above the rounding noise).
@@ -86,11 +86,6 @@ def test_the_correction_is_deterministic_and_the_program_file_keeps_it(tmp_path:
     assert all(np.array_equal(loaded.biases[k], a[k]) for k in a)
     assert loaded.metadata["biasCorrection"] == {"n": 20}
     assert np.array_equal(run(loaded, x), run(program, x))
-
-
-@pytest.fixture(scope="module")
-def model(keras: Any) -> Any:
-    return every_layer_model(keras)
 
 
 def test_compile_keras_corrects_uniform_and_searched_programs(model: Any) -> None:

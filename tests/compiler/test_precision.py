@@ -12,8 +12,7 @@ import pytest
 from fpgaserve.compiler.budget import Reference
 from fpgaserve.compiler.compile import compile_graph, compile_keras
 from fpgaserve.compiler.evaluator import Evaluator
-from fpgaserve.compiler.fuse import optimize
-from fpgaserve.compiler.keras_import import Graph, import_keras
+from fpgaserve.compiler.keras_import import Graph
 from fpgaserve.compiler.precision import AccuracyBudget, BudgetError, search_formats
 from fpgaserve.npu import kernels_numba, kernels_numpy
 from fpgaserve.npu.bfp import FORMATS, BfpFormat, quantize
@@ -27,20 +26,10 @@ from fpgaserve.npu.program import (
     reduction_axis,
     save_program,
 )
-from tests.compiler.test_compile import every_layer_model, run
+from tests.compiler.test_compile import run
 from tests.npu.helpers import assert_bits_equal
 
 WIDE, NARROW = FORMATS["int12-bfp"], FORMATS["msfp12"]
-
-
-@pytest.fixture(scope="module")
-def model(keras: Any) -> Any:
-    return every_layer_model(keras)
-
-
-@pytest.fixture(scope="module")
-def graph(model: Any) -> Graph:
-    return optimize(import_keras(model))
 
 
 def matrix_ops(graph: Graph) -> list[str]:

@@ -66,7 +66,7 @@ def _magnitudes(
     calibration: F32,
     wanted: set[str],
 ) -> dict[str, npt.NDArray[np.float64]]:
-    """Summed |value| per channel of the ``wanted`` tensors, on the quantized program."""
+    """``_statistic`` summed per channel of the ``wanted`` tensors, on the quantized program."""
     from fpgaserve.compiler.compile import compile_graph
 
     program = compile_graph(graph, fmt=base, name="permute", layer_formats=formats)
@@ -84,6 +84,19 @@ def _magnitudes(
     return sums
 
 
+def _reorder_outputs(g: GraphOp, order: npt.NDArray[np.intp]) -> GraphOp:
+    """``g`` writing its output channels in ``order``: its weight's last axis and its bias."""
+    assert g.weight is not None
+    bias = None if g.bias is None else np.ascontiguousarray(g.bias[order])
+    return replace(g, weight=np.ascontiguousarray(g.weight[..., order]), bias=bias)
+
+
+def _reorder_inputs(g: GraphOp, order: npt.NDArray[np.intp]) -> GraphOp:
+    """``g`` (a conv, HWIO weights) reading its input channels in ``order``."""
+    assert g.weight is not None
+    return replace(g, weight=np.ascontiguousarray(g.weight[:, :, order, :]))
+
+
 def permute_channels(
     graph: Graph, *, formats: dict[str, BfpFormat | Precision], base: BfpFormat, calibration: F32
 ) -> Graph:
@@ -99,16 +112,9 @@ def permute_channels(
     new: dict[str, GraphOp] = {}
     for p, d, c in chains(graph):
         order = np.argsort(-sums[d.output], kind="stable")
-        assert p.weight is not None and d.weight is not None and c.weight is not None
-        new[p.name] = replace(
-            p, weight=np.ascontiguousarray(p.weight[..., order]),
-            bias=None if p.bias is None else np.ascontiguousarray(p.bias[order]),
-        )  # fmt: skip
-        new[d.name] = replace(
-            d, weight=np.ascontiguousarray(d.weight[..., order]),
-            bias=None if d.bias is None else np.ascontiguousarray(d.bias[order]),
-        )  # fmt: skip
-        new[c.name] = replace(c, weight=np.ascontiguousarray(c.weight[:, :, order, :]))
+        new[p.name] = _reorder_outputs(p, order)
+        new[d.name] = _reorder_outputs(d, order)  # a depthwise filter's channel is its output's
+        new[c.name] = _reorder_inputs(c, order)
     return replace(graph, ops=[new.get(g.name, g) for g in graph.ops])
 
 
@@ -161,16 +167,9 @@ def permute_streams(
     for tensors, writers, readers in found:
         order = np.argsort(-np.sum([sums[t] for t in sorted(tensors)], axis=0), kind="stable")
         for w in writers:
-            g = new[w.name]
-            assert g.weight is not None
-            new[w.name] = replace(
-                g, weight=np.ascontiguousarray(g.weight[..., order]),
-                bias=None if g.bias is None else np.ascontiguousarray(g.bias[order]),
-            )  # fmt: skip
+            new[w.name] = _reorder_outputs(new[w.name], order)
         for r in readers:
-            g = new[r.name]
-            assert g.weight is not None
-            new[r.name] = replace(g, weight=np.ascontiguousarray(g.weight[:, :, order, :]))
+            new[r.name] = _reorder_inputs(new[r.name], order)
     return replace(graph, ops=[new[g.name] for g in graph.ops])
 
 
