@@ -13,7 +13,10 @@ one thread gives the same bits wherever its operands lie in memory (measured, an
 op here cuts every example's rows (and, where an example has few rows, the weight columns) into a
 grid that depends on the op's shape only, never on the batch or the cores, and runs each tile as its
 own single-threaded call. The grid also gives a batch of one its parallelism without OpenBLAS's
-threads, which spun against numba's after every call.
+threads, which spun against numba's after every call. A batch's examples are not stacked into one
+call (which would pack the weights once, not once per example): a row's sum depends on its offset in
+OpenBLAS's 12-row groups, so stacking needs a copy into a layout that keeps every row's offset class,
+and that measured no faster (``bench/gemm_rows.py``, docs/benchmarks.md).
 
 Sharing tiles: the calling thread and the helpers take tiles from one counter, and the caller waits
 only for tiles a helper has started; a helper the scheduler runs late finds no work and returns. So a
