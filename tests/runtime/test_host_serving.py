@@ -3,7 +3,9 @@
 A fresh interpreter where importing TensorFlow (or Keras) fails loads the EfficientNet-Lite0 package
 and classifies a photo; a real ``fpgaserve serve`` process of it maps no TensorFlow library, serves
 a 48-megapixel JPEG (over the default pixel limit: decoded at 1/2 scale) and its resident memory
-(VmRSS and VmHWM, from /proc) stays bounded; it maps no SciPy linear algebra either.
+(VmRSS and VmHWM, from /proc) stays bounded; it maps no SciPy linear algebra either. After the
+server's own warm-up (its pipeline loaded as ``fpgaserve serve`` loads it, without a warm-up of the
+runtime's), a first request makes numba compile or load no kernel.
 """
 
 from __future__ import annotations
