@@ -3,7 +3,9 @@
 A fresh interpreter where importing TensorFlow (or Keras) fails loads the EfficientNet-Lite0 package
 and classifies a photo; a real ``fpgaserve serve`` process of it maps no TensorFlow library, serves
 a 48-megapixel JPEG (over the default pixel limit: decoded at 1/2 scale) and its resident memory
-(VmRSS and VmHWM, from /proc) stays bounded; it maps no SciPy linear algebra either.
+(VmRSS and VmHWM, from /proc) stays bounded; it maps no SciPy linear algebra either. After the
+server's own warm-up (its pipeline loaded as ``fpgaserve serve`` loads it, without a warm-up of the
+runtime's), a first request makes numba compile or load no kernel.
 """
 
 from __future__ import annotations
@@ -134,3 +136,54 @@ def test_serve_maps_no_tensorflow_and_bounds_memory_after_a_large_jpeg(lite0_pac
     # The full decode alone is 48 M x 3 bytes = 137 MiB; at 1/2 scale it is 34 MiB.
     assert after["VmHWM"] - before["VmHWM"] < 100 * MiB
     assert after["VmRSS"] - before["VmRSS"] < 64 * MiB
+
+
+SERVE_WARM_UP = """
+import asyncio, io, sys
+from pathlib import Path
+
+import numba.core.dispatcher as dispatcher
+import skimage.data
+from PIL import Image
+
+from fpgaserve.cli.serve import _load_pipeline
+from fpgaserve.server.dataplane import DataPlane
+from fpgaserve.server.metrics import ServerMetrics
+from fpgaserve.server.settings import ServerSettings
+
+looked_up = []  # numba calls this only for a signature it has no loaded kernel of
+original = dispatcher._DispatcherBase._compile_for_args
+def counting(self, *args, **kwargs):
+    looked_up.append(self.py_func.__qualname__)
+    return original(self, *args, **kwargs)
+dispatcher._DispatcherBase._compile_for_args = counting
+
+async def main() -> None:
+    settings = ServerSettings()
+    plane = DataPlane(settings=settings, metrics=ServerMetrics())
+    await plane.load(lambda: _load_pipeline(Path(sys.argv[1]), max_image_pixels=settings.max_image_pixels))
+    print(len(looked_up) > 0, plane.ready)
+    looked_up.clear()
+    buffer = io.BytesIO()
+    Image.fromarray(skimage.data.chelsea()).save(buffer, format="JPEG")
+    runtime = plane._runtime
+    print(runtime.labels[int(runtime.predict([buffer.getvalue()]).outputs[0].argmax())])
+    print(looked_up)
+    plane.drain()
+
+asyncio.run(main())
+"""
+
+
+def test_after_the_servers_warm_up_a_first_request_loads_no_kernel(lite0_package: Path) -> None:
+    # `fpgaserve serve` loads its pipeline without the runtime's own warm-up (a batch of one): the
+    # data plane's warm-up batch of two, split into parts of one, must leave nothing for the first
+    # request (a batch of one) to compile or load.
+    done = subprocess.run(
+        [sys.executable, "-c", SERVE_WARM_UP, str(lite0_package)], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    warmed, label, first = done.stdout.strip().splitlines()[-3:]
+    assert warmed == "True True"  # the warm-up did load kernels, and the model is ready
+    assert "cat" in label
+    assert first == "[]"

@@ -233,7 +233,10 @@ def _load_pipeline(model_dir: Path, *, max_image_pixels: int) -> ModelRuntime:
 
     load_numba_typing()  # before the first kernel call: no scipy.linalg, no cffi (see the module)
     try:
-        return load_pipeline(model_dir, max_image_pixels=max_image_pixels)
+        # No warm-up batch of one here: the data plane's warm-up (a batch of two, split into parts
+        # of one on their threads) loads the same kernels, and a batch of one before it cost about
+        # 0.08 s of CPU on the way to ready that no request needed (docs/benchmarks.md).
+        return load_pipeline(model_dir, max_image_pixels=max_image_pixels, warmup=False)
     except PackageError as exc:
         # A refused package is the user's to fix: one line, exit 2 (server_main), no traceback.
         raise UserError(f"{model_dir}: package refused: {exc}") from None

@@ -39,7 +39,6 @@ keeps the tuning's speed.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import platform
@@ -81,10 +80,9 @@ def _apply() -> bool:
         return False
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    mallopt = getattr(ctypes.CDLL(name), "mallopt", None)
+    # The process's own symbols (glibc is loaded), as trim_heap does: ctypes.util.find_library ran
+    # ``ldconfig -p`` in a subprocess (about 5 ms) before the server's load thread could start.
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
     if mallopt is None:
         return False
     if not any(mallopt(_M_MMAP_THRESHOLD, value) == 1 for value in _MMAP_THRESHOLDS):

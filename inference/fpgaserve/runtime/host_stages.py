@@ -109,13 +109,25 @@ def _rows_pass(src: npt.NDArray[Any], taps: npt.NDArray[np.int64], weights: F32)
 def _resize_kernel(
     image: npt.NDArray[Any], rows: npt.NDArray[np.int64], row_w: F32, cols: npt.NDArray[np.int64], col_w: F32
 ) -> F32:  # pragma: no cover - compiled
-    # Rows first, then columns as rows of the transposed result.
+    # Rows first, then columns as rows of the transposed result. The transposes are loops, not
+    # np.ascontiguousarray of a transposed view: numba compiles that copy with a shape-mismatch
+    # error that formats the shapes into its message, which pulled numba's whole string machinery
+    # into this kernel: about 10 s of a cold start's compile, and 9x the code to load (issue 14).
     height, width, channels = image.shape
     out_h, out_w = rows.shape[0], cols.shape[0]
     vertical = _rows_pass(image.reshape(height, width * channels), rows, row_w)
-    across = np.ascontiguousarray(vertical.reshape(out_h, width, channels).transpose(1, 0, 2))
-    done = _rows_pass(across.reshape(width, out_h * channels), cols, col_w)
-    return np.ascontiguousarray(done.reshape(out_w, out_h, channels).transpose(1, 0, 2))
+    across = np.empty((width, out_h * channels), np.float32)
+    for y in range(out_h):
+        for x in range(width):
+            for c in range(channels):
+                across[x, y * channels + c] = vertical[y, x * channels + c]
+    done = _rows_pass(across, cols, col_w)
+    out = np.empty((out_h, out_w, channels), np.float32)
+    for y in range(out_h):
+        for x in range(out_w):
+            for c in range(channels):
+                out[y, x, c] = done[x, y * channels + c]
+    return out
 
 
 def dispatchers() -> dict[str, Any]:

@@ -50,8 +50,9 @@ class PredictResult:
 
 @runtime_checkable
 class ModelRuntime(Protocol):
-    """A loaded, warmed-up pipeline. ``predict`` is synchronous and thread-safe; the server calls it
-    from a worker thread with a whole dynamic batch."""
+    """A loaded pipeline (warmed up by its loader, or by the server's own warm-up batch before it is
+    ready). ``predict`` is synchronous and thread-safe; the server calls it from a worker thread
+    with a whole dynamic batch."""
 
     name: str
     version: str

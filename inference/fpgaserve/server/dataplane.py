@@ -96,12 +96,14 @@ class DataPlane:
             logger.info("model %s version %s is ready", runtime.name, runtime.version)
 
     async def _warm_up(self, runtime: ModelRuntime) -> None:
-        # The runtime is warm at batch 1 already (protocol). One small batch through the server's own
-        # path starts the batch worker and, on the runtime's side, the split of a batch into parts on
-        # their threads: every kernel and thread a larger batch uses. Not a full batch: that added its
-        # activations' high-water mark to the memory at ready (+190 MiB for EfficientNet-Lite0 at 8,
-        # kept by npu/allocator.py's tuning) and half a second to the start, for page faults that the
-        # first full batch pays itself (milliseconds; docs/benchmarks.md, issue 14).
+        # One small batch through the server's own path starts the batch worker and, on the runtime's
+        # side, the split of a batch into parts on their threads: every kernel and thread a batch of
+        # any size uses, those of a batch of one included (`fpgaserve serve` loads its pipeline
+        # without a warm-up of its own for that reason: tests/runtime/test_host_serving.py). Not a
+        # full batch: that added its activations' high-water mark to the memory at ready (+190 MiB
+        # for EfficientNet-Lite0 at 8, kept by npu/allocator.py's tuning) and half a second to the
+        # start, for page faults that the first full batch pays itself (milliseconds;
+        # docs/benchmarks.md, issue 14).
         item = _warm_up_input(runtime.input_spec)
         if item is None:
             logger.info("no warm-up input for input shape %s; skipping warm-up", runtime.input_spec.shape)

@@ -82,6 +82,9 @@ class _Model(BaseModel):
         populate_by_name=True,
         extra="forbid",
         frozen=True,
+        # Each model's validator is built when first used, not at import: a reader validates only
+        # the whole Manifest, whose build covers the nested models (about 0.01 s less CPU at start).
+        defer_build=True,
     )
 
 
