@@ -31,16 +31,24 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "image", help="a JPEG/PNG file, or 'sample:NAME' for a scikit-image photo (e.g. sample:chelsea)"
     )
-    p.add_argument("--model", default="efficientnet-lite0", help="zoo model (efficientnet-lite0, resnet50)")
+    p.add_argument(
+        "--model",
+        default="efficientnet-lite0",
+        help="zoo model: efficientnet-lite0 or resnet50 (default: %(default)s)",
+    )
     p.add_argument("--weights", default=None, help="'imagenet' (default), 'random', or a weights file")
     add_format_option(p)
     p.add_argument(
-        "--device-model", default="pbs-s10", help="emulated device model (pbs-s10, pbs-a10, pbs-tiny)"
+        "--device-model",
+        default="pbs-s10",
+        help="emulated device model: pbs-s10, pbs-a10 or pbs-tiny (default: %(default)s)",
     )
     p.add_argument(
-        "--model-path", default="~/.cache/fpgaserve/models", help="where compiled programs are kept"
+        "--model-path",
+        default="~/.cache/fpgaserve/models",
+        help="where compiled programs are kept between runs (default: %(default)s)",
     )
-    p.add_argument("--top", type=int, default=5, help="how many labels to print")
+    p.add_argument("--top", type=int, default=5, help="how many labels to print (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=_run)
 

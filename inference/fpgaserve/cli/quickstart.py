@@ -31,11 +31,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "and print the top-5 labels. Everything it creates is removed at the end.",
     )
     p.add_argument(
-        "--image", default="sample:chelsea", help="a JPEG/PNG file, or sample:NAME (default: chelsea)"
+        "--image",
+        default="sample:chelsea",
+        help="a JPEG/PNG file, or sample:NAME for a scikit-image photo (default: %(default)s)",
     )
     add_format_option(p, what="BFP format of the featurizer")
     p.add_argument(
-        "--model-path", default="~/.cache/fpgaserve/models", help="where compiled programs are kept"
+        "--model-path",
+        default="~/.cache/fpgaserve/models",
+        help="where compiled programs are kept between runs (default: %(default)s)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=_run)

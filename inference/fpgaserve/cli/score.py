@@ -30,7 +30,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--key", default=None, help="primary or secondary key (default: $FPGASERVE_KEY)")
     p.add_argument("--cacert", default=None, help="CA or self-signed certificate to trust for HTTPS")
     p.add_argument("--insecure", action="store_true", help="do not verify the server's certificate")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the answer")
+    p.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait for the answer (default: %(default)s)"
+    )
     p.add_argument("--json", action="store_true", help="print the service's whole JSON answer")
     p.add_argument("--grpc", action="store_true", help="call the service's gRPC port (see URL)")
     p.set_defaults(func=_run)

@@ -21,8 +21,18 @@ COLUMNS = ("name", "model", "state", "readyReplicas", "scoringUri", "error")
 
 def _add_config_options(p: argparse.ArgumentParser, *, defaults: bool) -> None:
     d = (lambda value: value) if defaults else (lambda value: None)
-    p.add_argument("--replicas", type=int, default=d(1), help="replicas (without autoscale)")
-    p.add_argument("--fpgas", type=int, default=d(1), help="FPGAs per replica (0: CPU only)")
+    p.add_argument(
+        "--replicas",
+        type=int,
+        default=d(1),
+        help="replicas (without autoscale)" + (" (default: 1)" if defaults else " (default: unchanged)"),
+    )
+    p.add_argument(
+        "--fpgas",
+        type=int,
+        default=d(1),
+        help="FPGAs per replica (0: CPU only)" + (" (default: 1)" if defaults else " (default: unchanged)"),
+    )
     p.add_argument(
         "--no-auth", dest="auth", action="store_false", default=d(True), help="no key authentication"
     )
@@ -38,7 +48,7 @@ def _add_config_options(p: argparse.ArgumentParser, *, defaults: bool) -> None:
         p.add_argument("--ingress-host", default=None, help="expose through an Ingress on this host")
         p.add_argument("--image", default=None, help="server image (default: the operator's)")
     p.add_argument("--wait", action="store_true", help="wait until Ready, showing progress")
-    p.add_argument("--timeout", type=float, default=900.0, help="seconds --wait waits")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds --wait waits (default: %(default)s)")
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -47,7 +57,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     verbs = p.add_subparsers(dest="verb", metavar="VERB")
     verbs.required = True
     create = verbs.add_parser("create", help="deploy a registered model as a web service")
-    create.add_argument("name")
+    create.add_argument("name", help="the web service's name (an RFC 1123 label)")
     create.add_argument("--model", required=True, help="a registered model's name")
     create.add_argument("--overwrite", action="store_true", help="replace an existing service's spec")
     _add_config_options(create, defaults=True)
@@ -59,15 +69,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     _add_config_options(update, defaults=False)
     keys = verbs.add_parser("get-keys", help="the primary and secondary keys")
     regen = verbs.add_parser("regen-key", help="replace a key (a fresh one, or --set-key)")
-    regen.add_argument("--key", choices=("Primary", "Secondary"), required=True)
+    regen.add_argument("--key", choices=("Primary", "Secondary"), required=True, help="which key to replace")
     regen.add_argument("--set-key", default=None, help="the new key's value (default: generated)")
     logs = verbs.add_parser("get-logs", help="the server's log (storage-init's with --init)")
-    logs.add_argument("--lines", type=int, default=200)
-    logs.add_argument("--init", action="store_true")
+    logs.add_argument(
+        "--lines",
+        type=int,
+        default=200,
+        help="the last N lines of each pod's log (default: %(default)s)",
+        metavar="N",
+    )
+    logs.add_argument("--init", action="store_true", help="storage-init's log (the init container) instead")
     run = verbs.add_parser("run", help="score an image (Ingress, else a port-forward or --connect)")
     delete = verbs.add_parser("delete", help="delete the service and wait until it is gone")
     for v in (show, update, keys, regen, logs, run, delete):
-        v.add_argument("name")
+        v.add_argument("name", help="the web service's name")
     run.add_argument("image", help="a JPEG or PNG file")
     for v in (create, listing, show, update, keys, regen, logs, run, delete):
         add_workspace_options(v)
