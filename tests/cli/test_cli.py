@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -55,6 +56,22 @@ def test_every_argument_says_what_it_is_and_its_default() -> None:
             silent_defaults.append(f"{name} ({action.default!r})")
     assert not undocumented, undocumented
     assert not silent_defaults, silent_defaults
+
+
+def test_the_examples_in_help_parse(capsys: pytest.CaptureFixture[str]) -> None:
+    # An example that names a flag the command lost, or misses a required one, teaches the wrong thing.
+    examples = []
+    for name in command_names():
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([name, "--help"])
+        _, _, listed = capsys.readouterr().out.partition("\nexamples:\n")
+        for line in listed.splitlines():
+            words = shlex.split(line.split(" | ")[0])  # the command, without what it is piped to
+            if "fpgaserve" in words:
+                examples.append(words[words.index("fpgaserve") + 1 :])
+    assert {words[0] for words in examples} >= {"quickstart", "classify", "score", "serve", "compile"}
+    for words in examples:
+        build_parser().parse_args(words)  # SystemExit (2) on an unknown flag or a missing argument
 
 
 def test_help_does_not_import_tensorflow() -> None:

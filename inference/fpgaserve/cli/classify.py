@@ -20,13 +20,26 @@ from fpgaserve.cli.output import print_top
 
 __all__ = ["add_parser", "classify"]
 
+DESCRIPTION = """\
+Run a zoo pipeline (preprocess -> FPGA featurizer -> classifier) on one image and print the top-5
+ImageNet labels with confidences and the modeled device time.
+"""
+
+EPILOG = """\
+examples:
+  fpgaserve classify sample:chelsea
+  fpgaserve classify cat.jpg --format msfp16 --top 3
+  fpgaserve classify cat.jpg --device-model pbs-a10 --json
+"""
+
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "classify",
         help="classify an image on an emulated FPGA, in-process (no server)",
-        description="Run a zoo pipeline (preprocess -> FPGA featurizer -> classifier) on one image and "
-        "print the top-5 ImageNet labels with confidences and the modeled device time.",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "image", help="a JPEG/PNG file, or 'sample:NAME' for a scikit-image photo (e.g. sample:chelsea)"

@@ -21,14 +21,27 @@ from fpgaserve.cli.output import print_top
 
 __all__ = ["add_parser", "quickstart"]
 
+DESCRIPTION = """\
+Build an EfficientNet-Lite0 pipeline with its real ImageNet weights, save it as a service
+definition, serve it on this machine over HTTPS with a generated key, score a photo and print the
+top-5 labels. Everything it creates is removed at the end.
+"""
+
+EPILOG = """\
+examples:
+  fpgaserve quickstart
+  fpgaserve quickstart --image cat.jpg --format msfp16
+  fpgaserve quickstart --json
+"""
+
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "quickstart",
         help="build, serve (HTTPS + key) and score a pipeline locally on an emulated FPGA",
-        description="Build an EfficientNet-Lite0 pipeline with its real ImageNet weights, save it as a "
-        "service definition, serve it on this machine over HTTPS with a generated key, score a photo "
-        "and print the top-5 labels. Everything it creates is removed at the end.",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--image",

@@ -11,15 +11,27 @@ from fpgaserve.cli.output import print_top
 
 __all__ = ["add_parser"]
 
+DESCRIPTION = """\
+POST an image to a service's /score (local, port-forwarded or behind an Ingress) and print its
+top-5 labels; with --grpc, call its gRPC port instead (the Open Inference Protocol's ModelInfer
+with the classification extension). The key may also come from FPGASERVE_KEY.
+"""
+
+EPILOG = """\
+examples:
+  fpgaserve score https://127.0.0.1:8443 cat.jpg --key "$KEY" --cacert cert.pem
+  fpgaserve score https://imagenet.example.com/score cat.jpg --json
+  fpgaserve score --grpc grpcs://127.0.0.1:8081 cat.jpg --key "$KEY" --cacert cert.pem
+"""
+
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "score",
         help="score an image with a deployed service (POST /score, or gRPC with --grpc)",
-        description="POST an image to a service's /score (local, port-forwarded or behind an Ingress) "
-        "and print its top-5 labels; with --grpc, call its gRPC port instead (the Open Inference "
-        "Protocol's ModelInfer with the classification extension). The key may also come from "
-        "FPGASERVE_KEY.",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "url",
