@@ -24,7 +24,9 @@ __all__ = ["add_parser", "quickstart"]
 DESCRIPTION = """\
 Build an EfficientNet-Lite0 pipeline with its real ImageNet weights, save it as a service
 definition, serve it on this machine over HTTPS with a generated key, score a photo and print the
-top-5 labels. Everything it creates is removed at the end.
+top-5 labels. Everything it creates is removed at the end, but for what it caches for the next run:
+the compiled program (--model-path) and the emulator's compiled kernels (numba's cache). The first
+run compiles those kernels, which takes a minute or two; later runs take seconds.
 """
 
 EPILOG = """\
@@ -92,7 +94,8 @@ def quickstart(args: argparse.Namespace) -> dict[str, Any]:
         info = zoo_pipeline(model).save(Path(work) / "service_def.zip")
         build_s = time.perf_counter() - started
         started = _step(
-            f"serving {info.path.name} ({info.size / 2**20:.1f} MiB) over HTTPS with a generated key",
+            f"serving {info.path.name} ({info.size / 2**20:.1f} MiB) over HTTPS with a generated key "
+            "(the first run compiles the emulator's kernels: a minute or two)",
             quiet=quiet,
         )
         with LocalWebservice.deploy(info.path, name="quickstart") as service:
