@@ -1,5 +1,6 @@
-"""Relative links in README.md and docs/*.md point at files that exist, and their #anchors at
-headings those files have (GitHub's slug rules), so a renamed heading cannot silently break a link."""
+"""Relative links in README.md, docs/*.md and the charts' READMEs point at files that exist, and
+their #anchors at headings those files have (GitHub's slug rules), so a renamed heading cannot
+silently break a link."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted(ROOT.glob("charts/*/README.md"))]
 
 
 def _prose(path: Path) -> str:
