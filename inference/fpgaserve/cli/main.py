@@ -84,6 +84,8 @@ def build_parser(*, only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fpgaserve",
         description="Serve models on emulated FPGAs: classify, compile, serve, and run the Kubernetes pieces.",
+        epilog="New here? 'fpgaserve quickstart' builds, serves and scores a model on this machine. "
+        "'fpgaserve COMMAND --help' describes each command.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
