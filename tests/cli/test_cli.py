@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +32,46 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
         build_parser().parse_args([command, "--help"])
     assert done.value.code == 0
     assert "usage: fpgaserve" in capsys.readouterr().out
+
+
+def _arguments(parser: argparse.ArgumentParser, path: str) -> Iterator[tuple[str, argparse.Action]]:
+    """Every argument of ``parser`` and of its subcommands, with the command line that reaches it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _arguments(child, f"{path} {name}")
+        elif not isinstance(action, argparse._HelpAction):
+            yield path, action
+
+
+def test_every_argument_says_what_it_is_and_its_default() -> None:
+    # A bare '(default: ...)' or no help at all left users guessing (dra-driver, service get-logs).
+    undocumented, silent_defaults = [], []
+    for path, action in _arguments(build_parser(), "fpgaserve"):
+        name = f"{path} {'/'.join(action.option_strings) or action.dest}"
+        text = (action.help or "").strip()
+        if not text or text.startswith("(default"):
+            undocumented.append(name)
+        elif type(action.default) in (int, float, str) and "default" not in text:
+            silent_defaults.append(f"{name} ({action.default!r})")
+    assert not undocumented, undocumented
+    assert not silent_defaults, silent_defaults
+
+
+def test_the_examples_in_help_parse(capsys: pytest.CaptureFixture[str]) -> None:
+    # An example that names a flag the command lost, or misses a required one, teaches the wrong thing.
+    examples = []
+    for name in command_names():
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([name, "--help"])
+        _, _, listed = capsys.readouterr().out.partition("\nexamples:\n")
+        for line in listed.splitlines():
+            words = shlex.split(line.split(" | ")[0])  # the command, without what it is piped to
+            if "fpgaserve" in words:
+                examples.append(words[words.index("fpgaserve") + 1 :])
+    assert {words[0] for words in examples} >= {"quickstart", "classify", "score", "serve", "compile"}
+    for words in examples:
+        build_parser().parse_args(words)  # SystemExit (2) on an unknown flag or a missing argument
 
 
 def test_help_does_not_import_tensorflow() -> None:

@@ -20,27 +20,48 @@ from fpgaserve.cli.output import print_top
 
 __all__ = ["add_parser", "classify"]
 
+DESCRIPTION = """\
+Run a zoo pipeline (preprocess -> FPGA featurizer -> classifier) on one image and print the top-5
+ImageNet labels with confidences and the modeled device time.
+"""
+
+EPILOG = """\
+examples:
+  fpgaserve classify sample:chelsea
+  fpgaserve classify cat.jpg --format msfp16 --top 3
+  fpgaserve classify cat.jpg --device-model pbs-a10 --json
+"""
+
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "classify",
         help="classify an image on an emulated FPGA, in-process (no server)",
-        description="Run a zoo pipeline (preprocess -> FPGA featurizer -> classifier) on one image and "
-        "print the top-5 ImageNet labels with confidences and the modeled device time.",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "image", help="a JPEG/PNG file, or 'sample:NAME' for a scikit-image photo (e.g. sample:chelsea)"
     )
-    p.add_argument("--model", default="efficientnet-lite0", help="zoo model (efficientnet-lite0, resnet50)")
+    p.add_argument(
+        "--model",
+        default="efficientnet-lite0",
+        help="zoo model: efficientnet-lite0 or resnet50 (default: %(default)s)",
+    )
     p.add_argument("--weights", default=None, help="'imagenet' (default), 'random', or a weights file")
     add_format_option(p)
     p.add_argument(
-        "--device-model", default="pbs-s10", help="emulated device model (pbs-s10, pbs-a10, pbs-tiny)"
+        "--device-model",
+        default="pbs-s10",
+        help="emulated device model: pbs-s10, pbs-a10 or pbs-tiny (default: %(default)s)",
     )
     p.add_argument(
-        "--model-path", default="~/.cache/fpgaserve/models", help="where compiled programs are kept"
+        "--model-path",
+        default="~/.cache/fpgaserve/models",
+        help="where compiled programs are kept between runs (default: %(default)s)",
     )
-    p.add_argument("--top", type=int, default=5, help="how many labels to print")
+    p.add_argument("--top", type=int, default=5, help="how many labels to print (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=_run)
 

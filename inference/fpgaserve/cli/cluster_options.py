@@ -33,7 +33,13 @@ def add_workspace_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_output_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table", help="output format")
+    p.add_argument(
+        "-o",
+        "--output",
+        choices=("table", "json", "yaml"),
+        default="table",
+        help="output format (default: %(default)s)",
+    )
 
 
 def workspace(args: argparse.Namespace) -> Any:

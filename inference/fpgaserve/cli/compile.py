@@ -17,13 +17,26 @@ from fpgaserve.npu.formats import FEATURE_BUDGET
 
 __all__ = ["add_parser"]
 
+DESCRIPTION = """\
+Compile a Keras featurizer made of supported layers (Conv2D, DepthwiseConv2D, Dense,
+BatchNormalization, ReLU/ReLU6, Add, pooling, padding, reshape) into a BFP device program.
+"""
+
+EPILOG = """\
+examples:
+  fpgaserve compile featurizer.keras -o featurizer.fpga
+  fpgaserve compile featurizer.keras -o featurizer.fpga --format msfp16
+  fpgaserve compile featurizer.keras -o featurizer.fpga --format auto --accuracy-budget 'cosine>=0.999' --calibration photos/
+"""
+
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "compile",
         help="compile a Keras featurizer (.keras) into a device program (.fpga)",
-        description="Compile a Keras featurizer made of supported layers (Conv2D, DepthwiseConv2D, Dense, "
-        "BatchNormalization, ReLU/ReLU6, Add, pooling, padding, reshape) into a BFP device program.",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", help="a Keras model file (.keras or .h5)")
     p.add_argument("-o", "--output", required=True, help="where to write the program (.fpga)")

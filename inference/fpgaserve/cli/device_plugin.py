@@ -109,8 +109,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     restore.set_defaults(func=_restore)
 
     manifest = commands.add_parser("manifest", help="print the DaemonSet YAML that runs the plugin")
-    manifest.add_argument("--namespace", default="kube-system", help="(default: %(default)s)")
-    manifest.add_argument("--image", default=SLIM_IMAGE, help="(default: %(default)s)")
+    manifest.add_argument(
+        "--namespace", default="kube-system", help="namespace of the DaemonSet (default: %(default)s)"
+    )
+    manifest.add_argument("--image", default=SLIM_IMAGE, help="the plugin's image (default: %(default)s)")
     manifest.add_argument(
         "--node-selector",
         action="append",

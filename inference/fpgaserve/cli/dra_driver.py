@@ -49,21 +49,36 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--device-count", type=int, default=4, metavar="COUNT", help="(default: %(default)s)")
-    p.add_argument("--device-model", default="pbs-s10", metavar="NAME", help="(default: %(default)s)")
-    p.add_argument("--driver-name", default=DEFAULT_DRIVER_NAME, help="(default: %(default)s)")
-    p.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="DIR", help="(default: %(default)s)")
+    p.add_argument("--device-count", type=int, default=4, metavar="COUNT",
+                   help="number of emulated FPGAs to publish on the node (default: %(default)s)")  # fmt: skip
+    p.add_argument("--device-model", default="pbs-s10", metavar="NAME",
+                   help="device model: pbs-s10, pbs-a10 or pbs-tiny (default: %(default)s)")  # fmt: skip
+    p.add_argument("--driver-name", default=DEFAULT_DRIVER_NAME,
+                   help="the driver name in ResourceSlices and DeviceClasses (default: %(default)s)")  # fmt: skip
+    p.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="DIR",
+                   help="where the devices' state directories live (default: %(default)s)")  # fmt: skip
     p.add_argument(
-        "--host-state-dir", metavar="DIR", help="--state-dir as the node sees it, for the CDI mounts"
+        "--host-state-dir",
+        metavar="DIR",
+        help="--state-dir as the node sees it, for the CDI mounts (default: --state-dir)",
     )
-    p.add_argument("--plugin-dir", default=DEFAULT_PLUGIN_DIR, metavar="DIR", help="(default: %(default)s)")
+    p.add_argument("--plugin-dir", default=DEFAULT_PLUGIN_DIR, metavar="DIR",
+                   help="the DRA socket and the prepared claims' checkpoint (default: %(default)s)")  # fmt: skip
     p.add_argument(
-        "--registry-dir", default=DEFAULT_REGISTRY_DIR, metavar="DIR", help="(default: %(default)s)"
+        "--registry-dir",
+        default=DEFAULT_REGISTRY_DIR,
+        metavar="DIR",
+        help="the kubelet's plugin registration directory (default: %(default)s)",
     )
-    p.add_argument("--cdi-dir", default=DEFAULT_CDI_DIR, metavar="DIR", help="(default: %(default)s)")
-    p.add_argument("--node-name", help="(default: $NODE_NAME, else the hostname)")
-    p.add_argument("--health-interval", type=float, default=2.0, metavar="SECONDS")
-    p.add_argument("--poll-interval", type=float, default=1.0, metavar="SECONDS")
+    p.add_argument("--cdi-dir", default=DEFAULT_CDI_DIR, metavar="DIR",
+                   help="where prepared claims' CDI specs are written (default: %(default)s)")  # fmt: skip
+    p.add_argument("--node-name", help="node name for the ResourceSlice and the stable device IDs "
+                   "(default: $NODE_NAME, else the hostname)")  # fmt: skip
+    p.add_argument("--health-interval", type=float, default=2.0, metavar="SECONDS",
+                   help="how often device health is checked (default: %(default)s)")  # fmt: skip
+    p.add_argument("--poll-interval", type=float, default=1.0, metavar="SECONDS",
+                   help="how often the sockets are checked and the ResourceSlice republished if health "
+                   "changed (default: %(default)s)")  # fmt: skip
     p.add_argument("--kubeconfig", help="outside a cluster: the kubeconfig to use (default: in-cluster)")
     p.set_defaults(func=_run, weight_memory_mib=None, matrix_units=None, clock_mhz=None)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -83,6 +84,8 @@ def build_parser(*, only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fpgaserve",
         description="Serve models on emulated FPGAs: classify, compile, serve, and run the Kubernetes pieces.",
+        epilog="New here? 'fpgaserve quickstart' builds, serves and scores a model on this machine. "
+        "'fpgaserve COMMAND --help' describes each command.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -118,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # TensorFlow's C++ start-up lines (CPU feature notices, oneDNN, absl) are for its
         # developers; errors still show. Set before any command imports TensorFlow.
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        # Its Python INFO lines too ("Assets written to: /tmp/..." for every SavedModel a
+        # pipeline writes): they read as the command's own progress. Warnings still show.
+        logging.getLogger("tensorflow").setLevel(logging.WARNING)
     return run_command(args, name=f"fpgaserve {args.command}")
 
 

@@ -34,23 +34,52 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     verbs = p.add_subparsers(dest="verb", metavar="VERB")
     verbs.required = True
     register = verbs.add_parser(
-        "register", help="upload a service_def.zip and create or update the FpgaModel"
+        "register",
+        help="upload a service_def.zip and create or update the FpgaModel",
+        description="Upload a service_def.zip to the workspace's package store, create or update its "
+        "FpgaModel and wait until it is Ready (--timeout).",
     )
-    register.add_argument("package", help="a service_def.zip (fpgaserve compile or ModelDefinition.save)")
+    register.add_argument(
+        "package", help="a service_def.zip (ModelDefinition.save or zoo_pipeline(model).save)"
+    )
     register.add_argument("--name", required=True, help="the model's name (an RFC 1123 label)")
     register.add_argument("--tag", action="append", metavar="KEY=VALUE", help="a tag (repeatable)")
     register.add_argument("--property", action="append", metavar="KEY=VALUE", help="a property (repeatable)")
-    register.add_argument("--description", default=None)
-    register.add_argument("--timeout", type=float, default=300.0, help="seconds to wait until it is Ready")
-    listing = verbs.add_parser("list", help="the workspace's models")
+    register.add_argument("--description", default=None, help="free text shown with the model")
+    register.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="seconds to wait until it is Ready (default: %(default)s)",
+    )
+    listing = verbs.add_parser(
+        "list",
+        help="the workspace's models",
+        description="List the workspace's models (FpgaModels in its namespace).",
+    )
     listing.add_argument("--tag", action="append", metavar="KEY=VALUE", help="only models with this tag")
-    show = verbs.add_parser("show", help="one model")
-    download = verbs.add_parser("download", help="fetch the package (sha256-checked)")
-    download.add_argument("--target-dir", default=".", help="directory for service_def.zip")
+    show = verbs.add_parser(
+        "show",
+        help="one model",
+        description="Show one model: its state, sha256, the web services that use it, its tags and "
+        "package URI.",
+    )
+    download = verbs.add_parser(
+        "download",
+        help="fetch the package (sha256-checked)",
+        description="Download a model's package into --target-dir as service_def.zip, checking its sha256.",
+    )
+    download.add_argument(
+        "--target-dir", default=".", help="directory for service_def.zip (default: %(default)s)"
+    )
     download.add_argument("--overwrite", action="store_true", help="replace an existing file")
-    delete = verbs.add_parser("delete", help="delete the FpgaModel (refused while web services use it)")
+    delete = verbs.add_parser(
+        "delete",
+        help="delete the FpgaModel (refused while web services use it)",
+        description="Delete a model's FpgaModel; refused while web services use it.",
+    )
     for v in (show, download, delete):
-        v.add_argument("name")
+        v.add_argument("name", help="the registered model's name")
     for v in (register, listing, show, download, delete):
         add_workspace_options(v)
         add_output_option(v)

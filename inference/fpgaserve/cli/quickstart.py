@@ -21,21 +21,40 @@ from fpgaserve.cli.output import print_top
 
 __all__ = ["add_parser", "quickstart"]
 
+DESCRIPTION = """\
+Build an EfficientNet-Lite0 pipeline with its real ImageNet weights, save it as a service
+definition, serve it on this machine over HTTPS with a generated key, score a photo and print the
+top-5 labels. Everything it creates is removed at the end, but for what it caches for the next run:
+the compiled program (--model-path) and the emulator's compiled kernels (numba's cache). The first
+run compiles those kernels, which takes a minute or two; later runs take seconds.
+"""
+
+EPILOG = """\
+examples:
+  fpgaserve quickstart
+  fpgaserve quickstart --image cat.jpg --format msfp16
+  fpgaserve quickstart --json
+"""
+
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "quickstart",
         help="build, serve (HTTPS + key) and score a pipeline locally on an emulated FPGA",
-        description="Build an EfficientNet-Lite0 pipeline with its real ImageNet weights, save it as a "
-        "service definition, serve it on this machine over HTTPS with a generated key, score a photo "
-        "and print the top-5 labels. Everything it creates is removed at the end.",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "--image", default="sample:chelsea", help="a JPEG/PNG file, or sample:NAME (default: chelsea)"
+        "--image",
+        default="sample:chelsea",
+        help="a JPEG/PNG file, or sample:NAME for a scikit-image photo (default: %(default)s)",
     )
     add_format_option(p, what="BFP format of the featurizer")
     p.add_argument(
-        "--model-path", default="~/.cache/fpgaserve/models", help="where compiled programs are kept"
+        "--model-path",
+        default="~/.cache/fpgaserve/models",
+        help="where compiled programs are kept between runs (default: %(default)s)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=_run)
@@ -75,7 +94,8 @@ def quickstart(args: argparse.Namespace) -> dict[str, Any]:
         info = zoo_pipeline(model).save(Path(work) / "service_def.zip")
         build_s = time.perf_counter() - started
         started = _step(
-            f"serving {info.path.name} ({info.size / 2**20:.1f} MiB) over HTTPS with a generated key",
+            f"serving {info.path.name} ({info.size / 2**20:.1f} MiB) over HTTPS with a generated key "
+            "(the first run compiles the emulator's kernels: a minute or two)",
             quiet=quiet,
         )
         with LocalWebservice.deploy(info.path, name="quickstart") as service:

@@ -11,15 +11,27 @@ from fpgaserve.cli.output import print_top
 
 __all__ = ["add_parser"]
 
+DESCRIPTION = """\
+POST an image to a service's /score (local, port-forwarded or behind an Ingress) and print its
+top-5 labels; with --grpc, call its gRPC port instead (the Open Inference Protocol's ModelInfer
+with the classification extension). The key may also come from FPGASERVE_KEY.
+"""
+
+EPILOG = """\
+examples:
+  fpgaserve score https://127.0.0.1:8443 cat.jpg --key "$KEY" --cacert cert.pem
+  fpgaserve score https://imagenet.example.com/score cat.jpg --json
+  fpgaserve score --grpc grpcs://127.0.0.1:8081 cat.jpg --key "$KEY" --cacert cert.pem
+"""
+
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "score",
         help="score an image with a deployed service (POST /score, or gRPC with --grpc)",
-        description="POST an image to a service's /score (local, port-forwarded or behind an Ingress) "
-        "and print its top-5 labels; with --grpc, call its gRPC port instead (the Open Inference "
-        "Protocol's ModelInfer with the classification extension). The key may also come from "
-        "FPGASERVE_KEY.",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "url",
@@ -30,7 +42,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--key", default=None, help="primary or secondary key (default: $FPGASERVE_KEY)")
     p.add_argument("--cacert", default=None, help="CA or self-signed certificate to trust for HTTPS")
     p.add_argument("--insecure", action="store_true", help="do not verify the server's certificate")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the answer")
+    p.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait for the answer (default: %(default)s)"
+    )
     p.add_argument("--json", action="store_true", help="print the service's whole JSON answer")
     p.add_argument("--grpc", action="store_true", help="call the service's gRPC port (see URL)")
     p.set_defaults(func=_run)

@@ -37,12 +37,23 @@ changes (over gRPC: 'authorization: Bearer <key>' metadata). With --tls-cert and
 ports speak TLS (1.2 or newer).
 """
 
+EPILOG = """\
+A service_def.zip comes from Python: zoo_pipeline(model).save("service_def.zip") or
+ModelDefinition(...).save(...) (docs/sdk.md); keys.json is {"primaryKey": "...", "secondaryKey": "..."}.
+
+examples:
+  fpgaserve serve service_def.zip
+  fpgaserve serve service_def.zip --port 8443 --tls-cert cert.pem --tls-key key.pem --keys-file keys.json
+  fpgaserve serve /mnt/models --grpc-port 8081 --max-batch-size 4
+"""
+
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "serve",
         help="serve a model package over HTTP(S): /score, OIP v2, TF Serving REST",
         description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(

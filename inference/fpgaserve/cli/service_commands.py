@@ -21,8 +21,18 @@ COLUMNS = ("name", "model", "state", "readyReplicas", "scoringUri", "error")
 
 def _add_config_options(p: argparse.ArgumentParser, *, defaults: bool) -> None:
     d = (lambda value: value) if defaults else (lambda value: None)
-    p.add_argument("--replicas", type=int, default=d(1), help="replicas (without autoscale)")
-    p.add_argument("--fpgas", type=int, default=d(1), help="FPGAs per replica (0: CPU only)")
+    p.add_argument(
+        "--replicas",
+        type=int,
+        default=d(1),
+        help="replicas (without autoscale)" + (" (default: 1)" if defaults else " (default: unchanged)"),
+    )
+    p.add_argument(
+        "--fpgas",
+        type=int,
+        default=d(1),
+        help="FPGAs per replica (0: CPU only)" + (" (default: 1)" if defaults else " (default: unchanged)"),
+    )
     p.add_argument(
         "--no-auth", dest="auth", action="store_false", default=d(True), help="no key authentication"
     )
@@ -38,7 +48,7 @@ def _add_config_options(p: argparse.ArgumentParser, *, defaults: bool) -> None:
         p.add_argument("--ingress-host", default=None, help="expose through an Ingress on this host")
         p.add_argument("--image", default=None, help="server image (default: the operator's)")
     p.add_argument("--wait", action="store_true", help="wait until Ready, showing progress")
-    p.add_argument("--timeout", type=float, default=900.0, help="seconds --wait waits")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds --wait waits (default: %(default)s)")
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,28 +56,76 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                        description="Web services of a workspace: FpgaWebservices in its namespace.")  # fmt: skip
     verbs = p.add_subparsers(dest="verb", metavar="VERB")
     verbs.required = True
-    create = verbs.add_parser("create", help="deploy a registered model as a web service")
-    create.add_argument("name")
+    create = verbs.add_parser(
+        "create",
+        help="deploy a registered model as a web service",
+        description="Deploy a registered model as a web service (an FpgaWebservice): replicas, FPGAs per "
+        "replica, key auth and TLS (both on by default), an optional Ingress and autoscaling. With "
+        "--wait, show progress until it is Ready.",
+    )
+    create.add_argument("name", help="the web service's name (an RFC 1123 label)")
     create.add_argument("--model", required=True, help="a registered model's name")
     create.add_argument("--overwrite", action="store_true", help="replace an existing service's spec")
     _add_config_options(create, defaults=True)
-    listing = verbs.add_parser("list", help="the workspace's web services")
+    listing = verbs.add_parser(
+        "list",
+        help="the workspace's web services",
+        description="List the workspace's web services (FpgaWebservices in its namespace).",
+    )
     listing.add_argument("--model", default=None, help="only services of this model")
-    show = verbs.add_parser("show", help="one web service")
-    update = verbs.add_parser("update", help="change replicas, FPGAs, auth or the model")
+    show = verbs.add_parser(
+        "show",
+        help="one web service",
+        description="Show one web service: its model, state, ready replicas, scoring URI and last error.",
+    )
+    update = verbs.add_parser(
+        "update",
+        help="change replicas, FPGAs, auth or the model",
+        description="Change a web service's replicas, FPGAs per replica, key auth or model; what you "
+        "leave out stays as it is.",
+    )
     update.add_argument("--model", default=None, help="deploy this registered model instead")
     _add_config_options(update, defaults=False)
-    keys = verbs.add_parser("get-keys", help="the primary and secondary keys")
-    regen = verbs.add_parser("regen-key", help="replace a key (a fresh one, or --set-key)")
-    regen.add_argument("--key", choices=("Primary", "Secondary"), required=True)
+    keys = verbs.add_parser(
+        "get-keys",
+        help="the primary and secondary keys",
+        description="Print a web service's primary and secondary keys.",
+    )
+    regen = verbs.add_parser(
+        "regen-key",
+        help="replace a key (a fresh one, or --set-key)",
+        description="Replace a web service's primary or secondary key with a fresh one, or with --set-key's "
+        "value.",
+    )
+    regen.add_argument("--key", choices=("Primary", "Secondary"), required=True, help="which key to replace")
     regen.add_argument("--set-key", default=None, help="the new key's value (default: generated)")
-    logs = verbs.add_parser("get-logs", help="the server's log (storage-init's with --init)")
-    logs.add_argument("--lines", type=int, default=200)
-    logs.add_argument("--init", action="store_true")
-    run = verbs.add_parser("run", help="score an image (Ingress, else a port-forward or --connect)")
-    delete = verbs.add_parser("delete", help="delete the service and wait until it is gone")
+    logs = verbs.add_parser(
+        "get-logs",
+        help="the server's log (storage-init's with --init)",
+        description="Print the end of each of the web service's pods' server log (storage-init's "
+        "with --init).",
+    )
+    logs.add_argument(
+        "--lines",
+        type=int,
+        default=200,
+        help="the last N lines of each pod's log (default: %(default)s)",
+        metavar="N",
+    )
+    logs.add_argument("--init", action="store_true", help="storage-init's log (the init container) instead")
+    run = verbs.add_parser(
+        "run",
+        help="score an image (Ingress, else a port-forward or --connect)",
+        description="Score an image with a web service: through its Ingress if it has one, else "
+        "through a port-forward to one of its pods, or at --connect HOST:PORT.",
+    )
+    delete = verbs.add_parser(
+        "delete",
+        help="delete the service and wait until it is gone",
+        description="Delete a web service and wait until it is gone.",
+    )
     for v in (show, update, keys, regen, logs, run, delete):
-        v.add_argument("name")
+        v.add_argument("name", help="the web service's name")
     run.add_argument("image", help="a JPEG or PNG file")
     for v in (create, listing, show, update, keys, regen, logs, run, delete):
         add_workspace_options(v)

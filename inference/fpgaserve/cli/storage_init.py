@@ -74,7 +74,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=Path,
         default=Path(SOURCE_DIR),
         metavar="DIR",
-        help="where pvc:// claims are mounted",
+        help="where pvc:// claims are mounted (default: %(default)s)",
     )
     p.set_defaults(func=_run)
 

@@ -127,7 +127,11 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     manifest = commands.add_parser(
         "manifest", help="print the YAML that installs the operator (not the CRDs)"
     )
-    manifest.add_argument("--install-namespace", default=DEFAULT_NAMESPACE, help="(default: %(default)s)")
+    manifest.add_argument(
+        "--install-namespace",
+        default=DEFAULT_NAMESPACE,
+        help="namespace of the operator's Deployment and ServiceAccount (default: %(default)s)",
+    )
     manifest.add_argument(
         "--image", default=argparse.SUPPRESS, help=f"server image for web services (default: {DEFAULT_IMAGE})"
     )
