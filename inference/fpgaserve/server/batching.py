@@ -8,6 +8,14 @@ in flight (a lone client never waits for company), or when its oldest input has 
 ``max_batch_delay_s``. A bad input found by ``predict`` fails only its own request; the rest of the
 batch is run again without it.
 
+A ``StagedRuntime`` (the package runtime) runs as a two-step pipeline instead: ``prepare`` (host
+preprocessing: decode, resize, normalize; mostly one core under the GIL) in a second thread
+``fpgaserve-prepare``, ``complete`` (the device program on every core, then the classifier) in the
+worker thread, so batch k+1 is prepared while batch k is on the device, and the core that the host
+step leaves idle in a plain ``predict`` works. At most one batch is in each step (memory stays
+bounded), batches complete in the order they were formed, and outputs are bit-identical to
+``predict``'s (every stage treats the inputs of a batch independently).
+
 After a batch, once no input has come for ``idle_s`` seconds, the worker thread runs ``on_idle``
 once (the server's: ``npu.allocator.trim_heap``, giving a burst's activation buffers back to the
 kernel); it runs again only after another batch. In the worker thread, so that it never overlaps a
@@ -21,14 +29,14 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
-from fpgaserve.runtime.protocol import InvalidInput, ModelRuntime
+from fpgaserve.runtime.protocol import InvalidInput, ModelRuntime, PreparedBatch, StagedRuntime
 from fpgaserve.server.errors import ModelNotReady, PayloadTooLarge, QueueFull
 from fpgaserve.server.metrics import ServerMetrics
 
@@ -91,7 +99,10 @@ class DynamicBatcher:
         self.max_queue = max_queue
         self._queue: collections.deque[_Entry] = collections.deque()
         self._wakeup = asyncio.Event()
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: ThreadPoolExecutor | None = None  # the worker: predict, or complete
+        self._prepare_executor: ThreadPoolExecutor | None = None  # a staged runtime's prepare
+        self._staged = runtime if isinstance(runtime, StagedRuntime) else None
+        self._completing: asyncio.Task[None] | None = None  # the batch in a staged runtime's complete
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._inflight = 0  # inputs between ``inflight()`` entry and their answer
@@ -104,6 +115,8 @@ class DynamicBatcher:
 
     def start(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fpgaserve-batch")
+        if self._staged is not None:
+            self._prepare_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fpgaserve-prepare")
         self._task = asyncio.get_running_loop().create_task(self._run(), name="fpgaserve-batcher")
 
     async def close(self) -> None:
@@ -115,9 +128,10 @@ class DynamicBatcher:
         self._wakeup.set()
         if self._task is not None:
             await self._task
-        if self._executor is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
-            self._executor = None
+        for executor in (self._executor, self._prepare_executor):
+            if executor is not None:
+                await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
+        self._executor = self._prepare_executor = None
 
     # -- submitting --------------------------------------------------------------------------------
 
@@ -170,20 +184,41 @@ class DynamicBatcher:
     # -- the batching loop -------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while not self._closing:
-            batch = await self._collect()
-            if not batch:
-                continue  # closing
-            try:
-                await self._execute(batch)
-            except asyncio.CancelledError:
-                for entry in batch:
-                    entry.group.fail(ModelNotReady("the server is shutting down"))
-                raise
-            except Exception as exc:  # a broken runtime must not stop the loop
-                logger.exception("batch of %d failed", len(batch))
-                for entry in batch:
-                    entry.group.fail(exc)
+        try:
+            while not self._closing:
+                batch = await self._collect()
+                if not batch:
+                    continue  # closing
+                await self._guarded(
+                    batch, self._execute(batch) if self._staged is None else self._pipe(batch)
+                )
+        finally:
+            if self._completing is not None:  # the last batch on the device finishes (or is cancelled)
+                await self._completing
+
+    async def _guarded(self, batch: list[_Entry], step: Awaitable[None]) -> None:
+        """Await one step of ``batch``; whatever it raises fails its requests, never the loop."""
+        try:
+            await step
+        except asyncio.CancelledError:
+            for entry in batch:
+                entry.group.fail(ModelNotReady("the server is shutting down"))
+            raise
+        except Exception as exc:  # a broken runtime must not stop the loop
+            logger.exception("batch of %d failed", len(batch))
+            for entry in batch:
+                entry.group.fail(exc)
+
+    async def _pipe(self, batch: list[_Entry]) -> None:
+        """Prepare ``batch`` while the previous batch completes, then start its own complete."""
+        ready = await self._prepare(batch)
+        if self._completing is not None:
+            await self._completing  # one batch on the device at a time, in order
+            self._completing = None
+        if ready:
+            self._completing = asyncio.get_running_loop().create_task(
+                self._guarded(batch, self._complete(ready)), name="fpgaserve-complete"
+            )
 
     async def _collect(self) -> list[_Entry]:
         loop = asyncio.get_running_loop()
@@ -220,46 +255,85 @@ class DynamicBatcher:
 
     async def _idle(self, loop: asyncio.AbstractEventLoop) -> None:
         assert self.on_idle is not None
+        if self._completing is not None:  # done by now (idle_s passed), but never overlap a batch
+            await self._completing
         try:
             await loop.run_in_executor(self._executor, self.on_idle)
         except Exception:  # a failed clean-up must not stop the batching loop
             logger.warning("the idle clean-up failed", exc_info=True)
 
     async def _execute(self, batch: list[_Entry]) -> None:
+        """Run ``batch`` with ``predict`` in the worker thread, bad inputs isolated."""
         self._ran = True
-        now = time.perf_counter()
-        for entry in batch:
-            self.metrics.queue_wait_seconds.observe(now - entry.enqueued)
+        self._observe_wait(batch)
         loop = asyncio.get_running_loop()
         work = [batch]
         while work:
             part = work.pop()
             start = time.perf_counter()
             try:
-                outputs, device_seconds = await loop.run_in_executor(
-                    self._executor, self._predict, [e.payload for e in part]
-                )
+                outputs, device_seconds = await loop.run_in_executor(self._executor, self._predict, part)
             except InvalidInput as exc:
                 work.extend(self._isolate(part, exc))
                 continue
             self.metrics.batch_seconds.observe(time.perf_counter() - start)
             self._deliver(part, outputs, device_seconds)
 
-    def _predict(self, payloads: list[Item]) -> tuple[npt.NDArray[np.float32], float]:
+    async def _prepare(self, batch: list[_Entry]) -> list[tuple[list[_Entry], PreparedBatch]]:
+        """A staged runtime's host step in its thread; a bad input fails its request, the rest are
+        prepared again without it."""
+        assert self._staged is not None
+        self._ran = True
+        self._observe_wait(batch)
+        loop = asyncio.get_running_loop()
+        ready: list[tuple[list[_Entry], PreparedBatch]] = []
+        work = [batch]
+        while work:
+            part = work.pop()
+            start = time.perf_counter()
+            try:
+                prepared = await loop.run_in_executor(
+                    self._prepare_executor, self._staged.prepare, _payloads(part)
+                )
+            except InvalidInput as exc:
+                work.extend(self._isolate(part, exc))
+                continue
+            self.metrics.prepare_seconds.observe(time.perf_counter() - start)
+            ready.append((part, prepared))
+        return ready
+
+    async def _complete(self, ready: list[tuple[list[_Entry], PreparedBatch]]) -> None:
+        """A staged runtime's device step in the worker thread, part after part."""
+        assert self._staged is not None
+        loop = asyncio.get_running_loop()
+        for part, prepared in ready:
+            start = time.perf_counter()
+            try:
+                result = await loop.run_in_executor(self._executor, self._staged.complete, prepared)
+            except InvalidInput as exc:  # found on the device (rare): the others run again, unstaged
+                for rest in self._isolate(part, exc):
+                    await self._execute(rest)
+                continue
+            self.metrics.batch_seconds.observe(time.perf_counter() - start)
+            self._deliver(part, self._checked(result.outputs, len(part)), float(result.device_seconds))
+
+    def _observe_wait(self, batch: list[_Entry]) -> None:
+        now = time.perf_counter()
+        for entry in batch:
+            self.metrics.queue_wait_seconds.observe(now - entry.enqueued)
+
+    def _predict(self, part: list[_Entry]) -> tuple[npt.NDArray[np.float32], float]:
         """Worker thread: one ``runtime.predict`` call, its output checked against the batch."""
-        batch: list[bytes] | npt.NDArray[np.float32]
-        if isinstance(payloads[0], bytes):
-            batch = [p for p in payloads if isinstance(p, bytes)]
-        else:
-            batch = np.stack(payloads).astype(np.float32, copy=False)
-        result = self.runtime.predict(batch)
-        outputs = np.asarray(result.outputs, dtype=np.float32)
-        if outputs.ndim < 1 or outputs.shape[0] != len(payloads):
+        result = self.runtime.predict(_payloads(part))
+        return self._checked(result.outputs, len(part)), float(result.device_seconds)
+
+    def _checked(self, outputs: object, size: int) -> npt.NDArray[np.float32]:
+        array = np.asarray(outputs, dtype=np.float32)
+        if array.ndim < 1 or array.shape[0] != size:
             raise RuntimeError(
-                f"runtime {self.runtime.name!r} returned outputs of shape {outputs.shape} "
-                f"for a batch of {len(payloads)}"
+                f"runtime {self.runtime.name!r} returned outputs of shape {array.shape} for a batch of {size}"
             )
-        return outputs, float(result.device_seconds)
+        return array
 
     def _isolate(self, batch: list[_Entry], exc: InvalidInput) -> list[list[_Entry]]:
         """Fail the request that holds the bad input; return the parts of the batch to run again."""
@@ -294,6 +368,13 @@ class DynamicBatcher:
                 group.future.set_result(
                     BatchOutput(outputs=np.stack(rows), device_seconds=group.device_seconds)
                 )
+
+
+def _payloads(part: list[_Entry]) -> list[bytes] | npt.NDArray[np.float32]:
+    """The batch a runtime takes: encoded images as a list, tensors stacked."""
+    if isinstance(part[0].payload, bytes):
+        return [e.payload for e in part if isinstance(e.payload, bytes)]
+    return np.stack([e.payload for e in part]).astype(np.float32, copy=False)
 
 
 def _stackable(a: Item, b: Item) -> bool:
