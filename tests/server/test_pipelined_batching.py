@@ -1,0 +1,225 @@
+"""DynamicBatcher over a StagedRuntime: prepare and complete overlap, in order, isolated, bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from fpgaserve.runtime.protocol import InvalidInput, PredictResult, PreparedBatch, StagedRuntime, TensorSpec
+from fpgaserve.server.batching import DynamicBatcher
+from fpgaserve.server.errors import ModelNotReady
+from fpgaserve.server.metrics import ServerMetrics
+from tests.support.polling import DEADLINE, eventually
+
+Factory = Callable[..., DynamicBatcher]
+CLASSES = 3
+
+
+class Staged:
+    """A staged runtime over float32 vectors whose answer for an input depends on that input alone.
+
+    ``prepare`` doubles the vectors and ``complete`` returns them: each output row is ``2 * x``, so a
+    row that reaches the wrong request, or the wrong place in it, shows. Gates (threading events) hold
+    a step until a test opens them, to catch a batch in that step. A vector whose first value is
+    negative is bad: ``prepare`` names it, except -2, which only ``complete`` finds.
+    """
+
+    name, version, labels = "staged", "1", None
+    input_spec = TensorSpec(name="x", dtype="float32", shape=(CLASSES,))
+    output_spec = TensorSpec(name="y", dtype="float32", shape=(CLASSES,))
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.log: list[tuple[str, int, str]] = []  # (step, batch id, thread) in the order they began
+        self.prepared: list[int] = []  # batch ids prepared and not yet completed
+        self.most_prepared = 0
+        self.prepare_gate = threading.Event()
+        self.complete_gate = threading.Event()
+        self.prepare_gate.set()
+        self.complete_gate.set()
+        self.fail_complete: Exception | None = None
+        self._ids = 0
+
+    def validate(self, item: Any, *, index: int) -> None:
+        pass
+
+    def predict(self, batch: Any) -> PredictResult:
+        return self.complete(self.prepare(batch))
+
+    def prepare(self, batch: Any) -> PreparedBatch:
+        x = np.asarray(batch, np.float32)
+        with self.lock:
+            self._ids += 1
+            ident = self._ids
+            self.log.append(("prepare", ident, threading.current_thread().name))
+        assert self.prepare_gate.wait(DEADLINE)
+        bad = [i for i, row in enumerate(x) if row[0] < 0 and row[0] != -2]
+        if bad:
+            raise InvalidInput("negative", index=bad[0])
+        with self.lock:
+            self.prepared.append(ident)
+            self.most_prepared = max(self.most_prepared, len(self.prepared))
+        return PreparedBatch(values=(ident, 2 * x), size=len(x), device_seconds=0.001)
+
+    def complete(self, prepared: PreparedBatch) -> PredictResult:
+        ident, x = prepared.values
+        with self.lock:
+            self.log.append(("complete", ident, threading.current_thread().name))
+        assert self.complete_gate.wait(DEADLINE)
+        with self.lock:
+            self.prepared.remove(ident)
+        if self.fail_complete is not None:
+            exc, self.fail_complete = self.fail_complete, None
+            raise exc
+        bad = [i for i, row in enumerate(x) if row[0] == -4]
+        if bad:
+            raise InvalidInput("found on the device", index=bad[0])
+        return PredictResult(outputs=x, device_seconds=0.002 * len(x))
+
+    def close(self) -> None:
+        pass
+
+    def steps(self, step: str) -> list[int]:
+        with self.lock:
+            return [ident for s, ident, _ in self.log if s == step]
+
+
+@pytest.fixture
+async def make_batcher() -> AsyncIterator[Factory]:
+    made: list[DynamicBatcher] = []
+
+    def make(runtime: Any, **options: Any) -> DynamicBatcher:
+        settings = {"max_batch_size": 2, "max_batch_delay_s": 0.05, "max_queue": 64, **options}
+        batcher = DynamicBatcher(runtime=runtime, metrics=ServerMetrics(), **settings)
+        batcher.start()
+        made.append(batcher)
+        return batcher
+
+    yield make
+    for batcher in made:
+        await batcher.close()
+
+
+def _vec(value: float) -> npt.NDArray[np.float32]:
+    return np.array([value, value + 0.25, value + 0.5], np.float32)
+
+
+async def _request(batcher: DynamicBatcher, items: list[Any]) -> Any:
+    with batcher.inflight(len(items)):
+        return await batcher.submit(items, timeout_s=DEADLINE)
+
+
+def test_the_fake_is_a_staged_runtime() -> None:
+    assert isinstance(Staged(), StagedRuntime)
+
+
+async def test_prepare_runs_beside_the_previous_batchs_complete(make_batcher: Factory) -> None:
+    runtime = Staged()
+    runtime.complete_gate.clear()  # the first batch stays on the device
+    batcher = make_batcher(runtime, max_batch_size=1)
+    first = asyncio.ensure_future(_request(batcher, [_vec(1)]))
+    await eventually(lambda: runtime.steps("complete") == [1], what="batch 1 on the device")
+    second = asyncio.ensure_future(_request(batcher, [_vec(2)]))
+    # Batch 2 is prepared while batch 1 is still held in complete, but waits for it to finish.
+    await eventually(lambda: runtime.prepared == [1, 2], what="batch 2 prepared beside batch 1")
+    assert runtime.steps("complete") == [1]
+    runtime.complete_gate.set()
+    one, two = await asyncio.gather(first, second)
+    np.testing.assert_array_equal(one.outputs, [2 * _vec(1)])
+    np.testing.assert_array_equal(two.outputs, [2 * _vec(2)])
+    threads = {(step, name) for step, _, name in runtime.log}
+    assert threads == {("prepare", "fpgaserve-prepare_0"), ("complete", "fpgaserve-batch_0")}
+
+
+async def test_answers_reach_their_requests_in_order_and_memory_stays_bounded(make_batcher: Factory) -> None:
+    runtime = Staged()
+    batcher = make_batcher(runtime, max_batch_size=3)
+    requests = [[_vec(10 * r + i) for i in range(1 + r % 4)] for r in range(24)]  # some span batches
+    results = await asyncio.gather(*(_request(batcher, items) for items in requests))
+    for items, result in zip(requests, results, strict=True):
+        np.testing.assert_array_equal(result.outputs, 2 * np.stack(items))  # exact: no row misplaced
+    assert runtime.steps("complete") == sorted(runtime.steps("complete"))  # in the order formed
+    assert runtime.most_prepared <= 2  # one batch on the device, one prepared: no more
+    sample = batcher.metrics.registry.get_sample_value
+    assert sample("fpgaserve_batch_prepare_seconds_count") == len(runtime.steps("complete"))
+    assert sample("fpgaserve_inputs_total") == sum(len(items) for items in requests)
+
+
+async def test_a_bad_input_found_by_prepare_fails_only_its_own_request(make_batcher: Factory) -> None:
+    runtime = Staged()
+    runtime.prepare_gate.clear()  # hold the first batch so the next three share one
+    batcher = make_batcher(runtime, max_batch_size=4)
+    first = asyncio.ensure_future(_request(batcher, [_vec(0)]))
+    await eventually(lambda: runtime.steps("prepare") == [1], what="batch 1 in prepare")
+    good = asyncio.ensure_future(_request(batcher, [_vec(1)]))
+    bad = asyncio.ensure_future(_request(batcher, [_vec(2), _vec(-1)]))
+    also_good = asyncio.ensure_future(_request(batcher, [_vec(3)]))
+    await asyncio.sleep(0)
+    runtime.prepare_gate.set()
+    with pytest.raises(InvalidInput, match="input 1: negative"):
+        await bad
+    for future, value in ((first, 0), (good, 1), (also_good, 3)):
+        np.testing.assert_array_equal((await future).outputs, [2 * _vec(value)])
+
+
+async def test_a_bad_input_found_by_complete_fails_only_its_own_request(make_batcher: Factory) -> None:
+    runtime = Staged()
+    batcher = make_batcher(runtime, max_batch_size=4)
+    good, bad = await asyncio.gather(
+        _request(batcher, [_vec(1)]), _request(batcher, [_vec(5), _vec(-2)]), return_exceptions=True
+    )
+    assert isinstance(bad, InvalidInput) and bad.index == 1
+    np.testing.assert_array_equal(good.outputs, [2 * _vec(1)])
+
+
+async def test_a_broken_complete_fails_its_requests_and_the_pipeline_goes_on(make_batcher: Factory) -> None:
+    runtime = Staged()
+    runtime.fail_complete = RuntimeError("device lost")
+    batcher = make_batcher(runtime)
+    with pytest.raises(RuntimeError, match="device lost"):
+        await _request(batcher, [_vec(1)])
+    np.testing.assert_array_equal((await _request(batcher, [_vec(2)])).outputs, [2 * _vec(2)])
+
+
+@pytest.mark.parametrize("held", ["prepare", "complete"])
+async def test_close_finishes_the_batches_in_both_steps_and_fails_the_queued_ones(
+    make_batcher: Factory, held: str
+) -> None:
+    runtime = Staged()
+    gate = runtime.prepare_gate if held == "prepare" else runtime.complete_gate
+    batcher = make_batcher(runtime, max_batch_size=1)
+    runtime.complete_gate.clear()
+    on_device = asyncio.ensure_future(_request(batcher, [_vec(1)]))
+    await eventually(lambda: runtime.steps("complete") == [1], what="batch 1 on the device")
+    if held == "prepare":
+        runtime.complete_gate.set()  # batch 1 finishes; batch 2 is then held in prepare
+        await on_device
+        runtime.prepare_gate.clear()
+    in_step = asyncio.ensure_future(_request(batcher, [_vec(2)]))
+    await eventually(lambda: 2 in runtime.steps("prepare"), what="batch 2 in prepare")
+    queued = asyncio.ensure_future(_request(batcher, [_vec(3)]))
+    await asyncio.sleep(0)
+    closing = asyncio.ensure_future(batcher.close())
+    with pytest.raises(ModelNotReady, match="shutting down"):
+        await queued
+    gate.set()
+    await asyncio.wait_for(closing, DEADLINE)
+    np.testing.assert_array_equal((await on_device).outputs, [2 * _vec(1)])
+    np.testing.assert_array_equal((await in_step).outputs, [2 * _vec(2)])
+    assert runtime.prepared == []  # nothing left half done
+    assert not any(t.name.startswith(("fpgaserve-prepare", "fpgaserve-batch")) for t in threading.enumerate())
+
+
+async def test_the_idle_clean_up_waits_for_the_batch_on_the_device(make_batcher: Factory) -> None:
+    runtime = Staged()
+    calls: list[list[int]] = []
+    batcher = make_batcher(runtime, idle_s=0.01, on_idle=lambda: calls.append(list(runtime.prepared)))
+    await _request(batcher, [_vec(1)])
+    await eventually(lambda: calls, what="the idle clean-up")
+    assert calls == [[]]  # it ran after the batch left the device, not during
