@@ -202,18 +202,17 @@ async def test_a_damaged_image_is_named_once_in_its_own_request(
     assert (bad, error["error"]) == (400, "input 1: not a decodable image (its data is damaged)")
 
 
-def test_prepare_then_complete_is_predict_bit_for_bit_whatever_the_batch(tiny: PipelineRuntime) -> None:
+def test_prepare_then_complete_is_predict_bit_for_bit_in_any_threads(tiny: PipelineRuntime) -> None:
     # The server's pipelined batcher (server/batching.py) runs prepare and complete in two threads,
-    # batch k+1's prepare beside batch k's complete: the answers must not depend on that, nor on
-    # which other inputs share the batch.
+    # batch k+1's prepare beside batch k's complete: the answers must not depend on that. (That they
+    # do not depend on the batch either holds for host-stage packages: test_host_stages.py; this
+    # package's classifier is a TensorFlow stage, whose GEMM differs with the batch size.)
     assert isinstance(tiny, StagedRuntime)
     images = sample_images()
     whole = tiny.predict(images)
     staged = tiny.complete(tiny.prepare(images))
     np.testing.assert_array_equal(staged.outputs, whole.outputs)
     assert staged.device_seconds == whole.device_seconds
-    for index, image in enumerate(images):
-        np.testing.assert_array_equal(tiny.predict([image]).outputs[0], whole.outputs[index])
     batches = [images[i % 3 : i % 3 + 1 + i % 2] for i in range(8)]
     serial = [tiny.predict(batch).outputs for batch in batches]
     with ThreadPoolExecutor(max_workers=1) as host, ThreadPoolExecutor(max_workers=1) as device:
