@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -44,6 +45,8 @@ class Staged:
         self.prepare_gate.set()
         self.complete_gate.set()
         self.fail_complete: Exception | None = None
+        self.complete_seconds = 0.0  # a cost per input, spent in complete
+        self.sizes: list[int] = []  # batch sizes, in the order prepared
         self._ids = 0
 
     def validate(self, item: Any, *, index: int) -> None:
@@ -58,6 +61,7 @@ class Staged:
             self._ids += 1
             ident = self._ids
             self.log.append(("prepare", ident, threading.current_thread().name))
+            self.sizes.append(len(x))
         assert self.prepare_gate.wait(DEADLINE)
         bad = [i for i, row in enumerate(x) if row[0] < 0 and row[0] != -2]
         if bad:
@@ -72,6 +76,7 @@ class Staged:
         with self.lock:
             self.log.append(("complete", ident, threading.current_thread().name))
         assert self.complete_gate.wait(DEADLINE)
+        time.sleep(self.complete_seconds * len(x))
         with self.lock:
             self.prepared.remove(ident)
         if self.fail_complete is not None:
@@ -223,3 +228,25 @@ async def test_the_idle_clean_up_waits_for_the_batch_on_the_device(make_batcher:
     await _request(batcher, [_vec(1)])
     await eventually(lambda: calls, what="the idle clean-up")
     assert calls == [[]]  # it ran after the batch left the device, not during
+
+
+async def test_while_the_device_is_busy_the_next_batch_waits_for_company(make_batcher: Factory) -> None:
+    # Inputs still on their way (the clients of the batch just answered) join the next batch until
+    # the device is about to be free, even past the batch delay; otherwise 16 clients made batches of
+    # about 5 instead of 8.
+    runtime = Staged()
+    batcher = make_batcher(runtime, max_batch_delay_s=0.001)
+    runtime.complete_seconds = 1.0  # one batch of one: the estimate of a device step is 1 s per input
+    await _request(batcher, [_vec(0)])
+    runtime.complete_seconds = 0.0
+    runtime.complete_gate.clear()
+    with batcher.inflight(1):  # a fourth client: the next batch's target is full (2)
+        on_device = asyncio.gather(_request(batcher, [_vec(1)]), _request(batcher, [_vec(2)]))
+        await eventually(lambda: runtime.steps("complete") == [1, 2], what="a batch of two on the device")
+        first = asyncio.ensure_future(_request(batcher, [_vec(3)]))
+        await asyncio.sleep(0.05)  # far past the batch delay, far within the device's estimated 2 s
+        second = asyncio.ensure_future(_request(batcher, [_vec(4)]))
+        await eventually(lambda: runtime.steps("prepare") == [1, 2, 3], what="the next batch prepared")
+        runtime.complete_gate.set()
+        await asyncio.gather(on_device, first, second)
+    assert runtime.sizes == [1, 2, 2]

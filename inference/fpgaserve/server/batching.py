@@ -8,13 +8,11 @@ in flight (a lone client never waits for company), or when its oldest input has 
 ``max_batch_delay_s``. A bad input found by ``predict`` fails only its own request; the rest of the
 batch is run again without it.
 
-A ``StagedRuntime`` (the package runtime) runs as a two-step pipeline instead: ``prepare`` (host
-preprocessing: decode, resize, normalize; mostly one core under the GIL) in a second thread
-``fpgaserve-prepare``, ``complete`` (the device program on every core, then the classifier) in the
-worker thread, so batch k+1 is prepared while batch k is on the device, and the core that the host
-step leaves idle in a plain ``predict`` works. At most one batch is in each step (memory stays
-bounded), batches complete in the order they were formed, and outputs are bit-identical to
-``predict``'s (every stage treats the inputs of a batch independently).
+A ``StagedRuntime`` (the package runtime) runs as a two-step pipeline instead: ``prepare`` (decode,
+resize, normalize: one core, under the GIL) in a thread ``fpgaserve-prepare`` while the previous
+batch's ``complete`` (the device program on every core, the classifier) runs in the worker thread,
+so the core a plain ``predict`` leaves idle in its host step works. One batch per step (bounded
+memory), completed in the order formed, outputs bit-identical to ``predict``'s.
 
 After a batch, once no input has come for ``idle_s`` seconds, the worker thread runs ``on_idle``
 once (the server's: ``npu.allocator.trim_heap``, giving a burst's activation buffers back to the
@@ -103,6 +101,9 @@ class DynamicBatcher:
         self._prepare_executor: ThreadPoolExecutor | None = None  # a staged runtime's prepare
         self._staged = runtime if isinstance(runtime, StagedRuntime) else None
         self._completing: asyncio.Task[None] | None = None  # the batch in a staged runtime's complete
+        self._device_end = 0.0  # loop time when the batch in complete is expected to end
+        self._prepare_per_input = 0.0  # seconds, recent batches (smoothed)
+        self._complete_per_input = 0.0
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._inflight = 0  # inputs between ``inflight()`` entry and their answer
@@ -189,9 +190,8 @@ class DynamicBatcher:
                 batch = await self._collect()
                 if not batch:
                     continue  # closing
-                await self._guarded(
-                    batch, self._execute(batch) if self._staged is None else self._pipe(batch)
-                )
+                step = self._execute(batch) if self._staged is None else self._pipe(batch)
+                await self._guarded(batch, step)
         finally:
             if self._completing is not None:  # the last batch on the device finishes (or is cancelled)
                 await self._completing
@@ -216,9 +216,21 @@ class DynamicBatcher:
             await self._completing  # one batch on the device at a time, in order
             self._completing = None
         if ready:
-            self._completing = asyncio.get_running_loop().create_task(
+            loop = asyncio.get_running_loop()
+            self._completing = loop.create_task(
                 self._guarded(batch, self._complete(ready)), name="fpgaserve-complete"
             )
+            self._completing.add_done_callback(lambda _: self._wakeup.set())  # _collect may hold for it
+            inputs = sum(prepared.size for _, prepared in ready)
+            self._device_end = loop.time() + self._complete_per_input * inputs
+
+    def _hold_until(self, target: int) -> float:
+        """Loop time until which the next batch may wait for ``target`` inputs, past the batch delay:
+        the device's estimated end less the time to prepare them (0 when the device is idle). At the
+        delay, 16 clients made batches of about 5, the rest of their inputs still on the way back."""
+        if self._completing is None or self._completing.done():
+            return 0.0
+        return self._device_end - self._prepare_per_input * target
 
     async def _collect(self) -> list[_Entry]:
         loop = asyncio.get_running_loop()
@@ -237,10 +249,12 @@ class DynamicBatcher:
         target = min(self.max_batch_size, self._peak)
         # perf_counter and the loop clock differ in origin; convert the oldest input's age once.
         deadline = loop.time() + self.max_batch_delay_s - (time.perf_counter() - self._queue[0].enqueued)
-        while len(self._queue) < target and loop.time() < deadline:
+        while (
+            len(self._queue) < target and (wait := max(deadline, self._hold_until(target)) - loop.time()) > 0
+        ):
             self._wakeup.clear()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), deadline - loop.time())
+                await asyncio.wait_for(self._wakeup.wait(), wait)
             if not self._queue:  # everything queued was cancelled meanwhile, or we are closing
                 return await self._collect()
         batch = [self._queue.popleft()]
@@ -298,7 +312,9 @@ class DynamicBatcher:
             except InvalidInput as exc:
                 work.extend(self._isolate(part, exc))
                 continue
-            self.metrics.prepare_seconds.observe(time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            self.metrics.prepare_seconds.observe(seconds)
+            self._prepare_per_input = _smoothed(self._prepare_per_input, seconds / len(part))
             ready.append((part, prepared))
         return ready
 
@@ -314,13 +330,14 @@ class DynamicBatcher:
                 for rest in self._isolate(part, exc):
                     await self._execute(rest)
                 continue
-            self.metrics.batch_seconds.observe(time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            self.metrics.batch_seconds.observe(seconds)
+            self._complete_per_input = _smoothed(self._complete_per_input, seconds / len(part))
             self._deliver(part, self._checked(result.outputs, len(part)), float(result.device_seconds))
 
     def _observe_wait(self, batch: list[_Entry]) -> None:
-        now = time.perf_counter()
         for entry in batch:
-            self.metrics.queue_wait_seconds.observe(now - entry.enqueued)
+            self.metrics.queue_wait_seconds.observe(time.perf_counter() - entry.enqueued)
 
     def _predict(self, part: list[_Entry]) -> tuple[npt.NDArray[np.float32], float]:
         """Worker thread: one ``runtime.predict`` call, its output checked against the batch."""
@@ -368,6 +385,11 @@ class DynamicBatcher:
                 group.future.set_result(
                     BatchOutput(outputs=np.stack(rows), device_seconds=group.device_seconds)
                 )
+
+
+def _smoothed(previous: float, sample: float) -> float:
+    """An exponentially weighted mean that follows the last few batches (the first sample as is)."""
+    return sample if previous == 0.0 else 0.7 * previous + 0.3 * sample
 
 
 def _payloads(part: list[_Entry]) -> list[bytes] | npt.NDArray[np.float32]:
