@@ -44,9 +44,10 @@ class Staged:
         self.complete_gate = threading.Event()
         self.prepare_gate.set()
         self.complete_gate.set()
-        self.fail_complete: Exception | None = None
+        self.broken: set[int] = set()  # batch ids whose complete raises RuntimeError
         self.complete_seconds = 0.0  # a cost per input, spent in complete
         self.sizes: list[int] = []  # batch sizes, in the order prepared
+        self.completed: list[float] = []  # each completed batch's first value, in completion order
         self._ids = 0
 
     def validate(self, item: Any, *, index: int) -> None:
@@ -79,9 +80,9 @@ class Staged:
         time.sleep(self.complete_seconds * len(x))
         with self.lock:
             self.prepared.remove(ident)
-        if self.fail_complete is not None:
-            exc, self.fail_complete = self.fail_complete, None
-            raise exc
+            self.completed.append(float(x[0, 0]) / 2)
+        if ident in self.broken:
+            raise RuntimeError("device lost")
         bad = [i for i, row in enumerate(x) if row[0] == -4]
         if bad:
             raise InvalidInput("found on the device", index=bad[0])
@@ -120,103 +121,131 @@ async def _request(batcher: DynamicBatcher, items: list[Any]) -> Any:
         return await batcher.submit(items, timeout_s=DEADLINE)
 
 
+async def _busy_device(batcher: DynamicBatcher, runtime: Staged) -> asyncio.Future[Any]:
+    """A batch held on the device (its complete waits for the gate): the next batches are pipelined.
+    (On an idle device a batch runs ``predict`` in the worker thread: nothing to overlap with.)"""
+    runtime.complete_gate.clear()
+    held = asyncio.ensure_future(_request(batcher, [_vec(100)]))
+    await eventually(lambda: runtime.steps("complete") == [1], what="batch 1 on the device")
+    return held
+
+
 def test_the_fake_is_a_staged_runtime() -> None:
     assert isinstance(Staged(), StagedRuntime)
 
 
+async def test_on_an_idle_device_a_batch_runs_predict_in_the_worker_thread(make_batcher: Factory) -> None:
+    runtime = Staged()
+    batcher = make_batcher(runtime)
+    for value in range(3):  # a lone client: no prepare thread, no extra hop
+        np.testing.assert_array_equal((await _request(batcher, [_vec(value)])).outputs, [2 * _vec(value)])
+    assert {name for _, _, name in runtime.log} == {"fpgaserve-batch_0"}
+
+
 async def test_prepare_runs_beside_the_previous_batchs_complete(make_batcher: Factory) -> None:
     runtime = Staged()
-    runtime.complete_gate.clear()  # the first batch stays on the device
     batcher = make_batcher(runtime, max_batch_size=1)
-    first = asyncio.ensure_future(_request(batcher, [_vec(1)]))
-    await eventually(lambda: runtime.steps("complete") == [1], what="batch 1 on the device")
+    first = await _busy_device(batcher, runtime)
     second = asyncio.ensure_future(_request(batcher, [_vec(2)]))
     # Batch 2 is prepared while batch 1 is still held in complete, but waits for it to finish.
     await eventually(lambda: runtime.prepared == [1, 2], what="batch 2 prepared beside batch 1")
     assert runtime.steps("complete") == [1]
     runtime.complete_gate.set()
     one, two = await asyncio.gather(first, second)
-    np.testing.assert_array_equal(one.outputs, [2 * _vec(1)])
+    np.testing.assert_array_equal(one.outputs, [2 * _vec(100)])
     np.testing.assert_array_equal(two.outputs, [2 * _vec(2)])
-    threads = {(step, name) for step, _, name in runtime.log}
-    assert threads == {("prepare", "fpgaserve-prepare_0"), ("complete", "fpgaserve-batch_0")}
+    assert [(step, ident, name) for step, ident, name in runtime.log if ident == 2] == [
+        ("prepare", 2, "fpgaserve-prepare_0"),
+        ("complete", 2, "fpgaserve-batch_0"),
+    ]
 
 
 async def test_answers_reach_their_requests_in_order_and_memory_stays_bounded(make_batcher: Factory) -> None:
     runtime = Staged()
+    runtime.complete_seconds = 0.002  # the device busy now and then, so some batches are pipelined
     batcher = make_batcher(runtime, max_batch_size=3)
     requests = [[_vec(10 * r + i) for i in range(1 + r % 4)] for r in range(24)]  # some span batches
     results = await asyncio.gather(*(_request(batcher, items) for items in requests))
     for items, result in zip(requests, results, strict=True):
         np.testing.assert_array_equal(result.outputs, 2 * np.stack(items))  # exact: no row misplaced
-    assert runtime.steps("complete") == sorted(runtime.steps("complete"))  # in the order formed
+    assert runtime.completed == sorted(runtime.completed)  # batches complete in the order formed
+    assert any(name == "fpgaserve-prepare_0" for _, _, name in runtime.log)
     assert runtime.most_prepared <= 2  # one batch on the device, one prepared: no more
     sample = batcher.metrics.registry.get_sample_value
-    assert sample("fpgaserve_batch_prepare_seconds_count") == len(runtime.steps("complete"))
     assert sample("fpgaserve_inputs_total") == sum(len(items) for items in requests)
+    prepared_apart = sum(1 for step, _, name in runtime.log if name == "fpgaserve-prepare_0")
+    assert sample("fpgaserve_batch_prepare_seconds_count") == prepared_apart
 
 
 async def test_a_bad_input_found_by_prepare_fails_only_its_own_request(make_batcher: Factory) -> None:
     runtime = Staged()
-    runtime.prepare_gate.clear()  # hold the first batch so the next three share one
     batcher = make_batcher(runtime, max_batch_size=4)
-    first = asyncio.ensure_future(_request(batcher, [_vec(0)]))
-    await eventually(lambda: runtime.steps("prepare") == [1], what="batch 1 in prepare")
+    held = await _busy_device(batcher, runtime)
+    runtime.prepare_gate.clear()  # so that the next three requests share one batch
     good = asyncio.ensure_future(_request(batcher, [_vec(1)]))
     bad = asyncio.ensure_future(_request(batcher, [_vec(2), _vec(-1)]))
     also_good = asyncio.ensure_future(_request(batcher, [_vec(3)]))
-    await asyncio.sleep(0)
+    await eventually(lambda: runtime.steps("prepare") == [1, 2], what="batch 2 in prepare")
     runtime.prepare_gate.set()
+    runtime.complete_gate.set()
     with pytest.raises(InvalidInput, match="input 1: negative"):
         await bad
-    for future, value in ((first, 0), (good, 1), (also_good, 3)):
+    for future, value in ((held, 100), (good, 1), (also_good, 3)):
         np.testing.assert_array_equal((await future).outputs, [2 * _vec(value)])
+    assert runtime.sizes[1] == 4  # the three requests were one batch
 
 
 async def test_a_bad_input_found_by_complete_fails_only_its_own_request(make_batcher: Factory) -> None:
     runtime = Staged()
     batcher = make_batcher(runtime, max_batch_size=4)
-    good, bad = await asyncio.gather(
+    held = await _busy_device(batcher, runtime)
+    both = asyncio.gather(
         _request(batcher, [_vec(1)]), _request(batcher, [_vec(5), _vec(-2)]), return_exceptions=True
     )
+    await eventually(lambda: runtime.prepared == [1, 2], what="the pair prepared")
+    runtime.complete_gate.set()
+    good, bad = await both
     assert isinstance(bad, InvalidInput) and bad.index == 1
     np.testing.assert_array_equal(good.outputs, [2 * _vec(1)])
+    await held
 
 
 async def test_a_broken_complete_fails_its_requests_and_the_pipeline_goes_on(make_batcher: Factory) -> None:
     runtime = Staged()
-    runtime.fail_complete = RuntimeError("device lost")
-    batcher = make_batcher(runtime)
+    batcher = make_batcher(runtime, max_batch_size=1)
+    held = await _busy_device(batcher, runtime)
+    broken = asyncio.ensure_future(_request(batcher, [_vec(1)]))
+    await eventually(lambda: runtime.prepared == [1, 2], what="batch 2 prepared")
+    runtime.broken = {2}
+    runtime.complete_gate.set()
+    await held
     with pytest.raises(RuntimeError, match="device lost"):
-        await _request(batcher, [_vec(1)])
+        await broken
     np.testing.assert_array_equal((await _request(batcher, [_vec(2)])).outputs, [2 * _vec(2)])
 
 
-@pytest.mark.parametrize("held", ["prepare", "complete"])
+@pytest.mark.parametrize("first", ["prepare", "complete"])
 async def test_close_finishes_the_batches_in_both_steps_and_fails_the_queued_ones(
-    make_batcher: Factory, held: str
+    make_batcher: Factory, first: str
 ) -> None:
     runtime = Staged()
-    gate = runtime.prepare_gate if held == "prepare" else runtime.complete_gate
     batcher = make_batcher(runtime, max_batch_size=1)
-    runtime.complete_gate.clear()
-    on_device = asyncio.ensure_future(_request(batcher, [_vec(1)]))
-    await eventually(lambda: runtime.steps("complete") == [1], what="batch 1 on the device")
-    if held == "prepare":
-        runtime.complete_gate.set()  # batch 1 finishes; batch 2 is then held in prepare
-        await on_device
-        runtime.prepare_gate.clear()
-    in_step = asyncio.ensure_future(_request(batcher, [_vec(2)]))
-    await eventually(lambda: 2 in runtime.steps("prepare"), what="batch 2 in prepare")
+    on_device = await _busy_device(batcher, runtime)
+    runtime.prepare_gate.clear()
+    in_prepare = asyncio.ensure_future(_request(batcher, [_vec(2)]))
+    await eventually(lambda: runtime.steps("prepare") == [1, 2], what="batch 2 in prepare")
     queued = asyncio.ensure_future(_request(batcher, [_vec(3)]))
-    await asyncio.sleep(0)
+    depth = batcher.metrics.registry.get_sample_value
+    await eventually(lambda: depth("fpgaserve_queue_depth") == 1, what="batch 3 queued")
     closing = asyncio.ensure_future(batcher.close())
     with pytest.raises(ModelNotReady, match="shutting down"):
         await queued
-    gate.set()
+    gates = [runtime.prepare_gate, runtime.complete_gate]
+    for gate in gates if first == "prepare" else gates[::-1]:
+        gate.set()
     await asyncio.wait_for(closing, DEADLINE)
-    np.testing.assert_array_equal((await on_device).outputs, [2 * _vec(1)])
-    np.testing.assert_array_equal((await in_step).outputs, [2 * _vec(2)])
+    np.testing.assert_array_equal((await on_device).outputs, [2 * _vec(100)])
+    np.testing.assert_array_equal((await in_prepare).outputs, [2 * _vec(2)])
     assert runtime.prepared == []  # nothing left half done
     assert not any(t.name.startswith(("fpgaserve-prepare", "fpgaserve-batch")) for t in threading.enumerate())
 

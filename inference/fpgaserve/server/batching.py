@@ -210,19 +210,22 @@ class DynamicBatcher:
                 entry.group.fail(exc)
 
     async def _pipe(self, batch: list[_Entry]) -> None:
-        """Prepare ``batch`` while the previous batch completes, then start its own complete."""
+        """Prepare ``batch`` while the previous batch completes, then start its own complete. With the
+        device idle there is nothing to overlap: ``predict`` in the worker thread, one hop fewer (a
+        lone client's latency), while the next batch may be prepared beside it."""
+        if self._completing is None or self._completing.done():
+            self._start_device(batch, self._execute(batch), len(batch))
+            return
         ready = await self._prepare(batch)
-        if self._completing is not None:
-            await self._completing  # one batch on the device at a time, in order
-            self._completing = None
+        await self._completing  # one batch on the device at a time, in order
         if ready:
-            loop = asyncio.get_running_loop()
-            self._completing = loop.create_task(
-                self._guarded(batch, self._complete(ready)), name="fpgaserve-complete"
-            )
-            self._completing.add_done_callback(lambda _: self._wakeup.set())  # _collect may hold for it
-            inputs = sum(prepared.size for _, prepared in ready)
-            self._device_end = loop.time() + self._complete_per_input * inputs
+            self._start_device(batch, self._complete(ready), sum(p.size for _, p in ready))
+
+    def _start_device(self, batch: list[_Entry], step: Awaitable[None], inputs: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._completing = loop.create_task(self._guarded(batch, step), name="fpgaserve-complete")
+        self._completing.add_done_callback(lambda _: self._wakeup.set())  # _collect may hold for it
+        self._device_end = loop.time() + self._complete_per_input * inputs
 
     def _hold_until(self, target: int) -> float:
         """Loop time until which the next batch may wait for ``target`` inputs, past the batch delay:
@@ -290,7 +293,9 @@ class DynamicBatcher:
             except InvalidInput as exc:
                 work.extend(self._isolate(part, exc))
                 continue
-            self.metrics.batch_seconds.observe(time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            self.metrics.batch_seconds.observe(seconds)
+            self._complete_per_input = _smoothed(self._complete_per_input, seconds / len(part))
             self._deliver(part, outputs, device_seconds)
 
     async def _prepare(self, batch: list[_Entry]) -> list[tuple[list[_Entry], PreparedBatch]]:
