@@ -14,6 +14,7 @@ It measures, on this machine:
     python bench/serving.py                            # fake runtime with a realistic cost (default)
     python bench/serving.py --item-cost-ms 1 --batch-cost-ms 1    # a fast model: server overhead shows
     python bench/serving.py --model-dir /path/service_def.zip     # a real package (fpgaserve serve)
+    python bench/serving.py --model-dir ... --baseline-python ../main/.venv/bin/python  # and main's server
 
 Without ``--model-dir`` the runtime is ``fpgaserve.server.testing.FakeRuntime``: it decodes the
 JPEG, then does a fixed amount of CPU work (GEMMs) per batch and per input, by default the emulated
@@ -38,7 +39,10 @@ from typing import Any
 
 import fpgaserve.npu  # noqa: F401  (threading defaults before numpy loads)
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from serving_load import load, load_grpc, rss_bytes, server_metrics, timed
+
 LISTENING = re.compile(r"listening on (https?://[^\s]+)")
 GRPC_LISTENING = re.compile(r"listening for gRPC on ([^\s]+)")
 
@@ -76,20 +80,6 @@ def _image(args: argparse.Namespace) -> bytes:
     return encode_jpeg(skimage.data.chelsea())  # a real 451x300 photo, ~35 KB as JPEG
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-def _timed(fn: Any, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def batch_sweep(runtime: Any, image: bytes, *, max_batch: int) -> dict[int, float]:
     """In-process inputs per second at batch 1, 2, 4, ... ``max_batch`` (median of 3)."""
     runtime.predict([image])  # warm
@@ -97,12 +87,12 @@ def batch_sweep(runtime: Any, image: bytes, *, max_batch: int) -> dict[int, floa
     batch = 1
     while batch <= max_batch:
         inputs = [image] * batch
-        sweep[batch] = batch / statistics.median(_timed(functools.partial(runtime.predict, inputs), 3))
+        sweep[batch] = batch / statistics.median(timed(functools.partial(runtime.predict, inputs), 3))
         batch *= 2
     return sweep
 
 
-def _server_argv(args: argparse.Namespace) -> list[str]:
+def _server_argv(args: argparse.Namespace, python: str) -> list[str]:
     options = [
         "--host", "127.0.0.1", "--port", "0", "--grpc-port", "0",
         "--max-batch-size", str(args.max_batch_size),
@@ -110,8 +100,8 @@ def _server_argv(args: argparse.Namespace) -> list[str]:
         "--max-queue", str(4 * args.clients),
     ]  # fmt: skip
     if args.model_dir:
-        return [sys.executable, "-m", "fpgaserve.cli.main", "serve", args.model_dir, *options]
-    return [sys.executable, __file__, "--serve-fake", json.dumps(_fake_options(args)), *options]
+        return [python, "-m", "fpgaserve.cli.main", "serve", args.model_dir, *options]
+    return [python, str(Path(__file__).resolve()), "--serve-fake", json.dumps(_fake_options(args)), *options]
 
 
 def _serve_fake(options: dict[str, Any], argv: list[str]) -> int:
@@ -128,116 +118,10 @@ def _serve_fake(options: dict[str, Any], argv: list[str]) -> int:
     return run(runtime=FakeRuntime(**options), settings=settings)
 
 
-def _server_metrics(url: str) -> dict[str, float]:
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return {
-        s.name: s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if not s.labels
-    }
-
-
-def _rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
-
-
-async def _load(url: str, image: bytes, *, clients: int, requests: int) -> dict[str, Any]:
-    """``requests`` POST /score spread over ``clients`` concurrent keep-alive connections."""
-    import aiohttp
-
-    latencies: list[float] = []
-    errors: list[str] = []
-    remaining = requests
-    connector = aiohttp.TCPConnector(limit=clients)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def client() -> None:
-            nonlocal remaining
-            while remaining > 0:
-                remaining -= 1
-                start = time.perf_counter()
-                async with session.post(
-                    f"{url}/score", data=image, headers={"Content-Type": "image/jpeg"}
-                ) as response:
-                    body = await response.read()
-                latencies.append(time.perf_counter() - start)
-                if response.status != 200:
-                    errors.append(f"{response.status} {body[:100]!r}")
-
-        start = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(clients)))
-        elapsed = time.perf_counter() - start
-    return {
-        "requests": len(latencies),
-        "throughput": len(latencies) / elapsed,
-        "p50": _percentile(latencies, 50),
-        "p99": _percentile(latencies, 99),
-        "errors": errors,
-    }
-
-
-async def _load_grpc(
-    target: str, image: bytes, *, input_name: str, clients: int, requests: int
-) -> dict[str, Any]:
-    """``requests`` OIP ``ModelInfer`` calls spread over ``clients`` concurrent channels."""
-    import struct
-
-    import grpc
-
-    from fpgaserve.server.grpc_messages import oip
-
-    request = oip("ModelInferRequest")(model_name="")
-    request.inputs.add(name=input_name, datatype="BYTES", shape=[1])
-    request.raw_input_contents.append(struct.pack("<I", len(image)) + image)
-    latencies: list[float] = []
-    errors: list[str] = []
-    remaining = requests
-    channels = [grpc.aio.insecure_channel(target) for _ in range(clients)]
-    try:
-
-        async def client(channel: Any) -> None:
-            nonlocal remaining
-            infer = channel.unary_unary(
-                "/inference.GRPCInferenceService/ModelInfer",
-                request_serializer=oip("ModelInferRequest").SerializeToString,
-                response_deserializer=oip("ModelInferResponse").FromString,
-            )
-            while remaining > 0:
-                remaining -= 1
-                start = time.perf_counter()
-                try:
-                    await infer(request, timeout=120)
-                except grpc.aio.AioRpcError as exc:
-                    errors.append(f"{exc.code().name} {exc.details()}")
-                latencies.append(time.perf_counter() - start)
-
-        await asyncio.gather(*(grpc.aio.Channel.channel_ready(c) for c in channels))
-        start = time.perf_counter()
-        await asyncio.gather(*(client(c) for c in channels))
-        elapsed = time.perf_counter() - start
-    finally:
-        for channel in channels:
-            await channel.close()
-    return {
-        "requests": len(latencies),
-        "throughput": len(latencies) / elapsed,
-        "p50": _percentile(latencies, 50),
-        "p99": _percentile(latencies, 99),
-        "errors": errors,
-    }
-
-
-def _start_server(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str, str]:
-    proc = subprocess.Popen(_server_argv(args), stderr=subprocess.PIPE, text=True, cwd=ROOT)
+def _start_server(args: argparse.Namespace, python: str) -> tuple[subprocess.Popen[str], str, str]:
+    """``python``'s ``fpgaserve serve`` (another checkout's venv: that checkout's server), its URLs."""
+    # cwd "/": ``-m`` puts the working directory first on sys.path; nothing there may shadow a package.
+    proc = subprocess.Popen(_server_argv(args, python), stderr=subprocess.PIPE, text=True, cwd="/")
     assert proc.stderr is not None
     deadline = time.monotonic() + 600
     grpc_target = ""
@@ -281,26 +165,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # Every batch size up to 16 (and the server's maximum): the best is the bar, whatever the server uses.
     sweep = batch_sweep(runtime, image, max_batch=max(16, args.max_batch_size))
     best_batch = max(sweep, key=lambda b: sweep[b])
-    proc, url, grpc_target = _start_server(args)
+    proc, url, grpc_target = _start_server(args, sys.executable)
+    base = _start_server(args, args.baseline_python) if args.baseline_python else None
     rounds: list[dict[str, Any]] = []
     try:
         _wait_ready(url)
-        rss_start = _rss_bytes(proc.pid)
+        if base is not None:
+            _wait_ready(base[1])
+        rss_start = rss_bytes(proc.pid)
         sent = 0
         for _ in range(args.rounds):
-            local_p50 = statistics.median(_timed(lambda: runtime.predict([image]), args.repeats))
+            local_p50 = statistics.median(timed(lambda: runtime.predict([image]), args.repeats))
             local_best = best_batch / statistics.median(
-                _timed(lambda: runtime.predict([image] * best_batch), 3)
+                timed(lambda: runtime.predict([image] * best_batch), 3)
             )
-            one = asyncio.run(_load(url, image, clients=1, requests=args.repeats))
+            one = asyncio.run(load(url, image, clients=1, requests=args.repeats))
             one_grpc = asyncio.run(
-                _load_grpc(grpc_target, image, input_name=input_name, clients=1, requests=args.repeats)
+                load_grpc(grpc_target, image, input_name=input_name, clients=1, requests=args.repeats)
             )
-            before = _server_metrics(url)
-            many = asyncio.run(_load(url, image, clients=args.clients, requests=args.concurrent_requests))
-            after = _server_metrics(url)
+            baseline_first = len(rounds) % 2 == 1  # alternate, so neither server always goes first
+            base_round = _baseline_round(args, base[1], image) if base and baseline_first else None
+            before = server_metrics(url)
+            many = asyncio.run(load(url, image, clients=args.clients, requests=args.concurrent_requests))
+            after = server_metrics(url)
+            if base is not None and base_round is None:
+                base_round = _baseline_round(args, base[1], image)
             many_grpc = asyncio.run(
-                _load_grpc(
+                load_grpc(
                     grpc_target,
                     image,
                     input_name=input_name,
@@ -308,7 +199,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     requests=args.concurrent_requests,
                 )
             )
-            after_grpc = _server_metrics(url)
+            after_grpc = server_metrics(url)
             batches = after["fpgaserve_batch_size_count"] - before["fpgaserve_batch_size_count"]
             busy = (
                 after["fpgaserve_batch_duration_seconds_sum"] - before["fpgaserve_batch_duration_seconds_sum"]
@@ -331,14 +222,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     / (many_grpc["requests"] / many_grpc["throughput"]),
                     "mean_batch": many["requests"] / batches,
                     "worker_busy": busy / (many["requests"] / many["throughput"]),
+                    "base": base_round,
                 }
             )
         if sent < 1000:
-            asyncio.run(_load(url, image, clients=args.clients, requests=1000 - sent))
-        rss_after = _rss_bytes(proc.pid)
+            asyncio.run(load(url, image, clients=args.clients, requests=1000 - sent))
+        rss_after = rss_bytes(proc.pid)
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        for server in (proc, *([base[0]] if base else [])):
+            server.terminate()
+            server.wait(timeout=60)
         runtime.close()
 
     def med(get: Any) -> float:
@@ -387,6 +280,36 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "requests": sent if sent >= 1000 else 1000,
         "rss_mib": {"after_start": rss_start / 2**20, "after_1000": rss_after / 2**20},
         "error_samples": errors[:3],
+        "baseline": _baseline_figures(args, rounds) if base else None,
+    }
+
+
+def _baseline_round(args: argparse.Namespace, url: str, image: bytes) -> dict[str, Any]:
+    """The baseline server's one client and 16 clients over HTTP (gRPC is not compared)."""
+    one = asyncio.run(load(url, image, clients=1, requests=args.repeats))
+    many = asyncio.run(load(url, image, clients=args.clients, requests=args.concurrent_requests))
+    return {"one": one, "many": many}
+
+
+def _baseline_figures(args: argparse.Namespace, rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    def med(get: Any) -> float:
+        return statistics.median(get(r) for r in rounds)
+
+    return {
+        "python": args.baseline_python,
+        "one_p50_ms": med(lambda r: r["base"]["one"]["p50"]) * 1e3,
+        "overhead_ratio": med(lambda r: r["base"]["one"]["p50"] / r["local_p50"]),
+        "per_s": med(lambda r: r["base"]["many"]["throughput"]),
+        "throughput_ratio": med(lambda r: r["base"]["many"]["throughput"] / r["local_best"]),
+        "this_vs_baseline_p50": med(lambda r: r["one"]["p50"] / r["base"]["one"]["p50"]),
+        "this_vs_baseline_throughput": med(
+            lambda r: r["many"]["throughput"] / r["base"]["many"]["throughput"]
+        ),
+        "per_round_throughput_ratio": [
+            (r["many"]["throughput"] / r["local_best"], r["base"]["many"]["throughput"] / r["local_best"])
+            for r in rounds
+        ],
+        "errors": sum(len(r["base"][k]["errors"]) for r in rounds for k in ("one", "many")),
     }
 
 
@@ -416,6 +339,17 @@ def print_table(r: dict[str, Any]) -> None:
         ("server RSS after start-up", f"{r['rss_mib']['after_start']:.1f} MiB", ""),
         ("server RSS after 1,000+ requests", f"{r['rss_mib']['after_1000']:.1f} MiB", ""),
     ]  # fmt: skip
+    b = r["baseline"]
+    if b is not None:
+        rows += [
+            ("baseline server", b["python"], ""),
+            ("  1 client /score p50", f"{b['one_p50_ms']:.2f} ms ({b['overhead_ratio']:.3f}x in-process)", ""),
+            ("  16 clients throughput", f"{b['per_s']:.1f}/s ({b['throughput_ratio']:.1%} of in-process)", ""),
+            ("  this / baseline: 1-client p50", f"{b['this_vs_baseline_p50']:.3f}x", ""),
+            ("  this / baseline: 16 clients", f"{b['this_vs_baseline_throughput']:.1%}", ""),
+            ("  per round: this, baseline", ", ".join(f"{t:.0%} {u:.0%}" for t, u in b["per_round_throughput_ratio"]), ""),
+            ("  baseline errors", str(b["errors"]), verdict(b["errors"] == 0)),
+        ]  # fmt: skip
     width = max(len(name) for name, _, _ in rows)
     for name, value, mark in rows:
         print(f"{name:<{width}}  {value:<34} {mark}".rstrip())
@@ -438,8 +372,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrent-requests", type=int, default=128, help="per round")
     p.add_argument("--max-batch-size", type=int, default=8, help="the server's (default: its own default)")
     p.add_argument("--max-batch-delay-ms", type=float, default=5.0)
+    p.add_argument(
+        "--baseline-python",
+        help="with --model-dir: also serve the package with this interpreter (e.g. ../main/.venv/bin/python: "
+        "that checkout's server) and measure it over HTTP in the same rounds, alternating which goes first",
+    )
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = p.parse_args(argv)
+    if args.baseline_python and not args.model_dir:
+        p.error("--baseline-python needs --model-dir (the fake runtime's server is this file's)")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     result = run(args)
     if args.json:

@@ -118,6 +118,18 @@ def test_a_lowered_package_answers_as_its_tensorflow_stages(lite0_package: Path)
     np.testing.assert_array_equal(ours.argmax(axis=1), theirs.argmax(axis=1))
 
 
+def test_a_lowered_package_answers_an_input_bit_for_bit_whatever_its_batch(lite0_package: Path) -> None:
+    # The server's dynamic batches put an input with whichever others came at the same time (and its
+    # pipelined batcher prepares and completes them in two threads): its answer must not change.
+    images = list(CASES.values())
+    with load_pipeline(lite0_package, env={}, warmup=False) as runtime:
+        together = runtime.predict(images).outputs
+        staged = runtime.complete(runtime.prepare(images[::-1])).outputs[::-1]
+        alone = [runtime.predict([image]).outputs[0] for image in images]
+    np.testing.assert_array_equal(together, np.stack(alone))
+    np.testing.assert_array_equal(staged, together)
+
+
 def test_the_manifest_says_what_each_stage_needs(lite0_package: Path, tiny_package: Path) -> None:
     from fpgaserve.package import verify_package
 

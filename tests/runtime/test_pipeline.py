@@ -16,7 +16,7 @@ import skimage.data
 from fpgaserve.npu import EmulatedDevice, get_device_model
 from fpgaserve.package import load_service_definition
 from fpgaserve.runtime.pipeline import PipelineRuntime, load_pipeline
-from fpgaserve.runtime.protocol import InvalidInput, ModelRuntime, TensorSpec
+from fpgaserve.runtime.protocol import InvalidInput, ModelRuntime, StagedRuntime, TensorSpec
 from tests.runtime.tiny import LABELS, SIZE, encode, sample_images
 
 CAT_LABELS = {"tabby, tabby cat", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat, Siamese"}
@@ -200,3 +200,32 @@ async def test_a_damaged_image_is_named_once_in_its_own_request(
     (ok, answer), (bad, error) = await asyncio.gather(score(good), score(good, damaged))
     assert ok == 200 and len(answer["results"]) == 1
     assert (bad, error["error"]) == (400, "input 1: not a decodable image (its data is damaged)")
+
+
+def test_prepare_then_complete_is_predict_bit_for_bit_in_any_threads(tiny: PipelineRuntime) -> None:
+    # The server's pipelined batcher (server/batching.py) runs prepare and complete in two threads,
+    # batch k+1's prepare beside batch k's complete: the answers must not depend on that. (That they
+    # do not depend on the batch either holds for host-stage packages: test_host_stages.py; this
+    # package's classifier is a TensorFlow stage, whose GEMM differs with the batch size.)
+    assert isinstance(tiny, StagedRuntime)
+    images = sample_images()
+    whole = tiny.predict(images)
+    staged = tiny.complete(tiny.prepare(images))
+    np.testing.assert_array_equal(staged.outputs, whole.outputs)
+    assert staged.device_seconds == whole.device_seconds
+    batches = [images[i % 3 : i % 3 + 1 + i % 2] for i in range(8)]
+    serial = [tiny.predict(batch).outputs for batch in batches]
+    with ThreadPoolExecutor(max_workers=1) as host, ThreadPoolExecutor(max_workers=1) as device:
+        prepared = [host.submit(tiny.prepare, batch) for batch in batches]
+        overlapped = [device.submit(lambda p: tiny.complete(p.result()).outputs, p) for p in prepared]
+        for a, b in zip(serial, overlapped, strict=True):
+            np.testing.assert_array_equal(a, b.result())
+
+
+def test_prepare_names_an_undecodable_input(tiny: PipelineRuntime) -> None:
+    good = sample_images()[0]
+    with pytest.raises(InvalidInput, match="input 1") as info:
+        tiny.prepare([good, good[: len(good) // 3]])
+    assert info.value.index == 1
+    prepared = tiny.prepare([good])
+    assert prepared.size == 1 and prepared.values.shape == (1, SIZE, SIZE, 3)

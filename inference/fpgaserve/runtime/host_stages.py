@@ -254,7 +254,14 @@ class DenseStage:
         self.bias = bias
 
     def run(self, x: Any) -> tuple[npt.NDArray[Any], float]:
-        logits = np.asarray(x, np.float32) @ self.kernel + self.bias
+        # One row at a time: a batched GEMM's result depends on the batch size (OpenBLAS picks other
+        # kernels and blockings), and the server's dynamic batches must not change an input's answer.
+        features = np.asarray(x, np.float32)
+        rows = features.reshape(-1, features.shape[-1])
+        logits = np.empty((rows.shape[0], self.kernel.shape[1]), np.float32)
+        for index, row in enumerate(rows):
+            np.matmul(row, self.kernel, out=logits[index])
+        logits = logits.reshape(*features.shape[:-1], self.kernel.shape[1]) + self.bias
         if self.activation == "softmax":
             shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
             logits = shifted / shifted.sum(axis=-1, keepdims=True)

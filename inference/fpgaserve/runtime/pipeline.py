@@ -32,7 +32,7 @@ from fpgaserve.npu.program import load_program
 from fpgaserve.package.reader import DEFAULT_LIMITS, PackageLimits, ServiceDefinition, load_service_definition
 from fpgaserve.runtime.host_stages import DEFAULT_DECODE_PIXELS, DenseStage, ImagePreprocessStage, host_stage
 from fpgaserve.runtime.images import DECODABLE_FORMATS, check_image_header
-from fpgaserve.runtime.protocol import InvalidInput, PredictResult, TensorSpec
+from fpgaserve.runtime.protocol import InvalidInput, PredictResult, PreparedBatch, TensorSpec
 
 __all__ = ["PipelineRuntime", "load_pipeline"]
 
@@ -125,7 +125,7 @@ class _FpgaStage:
 
 
 class PipelineRuntime:
-    """A loaded, warmed-up package (implements ``fpgaserve.runtime.protocol.ModelRuntime``)."""
+    """A loaded, warmed-up package (implements ``fpgaserve.runtime.protocol.StagedRuntime``)."""
 
     def __init__(
         self,
@@ -168,6 +168,11 @@ class PipelineRuntime:
             # Whether a JPEG over the pixel limit is decoded reduced (the data plane's header check
             # lets it through then: runtime.images.check_image_pixels).
             self.jpeg_draft = bool(self._stages) and isinstance(self._stages[0], ImagePreprocessStage)
+            # Where ``prepare`` (host work) ends and ``complete`` (device work) begins.
+            self._split = next(
+                (i for i, stage in enumerate(self._stages) if isinstance(stage, _FpgaStage)),
+                len(self._stages),
+            )
             self.warmup_seconds = self._warm_up() if warmup else 0.0
         except Exception:
             self.close()
@@ -221,11 +226,33 @@ class PipelineRuntime:
             raise InvalidInput(f"dtype {array.dtype} is not numeric", index=index)
 
     def predict(self, batch: list[bytes] | npt.NDArray[np.float32]) -> PredictResult:
+        return self.complete(self.prepare(batch))
+
+    # -- StagedRuntime: predict in two steps the batcher overlaps across batches ---------------
+
+    def prepare(self, batch: list[bytes] | npt.NDArray[np.float32]) -> PreparedBatch:
+        """The stages before the first FPGA stage (the host preprocessing), or all if there is none."""
+        self._check_open()
+        x, device_seconds = self._run_stages(0, self._split, self._as_input(batch), batch)
+        return PreparedBatch(values=x, size=len(batch), device_seconds=device_seconds)
+
+    def complete(self, prepared: PreparedBatch) -> PredictResult:
+        """The first FPGA stage and every stage after it (the classifier)."""
+        self._check_open()
+        x, device_seconds = self._run_stages(self._split, len(self._stages), prepared.values, None)
+        outputs = np.ascontiguousarray(x, dtype=np.float32)
+        return PredictResult(outputs=outputs, device_seconds=prepared.device_seconds + device_seconds)
+
+    def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"model {self.name!r} is closed")
-        x = self._as_input(batch)
+
+    def _run_stages(self, first: int, end: int, x: Any, batch: Batch | None) -> tuple[Any, float]:
+        """Stages ``first`` to ``end`` (exclusive) on ``x``; ``batch``: the encoded inputs, to name a
+        bad one when a TensorFlow decoding stage fails on it."""
         device_seconds = 0.0
-        for position, stage in enumerate(self._stages):
+        for position in range(first, end):
+            stage = self._stages[position]
             try:
                 x, seconds = stage.run(x)
             except InputShapeError as exc:
@@ -233,6 +260,7 @@ class PipelineRuntime:
             except Exception as exc:
                 if (
                     position == 0
+                    and batch is not None
                     and isinstance(stage, _CpuStage)
                     and self.input_spec.dtype == "string"
                     and _is_tf_invalid_argument(exc)
@@ -240,8 +268,7 @@ class PipelineRuntime:
                     self._blame(batch)
                 raise
             device_seconds += seconds
-        outputs = np.ascontiguousarray(x, dtype=np.float32)
-        return PredictResult(outputs=outputs, device_seconds=device_seconds)
+        return x, device_seconds
 
     def close(self) -> None:
         with self._lock:

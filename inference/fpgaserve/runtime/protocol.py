@@ -3,17 +3,19 @@
 Role: the seam between the server (``fpgaserve.server``, which owns HTTP, auth, batching and
 metrics) and a loaded service definition (``fpgaserve.runtime.pipeline``, which owns TensorFlow
 stages and the emulated FPGA). Tests drive the real server with fakes that implement this protocol.
+A runtime may also be a ``StagedRuntime``: ``predict`` in two steps (host work, then device work)
+that the server's batcher overlaps across consecutive batches.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["InvalidInput", "ModelRuntime", "PredictResult", "TensorSpec"]
+__all__ = ["InvalidInput", "ModelRuntime", "PredictResult", "PreparedBatch", "StagedRuntime", "TensorSpec"]
 
 
 class InvalidInput(ValueError):
@@ -68,3 +70,29 @@ class ModelRuntime(Protocol):
 
     def close(self) -> None:
         """Release the device and any other resources."""
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A batch after a ``StagedRuntime``'s host step: what its device step takes (opaque to callers)."""
+
+    values: Any  # the host step's output, e.g. the preprocessed float32 images
+    size: int  # inputs in the batch
+    device_seconds: float = 0.0  # modeled FPGA time spent in the host step (normally none)
+
+
+@runtime_checkable
+class StagedRuntime(ModelRuntime, Protocol):
+    """A runtime whose ``predict(batch)`` is ``complete(prepare(batch))``, bit for bit.
+
+    ``prepare`` is the host work (decode, resize, normalize: mostly one core, under the GIL) and raises
+    InvalidInput for bad inputs; ``complete`` is the rest (the device program, the classifier). The
+    server runs them in two threads, so one batch's ``prepare`` overlaps the previous one's
+    ``complete``; each is called for one batch at a time.
+    """
+
+    def prepare(self, batch: list[bytes] | npt.NDArray[np.float32]) -> PreparedBatch:
+        """The host step of ``predict``; raises InvalidInput for bad inputs."""
+
+    def complete(self, prepared: PreparedBatch) -> PredictResult:
+        """The rest of ``predict``, on what ``prepare`` returned."""

@@ -8,6 +8,12 @@ in flight (a lone client never waits for company), or when its oldest input has 
 ``max_batch_delay_s``. A bad input found by ``predict`` fails only its own request; the rest of the
 batch is run again without it.
 
+A ``StagedRuntime`` (the package runtime) runs as a two-step pipeline instead: ``prepare`` (decode,
+resize, normalize: one core, under the GIL) in a thread ``fpgaserve-prepare`` while the previous
+batch's ``complete`` (the device program on every core, the classifier) runs in the worker thread,
+so the core a plain ``predict`` leaves idle in its host step works. One batch per step (bounded
+memory), completed in the order formed, outputs bit-identical to ``predict``'s.
+
 After a batch, once no input has come for ``idle_s`` seconds, the worker thread runs ``on_idle``
 once (the server's: ``npu.allocator.trim_heap``, giving a burst's activation buffers back to the
 kernel); it runs again only after another batch. In the worker thread, so that it never overlaps a
@@ -21,14 +27,14 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
-from fpgaserve.runtime.protocol import InvalidInput, ModelRuntime
+from fpgaserve.runtime.protocol import InvalidInput, ModelRuntime, PreparedBatch, StagedRuntime
 from fpgaserve.server.errors import ModelNotReady, PayloadTooLarge, QueueFull
 from fpgaserve.server.metrics import ServerMetrics
 
@@ -91,7 +97,13 @@ class DynamicBatcher:
         self.max_queue = max_queue
         self._queue: collections.deque[_Entry] = collections.deque()
         self._wakeup = asyncio.Event()
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: ThreadPoolExecutor | None = None  # the worker: predict, or complete
+        self._prepare_executor: ThreadPoolExecutor | None = None  # a staged runtime's prepare
+        self._staged = runtime if isinstance(runtime, StagedRuntime) else None
+        self._completing: asyncio.Task[None] | None = None  # the batch in a staged runtime's complete
+        self._device_end = 0.0  # loop time when the batch in complete is expected to end
+        self._prepare_per_input = 0.0  # seconds, recent batches (smoothed)
+        self._complete_per_input = 0.0
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._inflight = 0  # inputs between ``inflight()`` entry and their answer
@@ -104,6 +116,8 @@ class DynamicBatcher:
 
     def start(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fpgaserve-batch")
+        if self._staged is not None:
+            self._prepare_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fpgaserve-prepare")
         self._task = asyncio.get_running_loop().create_task(self._run(), name="fpgaserve-batcher")
 
     async def close(self) -> None:
@@ -115,9 +129,10 @@ class DynamicBatcher:
         self._wakeup.set()
         if self._task is not None:
             await self._task
-        if self._executor is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
-            self._executor = None
+        for executor in (self._executor, self._prepare_executor):
+            if executor is not None:
+                await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
+        self._executor = self._prepare_executor = None
 
     # -- submitting --------------------------------------------------------------------------------
 
@@ -170,20 +185,55 @@ class DynamicBatcher:
     # -- the batching loop -------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while not self._closing:
-            batch = await self._collect()
-            if not batch:
-                continue  # closing
-            try:
-                await self._execute(batch)
-            except asyncio.CancelledError:
-                for entry in batch:
-                    entry.group.fail(ModelNotReady("the server is shutting down"))
-                raise
-            except Exception as exc:  # a broken runtime must not stop the loop
-                logger.exception("batch of %d failed", len(batch))
-                for entry in batch:
-                    entry.group.fail(exc)
+        try:
+            while not self._closing:
+                batch = await self._collect()
+                if not batch:
+                    continue  # closing
+                step = self._execute(batch) if self._staged is None else self._pipe(batch)
+                await self._guarded(batch, step)
+        finally:
+            if self._completing is not None:  # the last batch on the device finishes (or is cancelled)
+                await self._completing
+
+    async def _guarded(self, batch: list[_Entry], step: Awaitable[None]) -> None:
+        """Await one step of ``batch``; whatever it raises fails its requests, never the loop."""
+        try:
+            await step
+        except asyncio.CancelledError:
+            for entry in batch:
+                entry.group.fail(ModelNotReady("the server is shutting down"))
+            raise
+        except Exception as exc:  # a broken runtime must not stop the loop
+            logger.exception("batch of %d failed", len(batch))
+            for entry in batch:
+                entry.group.fail(exc)
+
+    async def _pipe(self, batch: list[_Entry]) -> None:
+        """Prepare ``batch`` while the previous batch completes, then start its own complete. With the
+        device idle there is nothing to overlap: ``predict`` in the worker thread, one hop fewer (a
+        lone client's latency), while the next batch may be prepared beside it."""
+        if self._completing is None or self._completing.done():
+            self._start_device(batch, self._execute(batch), len(batch))
+            return
+        ready = await self._prepare(batch)
+        await self._completing  # one batch on the device at a time, in order
+        if ready:
+            self._start_device(batch, self._complete(ready), sum(p.size for _, p in ready))
+
+    def _start_device(self, batch: list[_Entry], step: Awaitable[None], inputs: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._completing = loop.create_task(self._guarded(batch, step), name="fpgaserve-complete")
+        self._completing.add_done_callback(lambda _: self._wakeup.set())  # _collect may hold for it
+        self._device_end = loop.time() + self._complete_per_input * inputs
+
+    def _hold_until(self, target: int) -> float:
+        """Loop time until which the next batch may wait for ``target`` inputs, past the batch delay:
+        the device's estimated end less the time to prepare them (0 when the device is idle). At the
+        delay, 16 clients made batches of about 5, the rest of their inputs still on the way back."""
+        if self._completing is None or self._completing.done():
+            return 0.0
+        return self._device_end - self._prepare_per_input * target
 
     async def _collect(self) -> list[_Entry]:
         loop = asyncio.get_running_loop()
@@ -202,10 +252,12 @@ class DynamicBatcher:
         target = min(self.max_batch_size, self._peak)
         # perf_counter and the loop clock differ in origin; convert the oldest input's age once.
         deadline = loop.time() + self.max_batch_delay_s - (time.perf_counter() - self._queue[0].enqueued)
-        while len(self._queue) < target and loop.time() < deadline:
+        while (
+            len(self._queue) < target and (wait := max(deadline, self._hold_until(target)) - loop.time()) > 0
+        ):
             self._wakeup.clear()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), deadline - loop.time())
+                await asyncio.wait_for(self._wakeup.wait(), wait)
             if not self._queue:  # everything queued was cancelled meanwhile, or we are closing
                 return await self._collect()
         batch = [self._queue.popleft()]
@@ -220,46 +272,90 @@ class DynamicBatcher:
 
     async def _idle(self, loop: asyncio.AbstractEventLoop) -> None:
         assert self.on_idle is not None
+        if self._completing is not None:  # done by now (idle_s passed), but never overlap a batch
+            await self._completing
         try:
             await loop.run_in_executor(self._executor, self.on_idle)
         except Exception:  # a failed clean-up must not stop the batching loop
             logger.warning("the idle clean-up failed", exc_info=True)
 
     async def _execute(self, batch: list[_Entry]) -> None:
+        """Run ``batch`` with ``predict`` in the worker thread, bad inputs isolated."""
         self._ran = True
-        now = time.perf_counter()
-        for entry in batch:
-            self.metrics.queue_wait_seconds.observe(now - entry.enqueued)
+        self._observe_wait(batch)
         loop = asyncio.get_running_loop()
         work = [batch]
         while work:
             part = work.pop()
             start = time.perf_counter()
             try:
-                outputs, device_seconds = await loop.run_in_executor(
-                    self._executor, self._predict, [e.payload for e in part]
+                outputs, device_seconds = await loop.run_in_executor(self._executor, self._predict, part)
+            except InvalidInput as exc:
+                work.extend(self._isolate(part, exc))
+                continue
+            seconds = time.perf_counter() - start
+            self.metrics.batch_seconds.observe(seconds)
+            self._complete_per_input = _smoothed(self._complete_per_input, seconds / len(part))
+            self._deliver(part, outputs, device_seconds)
+
+    async def _prepare(self, batch: list[_Entry]) -> list[tuple[list[_Entry], PreparedBatch]]:
+        """A staged runtime's host step in its thread; a bad input fails its request, the rest are
+        prepared again without it."""
+        assert self._staged is not None
+        self._ran = True
+        self._observe_wait(batch)
+        loop = asyncio.get_running_loop()
+        ready: list[tuple[list[_Entry], PreparedBatch]] = []
+        work = [batch]
+        while work:
+            part = work.pop()
+            start = time.perf_counter()
+            try:
+                prepared = await loop.run_in_executor(
+                    self._prepare_executor, self._staged.prepare, _payloads(part)
                 )
             except InvalidInput as exc:
                 work.extend(self._isolate(part, exc))
                 continue
-            self.metrics.batch_seconds.observe(time.perf_counter() - start)
-            self._deliver(part, outputs, device_seconds)
+            seconds = time.perf_counter() - start
+            self.metrics.prepare_seconds.observe(seconds)
+            self._prepare_per_input = _smoothed(self._prepare_per_input, seconds / len(part))
+            ready.append((part, prepared))
+        return ready
 
-    def _predict(self, payloads: list[Item]) -> tuple[npt.NDArray[np.float32], float]:
+    async def _complete(self, ready: list[tuple[list[_Entry], PreparedBatch]]) -> None:
+        """A staged runtime's device step in the worker thread, part after part."""
+        assert self._staged is not None
+        loop = asyncio.get_running_loop()
+        for part, prepared in ready:
+            start = time.perf_counter()
+            try:
+                result = await loop.run_in_executor(self._executor, self._staged.complete, prepared)
+            except InvalidInput as exc:  # found on the device (rare): the others run again, unstaged
+                for rest in self._isolate(part, exc):
+                    await self._execute(rest)
+                continue
+            seconds = time.perf_counter() - start
+            self.metrics.batch_seconds.observe(seconds)
+            self._complete_per_input = _smoothed(self._complete_per_input, seconds / len(part))
+            self._deliver(part, self._checked(result.outputs, len(part)), float(result.device_seconds))
+
+    def _observe_wait(self, batch: list[_Entry]) -> None:
+        for entry in batch:
+            self.metrics.queue_wait_seconds.observe(time.perf_counter() - entry.enqueued)
+
+    def _predict(self, part: list[_Entry]) -> tuple[npt.NDArray[np.float32], float]:
         """Worker thread: one ``runtime.predict`` call, its output checked against the batch."""
-        batch: list[bytes] | npt.NDArray[np.float32]
-        if isinstance(payloads[0], bytes):
-            batch = [p for p in payloads if isinstance(p, bytes)]
-        else:
-            batch = np.stack(payloads).astype(np.float32, copy=False)
-        result = self.runtime.predict(batch)
-        outputs = np.asarray(result.outputs, dtype=np.float32)
-        if outputs.ndim < 1 or outputs.shape[0] != len(payloads):
+        result = self.runtime.predict(_payloads(part))
+        return self._checked(result.outputs, len(part)), float(result.device_seconds)
+
+    def _checked(self, outputs: object, size: int) -> npt.NDArray[np.float32]:
+        array = np.asarray(outputs, dtype=np.float32)
+        if array.ndim < 1 or array.shape[0] != size:
             raise RuntimeError(
-                f"runtime {self.runtime.name!r} returned outputs of shape {outputs.shape} "
-                f"for a batch of {len(payloads)}"
+                f"runtime {self.runtime.name!r} returned outputs of shape {array.shape} for a batch of {size}"
             )
-        return outputs, float(result.device_seconds)
+        return array
 
     def _isolate(self, batch: list[_Entry], exc: InvalidInput) -> list[list[_Entry]]:
         """Fail the request that holds the bad input; return the parts of the batch to run again."""
@@ -294,6 +390,18 @@ class DynamicBatcher:
                 group.future.set_result(
                     BatchOutput(outputs=np.stack(rows), device_seconds=group.device_seconds)
                 )
+
+
+def _smoothed(previous: float, sample: float) -> float:
+    """An exponentially weighted mean that follows the last few batches (the first sample as is)."""
+    return sample if previous == 0.0 else 0.7 * previous + 0.3 * sample
+
+
+def _payloads(part: list[_Entry]) -> list[bytes] | npt.NDArray[np.float32]:
+    """The batch a runtime takes: encoded images as a list, tensors stacked."""
+    if isinstance(part[0].payload, bytes):
+        return [e.payload for e in part if isinstance(e.payload, bytes)]
+    return np.stack([e.payload for e in part]).astype(np.float32, copy=False)
 
 
 def _stackable(a: Item, b: Item) -> bool:

@@ -59,6 +59,13 @@ class ServerMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.prepare_seconds = Histogram(
+            "fpgaserve_batch_prepare_seconds",
+            "Wall time of one batch's host step (decode, resize) in the prepare thread, beside the "
+            "previous batch's device step; staged runtimes only",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.queue_wait_seconds = Histogram(
             "fpgaserve_queue_wait_seconds",
             "Time an input waited for its batch to start",
