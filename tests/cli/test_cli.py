@@ -125,6 +125,25 @@ def test_classify_refuses_a_non_image_cleanly(tmp_path: Path, capsys: pytest.Cap
     assert "not a readable image" in err and "Traceback" not in err
 
 
+def test_model_register_names_a_missing_package_before_looking_for_a_cluster(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "service_def.zip"
+    config = tmp_path / "no-kubeconfig"
+    assert main(["model", "register", str(missing), "--name", "m", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"{missing}: no such file" in err and "kubeconfig" not in err and "Traceback" not in err
+
+
+def test_service_update_turns_key_auth_off_and_on_again_and_leaves_it_by_default() -> None:
+    parse = build_parser().parse_args
+    assert parse(["service", "update", "web", "--no-auth"]).auth is False
+    assert parse(["service", "update", "web", "--auth"]).auth is True
+    assert parse(["service", "update", "web"]).auth is None  # unchanged
+    assert parse(["service", "create", "web", "--model", "m"]).auth is True
+    assert parse(["service", "create", "web", "--model", "m", "--no-auth"]).auth is False
+
+
 def test_classify_refuses_unknown_format(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["classify", "sample:coffee", "--format", "fp4"]) == 2
     assert f"known formats: {', '.join(FORMATS)}" in capsys.readouterr().err

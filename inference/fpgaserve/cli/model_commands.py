@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from fpgaserve.api.errors import UserError
 from fpgaserve.cli.cluster_options import (
@@ -89,6 +90,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def _run(args: argparse.Namespace) -> int:
     from fpgaserve.sdk.cluster.model import Model
 
+    if args.verb == "register" and not Path(args.package).is_file():
+        # Before the workspace: without a cluster, a mistyped path would read as a kubeconfig error.
+        raise UserError(
+            f"{args.package}: no such file; a package is a service_def.zip written by "
+            "ModelDefinition.save or zoo_pipeline(model).save"
+        )
     with errors_as_user_errors():
         ws = workspace(args)
         if args.verb == "register":

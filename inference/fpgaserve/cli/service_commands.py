@@ -34,7 +34,11 @@ def _add_config_options(p: argparse.ArgumentParser, *, defaults: bool) -> None:
         help="FPGAs per replica (0: CPU only)" + (" (default: 1)" if defaults else " (default: unchanged)"),
     )
     p.add_argument(
-        "--no-auth", dest="auth", action="store_false", default=d(True), help="no key authentication"
+        "--auth",
+        action=argparse.BooleanOptionalAction,
+        default=d(True),
+        help="key authentication; --no-auth turns it off"
+        + (" (default: on)" if defaults else " (default: unchanged)"),
     )
     if defaults:
         p.add_argument("--no-ssl", dest="ssl", action="store_false", help="plain HTTP on the server")
