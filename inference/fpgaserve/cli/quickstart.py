@@ -130,6 +130,7 @@ def _run(args: argparse.Namespace) -> int:
     seconds = report["seconds"]
     print(
         f"modeled FPGA time {report['deviceSeconds'] * 1e3:.3f} ms; build {seconds['build']} s, "
-        f"deploy {seconds['deploy']} s, score {seconds['score']} s (cleaned up; the compiled program and kernels stay cached)"
+        f"deploy {seconds['deploy']} s, score {seconds['score']} s "
+        "(cleaned up; the compiled program and kernels stay cached)"
     )
     return 0
