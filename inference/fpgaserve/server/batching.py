@@ -30,6 +30,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -43,6 +44,7 @@ __all__ = ["BatchOutput", "DynamicBatcher", "Item"]
 logger = logging.getLogger(__name__)
 
 Item = bytes | npt.NDArray[np.float32]
+_R = TypeVar("_R")  # what a step returns for one part
 
 
 @dataclass(frozen=True)
@@ -283,44 +285,21 @@ class DynamicBatcher:
         """Run ``batch`` with ``predict`` in the worker thread, bad inputs isolated."""
         self._ran = True
         self._observe_wait(batch)
-        loop = asyncio.get_running_loop()
-        work = [batch]
-        while work:
-            part = work.pop()
-            start = time.perf_counter()
-            try:
-                outputs, device_seconds = await loop.run_in_executor(self._executor, self._predict, part)
-            except InvalidInput as exc:
-                work.extend(self._isolate(part, exc))
-                continue
-            seconds = time.perf_counter() - start
-            self.metrics.batch_seconds.observe(seconds)
-            self._complete_per_input = _smoothed(self._complete_per_input, seconds / len(part))
-            self._deliver(part, outputs, device_seconds)
+        await self._isolated(batch, self._executor, self._predict, self._completed)
 
     async def _prepare(self, batch: list[_Entry]) -> list[tuple[list[_Entry], PreparedBatch]]:
         """A staged runtime's host step in its thread; a bad input fails its request, the rest are
         prepared again without it."""
-        assert self._staged is not None
         self._ran = True
         self._observe_wait(batch)
-        loop = asyncio.get_running_loop()
         ready: list[tuple[list[_Entry], PreparedBatch]] = []
-        work = [batch]
-        while work:
-            part = work.pop()
-            start = time.perf_counter()
-            try:
-                prepared = await loop.run_in_executor(
-                    self._prepare_executor, self._staged.prepare, _payloads(part)
-                )
-            except InvalidInput as exc:
-                work.extend(self._isolate(part, exc))
-                continue
-            seconds = time.perf_counter() - start
+
+        def prepared(part: list[_Entry], result: PreparedBatch, seconds: float) -> None:
             self.metrics.prepare_seconds.observe(seconds)
             self._prepare_per_input = _smoothed(self._prepare_per_input, seconds / len(part))
-            ready.append((part, prepared))
+            ready.append((part, result))
+
+        await self._isolated(batch, self._prepare_executor, self._prepare_part, prepared)
         return ready
 
     async def _complete(self, ready: list[tuple[list[_Entry], PreparedBatch]]) -> None:
@@ -335,10 +314,42 @@ class DynamicBatcher:
                 for rest in self._isolate(part, exc):
                     await self._execute(rest)
                 continue
-            seconds = time.perf_counter() - start
-            self.metrics.batch_seconds.observe(seconds)
-            self._complete_per_input = _smoothed(self._complete_per_input, seconds / len(part))
-            self._deliver(part, self._checked(result.outputs, len(part)), float(result.device_seconds))
+            outputs = self._checked(result.outputs, len(part))
+            self._completed(part, (outputs, float(result.device_seconds)), time.perf_counter() - start)
+
+    async def _isolated(
+        self,
+        batch: list[_Entry],
+        executor: ThreadPoolExecutor | None,
+        call: Callable[[list[_Entry]], _R],
+        done: Callable[[list[_Entry], _R, float], None],
+    ) -> None:
+        """``call`` on ``batch`` in ``executor``, then ``done`` with each part that ran and its seconds.
+        A bad input fails its own request, and the rest of its part runs again (``_isolate``)."""
+        loop = asyncio.get_running_loop()
+        work = [batch]
+        while work:
+            part = work.pop()
+            start = time.perf_counter()
+            try:
+                result = await loop.run_in_executor(executor, call, part)
+            except InvalidInput as exc:
+                work.extend(self._isolate(part, exc))
+                continue
+            done(part, result, time.perf_counter() - start)
+
+    def _completed(
+        self, part: list[_Entry], result: tuple[npt.NDArray[np.float32], float], seconds: float
+    ) -> None:
+        """A part's device step is done (``predict`` or ``complete``): its metrics, then its answers."""
+        self.metrics.batch_seconds.observe(seconds)
+        self._complete_per_input = _smoothed(self._complete_per_input, seconds / len(part))
+        self._deliver(part, *result)
+
+    def _prepare_part(self, part: list[_Entry]) -> PreparedBatch:
+        """Prepare thread: a staged runtime's ``prepare`` of one part."""
+        assert self._staged is not None
+        return self._staged.prepare(_payloads(part))
 
     def _observe_wait(self, batch: list[_Entry]) -> None:
         for entry in batch:
