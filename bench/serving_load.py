@@ -78,13 +78,7 @@ async def load(url: str, image: bytes, *, clients: int, requests: int) -> dict[s
         start = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(clients)))
         elapsed = time.perf_counter() - start
-    return {
-        "requests": len(latencies),
-        "throughput": len(latencies) / elapsed,
-        "p50": percentile(latencies, 50),
-        "p99": percentile(latencies, 99),
-        "errors": errors,
-    }
+    return _summary(latencies, elapsed, errors)
 
 
 async def load_grpc(
@@ -129,6 +123,11 @@ async def load_grpc(
     finally:
         for channel in channels:
             await channel.close()
+    return _summary(latencies, elapsed, errors)
+
+
+def _summary(latencies: list[float], elapsed: float, errors: list[str]) -> dict[str, Any]:
+    """What a load run reports: requests answered, their rate, latency percentiles and errors."""
     return {
         "requests": len(latencies),
         "throughput": len(latencies) / elapsed,
