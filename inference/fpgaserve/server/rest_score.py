@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from fpgaserve.runtime.protocol import InvalidInput, TensorSpec
-from fpgaserve.server.batching import Item
+from fpgaserve.server.batch_requests import Item
 from fpgaserve.server.codec import decode_base64, floats_json, to_float_input, top_labels
 from fpgaserve.server.errors import InvalidRequest, UnsupportedMediaType
 from fpgaserve.server.rest_common import (
