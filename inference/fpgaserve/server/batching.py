@@ -218,27 +218,22 @@ class DynamicBatcher:
 
     async def _collect(self) -> list[Entry]:
         loop = asyncio.get_running_loop()
+        idle_at: float | None = None  # when on_idle is due: idle_s after a batch ran and no input came
         while not self._queue:
             if self._closing:
                 return []
-            self._wakeup.clear()
-            if self._ran and self.on_idle is not None and self.idle_s > 0:
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), self.idle_s)
-                except asyncio.TimeoutError:
-                    self._ran = False
-                    await self._idle(loop)
-            else:
-                await self._wakeup.wait()
+            if idle_at is None and self._ran and self.on_idle is not None and self.idle_s > 0:
+                idle_at = loop.time() + self.idle_s
+            if idle_at is not None and loop.time() >= idle_at:
+                self._ran, idle_at = False, None
+                await self._idle(loop)
+                continue
+            await self._sleep(loop, idle_at)
         target = min(self.max_batch_size, self._peak)
         # perf_counter and the loop clock differ in origin; convert the oldest input's age once.
         deadline = loop.time() + self.max_batch_delay_s - (time.perf_counter() - self._queue[0].enqueued)
-        while (
-            len(self._queue) < target and (wait := max(deadline, self._hold_until(target)) - loop.time()) > 0
-        ):
-            self._wakeup.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), wait)
+        while len(self._queue) < target and (until := max(deadline, self._hold_until(target))) > loop.time():
+            await self._sleep(loop, until)
             if not self._queue:  # everything queued was cancelled meanwhile, or we are closing
                 return await self._collect()
         batch = [self._queue.popleft()]
@@ -250,6 +245,17 @@ class DynamicBatcher:
         self.metrics.queue_depth.set(len(self._queue))
         self._peak = max(1, self._inflight)  # measure concurrency afresh for the next batch
         return batch
+
+    async def _sleep(self, loop: asyncio.AbstractEventLoop, until: float | None) -> None:
+        """Wait for a wake-up (an input, a batch off the device, closing) or until loop time ``until``.
+        A timer, not ``asyncio.wait_for``: that made a task per wait, after every lone request."""
+        self._wakeup.clear()
+        timer = None if until is None else loop.call_at(until, self._wakeup.set)
+        try:
+            await self._wakeup.wait()
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     async def _idle(self, loop: asyncio.AbstractEventLoop) -> None:
         assert self.on_idle is not None
