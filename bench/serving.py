@@ -7,6 +7,9 @@ It measures, on this machine:
   (target: <= 1.15x in-process), 16 concurrent clients' throughput (target: >= 90 % of the best
   in-process batched throughput), p50/p99, errors (target: none), and the server's resident memory
   after start-up and after 1,000 requests;
+- where the difference goes: the server's own handling time outside ``predict`` at one client (its
+  metrics), its CPU per request at 16 clients against the in-process CPU per image at the best
+  batch, and the load generator's share of the cores (it shares them with the server);
 - the same server's gRPC port, side by side in the same rounds: one client's OIP ``ModelInfer``
   p50 and 16 clients' throughput (grpc.aio channels, the image as ``raw_input_contents`` as
   tritonclient sends it), each against in-process and against HTTP (target: no worse than HTTP).
