@@ -7,6 +7,9 @@ It measures, on this machine:
   (target: <= 1.15x in-process), 16 concurrent clients' throughput (target: >= 90 % of the best
   in-process batched throughput), p50/p99, errors (target: none), and the server's resident memory
   after start-up and after 1,000 requests;
+- where the difference goes: the server's own handling time outside ``predict`` at one client (its
+  metrics), its CPU per request at 16 clients against the in-process CPU per image at the best
+  batch, and the load generator's share of the cores (it shares them with the server);
 - the same server's gRPC port, side by side in the same rounds: one client's OIP ``ModelInfer``
   p50 and 16 clients' throughput (grpc.aio channels, the image as ``raw_input_contents`` as
   tritonclient sends it), each against in-process and against HTTP (target: no worse than HTTP).
@@ -41,7 +44,16 @@ import fpgaserve.npu  # noqa: F401  (threading defaults before numpy loads)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from serving_load import load, load_grpc, rss_bytes, server_metrics, timed
+from serving_load import (
+    cpu_seconds,
+    load,
+    load_grpc,
+    many_clients,
+    one_client,
+    rss_bytes,
+    server_metrics,
+    timed,
+)
 
 LISTENING = re.compile(r"listening on (https?://[^\s]+)")
 GRPC_LISTENING = re.compile(r"listening for gRPC on ([^\s]+)")
@@ -176,20 +188,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sent = 0
         for _ in range(args.rounds):
             local_p50 = statistics.median(timed(lambda: runtime.predict([image]), args.repeats))
+            cpu_start = cpu_seconds()
             local_best = best_batch / statistics.median(
                 timed(lambda: runtime.predict([image] * best_batch), 3)
             )
-            one = asyncio.run(load(url, image, clients=1, requests=args.repeats))
+            local_cpu = (cpu_seconds() - cpu_start) / (3 * best_batch)
+            one, one_server = one_client(url, image, args.repeats)
             one_grpc = asyncio.run(
                 load_grpc(grpc_target, image, input_name=input_name, clients=1, requests=args.repeats)
             )
             baseline_first = len(rounds) % 2 == 1  # alternate, so neither server always goes first
-            base_round = _baseline_round(args, base[1], image) if base and baseline_first else None
+            base_round = _baseline_round(args, base, image) if base and baseline_first else None
             before = server_metrics(url)
-            many = asyncio.run(load(url, image, clients=args.clients, requests=args.concurrent_requests))
+            many, many_cpu = many_clients(
+                url, image, pid=proc.pid, clients=args.clients, requests=args.concurrent_requests
+            )
             after = server_metrics(url)
             if base is not None and base_round is None:
-                base_round = _baseline_round(args, base[1], image)
+                base_round = _baseline_round(args, base, image)
             many_grpc = asyncio.run(
                 load_grpc(
                     grpc_target,
@@ -209,7 +225,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 {
                     "local_p50": local_p50,
                     "local_best": local_best,
+                    "local_cpu": local_cpu,
                     "one": one,
+                    "one_server": one_server,
+                    "many_cpu": many_cpu,
                     "many": many,
                     "one_grpc": one_grpc,
                     "many_grpc": many_grpc,
@@ -254,6 +273,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "p99_ms": med(lambda r: r["one"]["p99"]) * 1e3,
         },
         "overhead_ratio": med(lambda r: r["one"]["p50"] / r["local_p50"]),
+        "one_client_server_ms": med(lambda r: r["one_server"]) * 1e3,
+        "cpu": {
+            "in_process_ms": med(lambda r: r["local_cpu"]) * 1e3,
+            "server_ms": med(lambda r: r["many_cpu"]["server"]) * 1e3,
+            "server_vs_in_process": med(lambda r: r["many_cpu"]["server"] / r["local_cpu"]),
+            "load_generator_cores": med(lambda r: r["many_cpu"]["client_cores"]),
+        },
         "concurrent": {
             "clients": args.clients,
             "per_s": med(lambda r: r["many"]["throughput"]),
@@ -284,11 +310,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _baseline_round(args: argparse.Namespace, url: str, image: bytes) -> dict[str, Any]:
+def _baseline_round(
+    args: argparse.Namespace, base: tuple[subprocess.Popen[str], str, str], image: bytes
+) -> dict[str, Any]:
     """The baseline server's one client and 16 clients over HTTP (gRPC is not compared)."""
-    one = asyncio.run(load(url, image, clients=1, requests=args.repeats))
-    many = asyncio.run(load(url, image, clients=args.clients, requests=args.concurrent_requests))
-    return {"one": one, "many": many}
+    one, one_server = one_client(base[1], image, args.repeats)
+    many, many_cpu = many_clients(
+        base[1], image, pid=base[0].pid, clients=args.clients, requests=args.concurrent_requests
+    )
+    return {"one": one, "one_server": one_server, "many": many, "many_cpu": many_cpu}
 
 
 def _baseline_figures(args: argparse.Namespace, rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -301,6 +331,9 @@ def _baseline_figures(args: argparse.Namespace, rounds: list[dict[str, Any]]) ->
         "overhead_ratio": med(lambda r: r["base"]["one"]["p50"] / r["local_p50"]),
         "per_s": med(lambda r: r["base"]["many"]["throughput"]),
         "throughput_ratio": med(lambda r: r["base"]["many"]["throughput"] / r["local_best"]),
+        "one_client_server_ms": med(lambda r: r["base"]["one_server"]) * 1e3,
+        "server_cpu_ms": med(lambda r: r["base"]["many_cpu"]["server"]) * 1e3,
+        "this_vs_baseline_cpu": med(lambda r: r["many_cpu"]["server"] / r["base"]["many_cpu"]["server"]),
         "this_vs_baseline_p50": med(lambda r: r["one"]["p50"] / r["base"]["one"]["p50"]),
         "this_vs_baseline_throughput": med(
             lambda r: r["many"]["throughput"] / r["base"]["many"]["throughput"]
@@ -314,7 +347,7 @@ def _baseline_figures(args: argparse.Namespace, rounds: list[dict[str, Any]]) ->
 
 
 def print_table(r: dict[str, Any]) -> None:
-    one, many, best, g = r["one_client"], r["concurrent"], r["in_process_best"], r["grpc"]
+    one, many, best, g, cpu = r["one_client"], r["concurrent"], r["in_process_best"], r["grpc"], r["cpu"]
     verdict = lambda ok: "PASS" if ok else "FAIL"  # noqa: E731
     rows = [
         ("runtime", r["runtime"], ""),
@@ -323,10 +356,13 @@ def print_table(r: dict[str, Any]) -> None:
         ("in-process best throughput", f"{best['per_s']:.1f}/s (batch {best['batch']})", ""),
         ("1 client /score p50 (p99)", f"{one['p50_ms']:.2f} ms ({one['p99_ms']:.2f} ms)", ""),
         ("  server / in-process p50", f"{r['overhead_ratio']:.3f}x", verdict(r["overhead_ratio"] <= 1.15)),
+        ("  server's handling outside predict", f"{r['one_client_server_ms']:.2f} ms (mean)", ""),
         (f"{many['clients']} clients throughput", f"{many['per_s']:.1f}/s", ""),
         ("  / best in-process", f"{r['throughput_ratio']:.1%}", verdict(r["throughput_ratio"] >= 0.9)),
         (f"{many['clients']} clients p50 / p99", f"{many['p50_ms']:.1f} / {many['p99_ms']:.1f} ms", ""),
         ("  mean batch, worker busy", f"{many['mean_batch']:.1f}, {many['worker_busy']:.0%}", ""),
+        ("  server CPU per request", f"{cpu['server_ms']:.1f} ms ({cpu['server_vs_in_process']:.3f}x in-process {cpu['in_process_ms']:.1f} ms)", ""),
+        ("  load generator's CPU", f"{cpu['load_generator_cores']:.1%} of the cores", ""),
         ("1 client gRPC ModelInfer p50 (p99)", f"{g['one_p50_ms']:.2f} ms ({g['one_p99_ms']:.2f} ms)", ""),
         ("  gRPC / in-process p50", f"{g['overhead_ratio']:.3f}x", verdict(g["overhead_ratio"] <= 1.15)),
         ("  gRPC / HTTP p50", f"{g['vs_http_p50']:.3f}x", verdict(g["vs_http_p50"] <= 1.0)),
@@ -345,7 +381,10 @@ def print_table(r: dict[str, Any]) -> None:
             ("baseline server", b["python"], ""),
             ("  1 client /score p50", f"{b['one_p50_ms']:.2f} ms ({b['overhead_ratio']:.3f}x in-process)", ""),
             ("  16 clients throughput", f"{b['per_s']:.1f}/s ({b['throughput_ratio']:.1%} of in-process)", ""),
+            ("  1 client: handling outside predict", f"{b['one_client_server_ms']:.2f} ms (mean)", ""),
+            ("  16 clients: server CPU per request", f"{b['server_cpu_ms']:.1f} ms", ""),
             ("  this / baseline: 1-client p50", f"{b['this_vs_baseline_p50']:.3f}x", ""),
+            ("  this / baseline: CPU per request", f"{b['this_vs_baseline_cpu']:.3f}x", ""),
             ("  this / baseline: 16 clients", f"{b['this_vs_baseline_throughput']:.1%}", ""),
             ("  per round: this, baseline", ", ".join(f"{t:.0%} {u:.0%}" for t, u in b["per_round_throughput_ratio"]), ""),
             ("  baseline errors", str(b["errors"]), verdict(b["errors"] == 0)),

@@ -1,7 +1,10 @@
 """Load generation for ``bench/serving.py``: concurrent clients over HTTP and gRPC, and server probes.
 
 Role: what the serving benchmark sends and reads, apart from what it starts and reports: ``load``
-(``POST /score`` over keep-alive connections, as a user's client would), ``load_grpc`` (OIP
+(``POST /score`` over keep-alive connections, as a user's client would), ``one_client`` and
+``many_clients`` (that load with what the server's metrics and the CPU clocks say: the server's
+handling outside ``predict``, its CPU per request, the load generator's share of the cores; it
+runs on the same cores as the server), ``load_grpc`` (OIP
 ``ModelInfer`` with the image as ``raw_input_contents``, as tritonclient sends it), the server's
 ``/metrics`` and resident memory, and the small statistics helpers the rounds use.
 """
@@ -9,11 +12,23 @@ Role: what the serving benchmark sends and reads, apart from what it starts and 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["load", "load_grpc", "percentile", "rss_bytes", "server_metrics", "timed"]
+__all__ = [
+    "cpu_seconds",
+    "load",
+    "load_grpc",
+    "many_clients",
+    "one_client",
+    "percentile",
+    "rss_bytes",
+    "score_seconds",
+    "server_metrics",
+    "timed",
+]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -43,6 +58,33 @@ def server_metrics(url: str) -> dict[str, float]:
         for s in family.samples
         if not s.labels
     }
+
+
+def score_seconds(url: str) -> float:
+    """The server's summed handling time of answered ``POST /score`` requests (its own clock)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "fpgaserve_request_duration_seconds_sum"
+        and s.labels.get("route") == "/score"
+        and s.labels.get("status") == "200"
+    )
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system, all threads) of process ``pid``, or of this process."""
+    if pid is None:
+        times = os.times()
+        return times.user + times.system
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_bytes(pid: int) -> int:
@@ -79,6 +121,31 @@ async def load(url: str, image: bytes, *, clients: int, requests: int) -> dict[s
         await asyncio.gather(*(client() for _ in range(clients)))
         elapsed = time.perf_counter() - start
     return _summary(latencies, elapsed, errors)
+
+
+def one_client(url: str, image: bytes, requests: int) -> tuple[dict[str, Any], float]:
+    """One client's load, and the server's mean time per request outside ``predict`` (its handling:
+    HTTP, checks, batcher, encoding; from its own metrics). The rest of the gap to in-process is
+    the client, the loopback and the thread wake-ups that no handler timer sees."""
+    handled, busy = score_seconds(url), server_metrics(url)["fpgaserve_batch_duration_seconds_sum"]
+    one = asyncio.run(load(url, image, clients=1, requests=requests))
+    busy = server_metrics(url)["fpgaserve_batch_duration_seconds_sum"] - busy
+    return one, (score_seconds(url) - handled - busy) / one["requests"]
+
+
+def many_clients(
+    url: str, image: bytes, *, pid: int, clients: int, requests: int
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """The concurrent clients' load, the server's CPU per request, and the share of the machine's
+    cores the load generator (this process) took meanwhile: it runs on the same cores."""
+    server, client, start = cpu_seconds(pid), cpu_seconds(), time.perf_counter()
+    many = asyncio.run(load(url, image, clients=clients, requests=requests))
+    wall, client = time.perf_counter() - start, cpu_seconds() - client
+    cpu = {
+        "server": (cpu_seconds(pid) - server) / many["requests"],
+        "client_cores": client / wall / (os.cpu_count() or 1),
+    }
+    return many, cpu
 
 
 async def load_grpc(

@@ -19,10 +19,13 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from fpgaserve.server.batching import DynamicBatcher
 from tests.support.polling import DEADLINE
 
 # ``await make_client(runtime=..., **settings)`` (the conftest fixture): a client of a fresh app.
 MakeClient = Callable[..., Awaitable[TestClient[Any, Any]]]
+# ``make_batcher(runtime, **settings)`` (the conftest fixture): a started batcher.
+MakeBatcher = Callable[..., DynamicBatcher]
 
 
 def b64(data: bytes) -> str:

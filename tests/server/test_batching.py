@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
@@ -15,27 +14,9 @@ import pytest
 from fpgaserve.runtime.protocol import InvalidInput, PredictResult, TensorSpec
 from fpgaserve.server.batching import DynamicBatcher
 from fpgaserve.server.errors import ModelNotReady, PayloadTooLarge, QueueFull
-from fpgaserve.server.metrics import ServerMetrics
 from fpgaserve.server.testing import FakeRuntime, encode_jpeg, sample_image
+from tests.server.helpers import MakeBatcher
 from tests.support.polling import DEADLINE, eventually
-
-Factory = Callable[..., DynamicBatcher]
-
-
-@pytest.fixture
-async def make_batcher() -> AsyncIterator[Factory]:
-    made: list[DynamicBatcher] = []
-
-    def make(runtime: Any, **options: Any) -> DynamicBatcher:
-        settings = {"max_batch_size": 4, "max_batch_delay_s": 0.05, "max_queue": 16, **options}
-        batcher = DynamicBatcher(runtime=runtime, metrics=ServerMetrics(), **settings)
-        batcher.start()
-        made.append(batcher)
-        return batcher
-
-    yield make
-    for batcher in made:
-        await batcher.close()
 
 
 async def _request(batcher: DynamicBatcher, items: list[Any], *, timeout_s: float = 5.0) -> Any:
@@ -43,7 +24,9 @@ async def _request(batcher: DynamicBatcher, items: list[Any], *, timeout_s: floa
         return await batcher.submit(items, timeout_s=timeout_s)
 
 
-async def test_concurrent_requests_share_batches_up_to_the_maximum(make_batcher: Factory, png: bytes) -> None:
+async def test_concurrent_requests_share_batches_up_to_the_maximum(
+    make_batcher: MakeBatcher, png: bytes
+) -> None:
     runtime = FakeRuntime()
     batcher = make_batcher(runtime)
     results = await asyncio.gather(*(_request(batcher, [png]) for _ in range(8)))
@@ -54,7 +37,7 @@ async def test_concurrent_requests_share_batches_up_to_the_maximum(make_batcher:
 
 
 async def test_staggered_arrivals_wait_for_company_while_others_are_in_flight(
-    make_batcher: Factory, png: bytes
+    make_batcher: MakeBatcher, png: bytes
 ) -> None:
     runtime = FakeRuntime()
     batcher = make_batcher(runtime, max_batch_delay_s=1.0)
@@ -68,7 +51,7 @@ async def test_staggered_arrivals_wait_for_company_while_others_are_in_flight(
     assert runtime.batch_sizes == [4]
 
 
-async def test_a_lone_client_does_not_wait_for_the_batch_delay(make_batcher: Factory, png: bytes) -> None:
+async def test_a_lone_client_does_not_wait_for_the_batch_delay(make_batcher: MakeBatcher, png: bytes) -> None:
     runtime = FakeRuntime()
     batcher = make_batcher(runtime, max_batch_delay_s=3600.0)  # waiting for it would never end
     for _ in range(3):
@@ -77,7 +60,7 @@ async def test_a_lone_client_does_not_wait_for_the_batch_delay(make_batcher: Fac
 
 
 async def test_the_delay_bounds_the_wait_for_inputs_that_never_come(
-    make_batcher: Factory, png: bytes
+    make_batcher: MakeBatcher, png: bytes
 ) -> None:
     runtime = FakeRuntime()
     batcher = make_batcher(runtime, max_batch_delay_s=0.1)
@@ -89,7 +72,7 @@ async def test_the_delay_bounds_the_wait_for_inputs_that_never_come(
 
 
 async def test_a_request_larger_than_a_batch_is_split_and_reassembled_in_order(
-    make_batcher: Factory, png: bytes, jpeg: bytes
+    make_batcher: MakeBatcher, png: bytes, jpeg: bytes
 ) -> None:
     runtime = FakeRuntime()
     batcher = make_batcher(runtime, max_batch_size=2)
@@ -100,13 +83,13 @@ async def test_a_request_larger_than_a_batch_is_split_and_reassembled_in_order(
     assert result.device_seconds == pytest.approx(3 * 2 * 0.0002 - 0.0002)
 
 
-async def test_predict_runs_in_the_worker_thread(make_batcher: Factory, png: bytes) -> None:
+async def test_predict_runs_in_the_worker_thread(make_batcher: MakeBatcher, png: bytes) -> None:
     runtime = FakeRuntime()
     await _request(make_batcher(runtime), [png])
     assert runtime.threads == {"fpgaserve-batch_0"}
 
 
-async def test_a_full_queue_refuses_with_retry_after(make_batcher: Factory, png: bytes) -> None:
+async def test_a_full_queue_refuses_with_retry_after(make_batcher: MakeBatcher, png: bytes) -> None:
     runtime = FakeRuntime(batch_cost_s=0.3)
     batcher = make_batcher(runtime, max_batch_size=1, max_queue=2)
     running = asyncio.ensure_future(_request(batcher, [png]))
@@ -120,14 +103,14 @@ async def test_a_full_queue_refuses_with_retry_after(make_batcher: Factory, png:
 
 
 async def test_a_request_with_more_inputs_than_the_queue_holds_is_refused(
-    make_batcher: Factory, png: bytes
+    make_batcher: MakeBatcher, png: bytes
 ) -> None:
     batcher = make_batcher(FakeRuntime(), max_queue=3)
     with pytest.raises(PayloadTooLarge, match="at most 3"):
         await _request(batcher, [png] * 4)
 
 
-async def test_a_timed_out_request_leaves_the_queue(make_batcher: Factory, png: bytes) -> None:
+async def test_a_timed_out_request_leaves_the_queue(make_batcher: MakeBatcher, png: bytes) -> None:
     runtime = FakeRuntime(batch_cost_s=0.2)
     batcher = make_batcher(runtime, max_batch_size=1)
     first = asyncio.ensure_future(_request(batcher, [png]))
@@ -139,7 +122,7 @@ async def test_a_timed_out_request_leaves_the_queue(make_batcher: Factory, png: 
     assert runtime.batch_sizes == [1, 1]  # the timed-out inputs never ran
 
 
-async def test_a_bad_input_fails_only_its_own_request(make_batcher: Factory, png: bytes) -> None:
+async def test_a_bad_input_fails_only_its_own_request(make_batcher: MakeBatcher, png: bytes) -> None:
     whole = encode_jpeg(sample_image(seed=3))
     truncated = whole[: len(whole) * 2 // 3]  # headers intact: passes validate(), fails to decode
     runtime = FakeRuntime()
@@ -166,7 +149,7 @@ class _Unhelpful(FakeRuntime):
 
 
 async def test_an_unattributed_bad_input_is_found_by_running_requests_alone(
-    make_batcher: Factory, png: bytes
+    make_batcher: MakeBatcher, png: bytes
 ) -> None:
     batcher = make_batcher(_Unhelpful())
     good, bad = await asyncio.gather(
@@ -191,7 +174,7 @@ class _Broken(FakeRuntime):
 
 @pytest.mark.parametrize("rows", [None, 5])
 async def test_a_broken_batch_fails_its_requests_and_the_loop_goes_on(
-    make_batcher: Factory, png: bytes, rows: int | None
+    make_batcher: MakeBatcher, png: bytes, rows: int | None
 ) -> None:
     batcher = make_batcher(_Broken(rows=rows))
     with pytest.raises(RuntimeError, match="device lost" if rows is None else "shape"):
@@ -220,7 +203,7 @@ class _Summer:
         pass
 
 
-async def test_tensors_of_different_shapes_go_in_different_batches(make_batcher: Factory) -> None:
+async def test_tensors_of_different_shapes_go_in_different_batches(make_batcher: MakeBatcher) -> None:
     runtime = _Summer()
     batcher = make_batcher(runtime)
     vectors = [np.ones(n, np.float32) for n in (2, 3, 2, 3)]
@@ -230,7 +213,7 @@ async def test_tensors_of_different_shapes_go_in_different_batches(make_batcher:
 
 
 async def test_close_finishes_the_running_batch_and_fails_the_queued_ones(
-    make_batcher: Factory, png: bytes
+    make_batcher: MakeBatcher, png: bytes
 ) -> None:
     runtime = FakeRuntime(batch_cost_s=0.2)
     batcher = make_batcher(runtime, max_batch_size=1)
@@ -246,7 +229,7 @@ async def test_close_finishes_the_running_batch_and_fails_the_queued_ones(
         await _request(batcher, [png])
 
 
-async def test_the_worker_runs_on_idle_once_after_input_stops(make_batcher: Factory, png: bytes) -> None:
+async def test_the_worker_runs_on_idle_once_after_input_stops(make_batcher: MakeBatcher, png: bytes) -> None:
     runtime = FakeRuntime()
     threads: list[str] = []
     batcher = make_batcher(
@@ -264,7 +247,7 @@ async def test_the_worker_runs_on_idle_once_after_input_stops(make_batcher: Fact
 
 
 async def test_a_steady_stream_is_not_interrupted_by_the_idle_clean_up(
-    make_batcher: Factory, png: bytes
+    make_batcher: MakeBatcher, png: bytes
 ) -> None:
     runtime = FakeRuntime()
     calls: list[int] = []
@@ -274,7 +257,7 @@ async def test_a_steady_stream_is_not_interrupted_by_the_idle_clean_up(
     assert calls == [] and runtime.batch_sizes == [1] * 5
 
 
-async def test_a_failing_idle_clean_up_leaves_batching_working(make_batcher: Factory, png: bytes) -> None:
+async def test_a_failing_idle_clean_up_leaves_batching_working(make_batcher: MakeBatcher, png: bytes) -> None:
     runtime = FakeRuntime()
     calls: list[int] = []
 

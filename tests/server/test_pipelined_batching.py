@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
@@ -15,10 +14,9 @@ import pytest
 from fpgaserve.runtime.protocol import InvalidInput, PredictResult, PreparedBatch, StagedRuntime, TensorSpec
 from fpgaserve.server.batching import DynamicBatcher
 from fpgaserve.server.errors import ModelNotReady
-from fpgaserve.server.metrics import ServerMetrics
+from tests.server.helpers import MakeBatcher
 from tests.support.polling import DEADLINE, eventually
 
-Factory = Callable[..., DynamicBatcher]
 CLASSES = 3
 
 
@@ -96,22 +94,6 @@ class Staged:
             return [ident for s, ident, _ in self.log if s == step]
 
 
-@pytest.fixture
-async def make_batcher() -> AsyncIterator[Factory]:
-    made: list[DynamicBatcher] = []
-
-    def make(runtime: Any, **options: Any) -> DynamicBatcher:
-        settings = {"max_batch_size": 2, "max_batch_delay_s": 0.05, "max_queue": 64, **options}
-        batcher = DynamicBatcher(runtime=runtime, metrics=ServerMetrics(), **settings)
-        batcher.start()
-        made.append(batcher)
-        return batcher
-
-    yield make
-    for batcher in made:
-        await batcher.close()
-
-
 def _vec(value: float) -> npt.NDArray[np.float32]:
     return np.array([value, value + 0.25, value + 0.5], np.float32)
 
@@ -134,7 +116,7 @@ def test_the_fake_is_a_staged_runtime() -> None:
     assert isinstance(Staged(), StagedRuntime)
 
 
-async def test_on_an_idle_device_a_batch_runs_predict_in_the_worker_thread(make_batcher: Factory) -> None:
+async def test_on_an_idle_device_a_batch_runs_predict_in_the_worker_thread(make_batcher: MakeBatcher) -> None:
     runtime = Staged()
     batcher = make_batcher(runtime)
     for value in range(3):  # a lone client: no prepare thread, no extra hop
@@ -142,7 +124,7 @@ async def test_on_an_idle_device_a_batch_runs_predict_in_the_worker_thread(make_
     assert {name for _, _, name in runtime.log} == {"fpgaserve-batch_0"}
 
 
-async def test_prepare_runs_beside_the_previous_batchs_complete(make_batcher: Factory) -> None:
+async def test_prepare_runs_beside_the_previous_batchs_complete(make_batcher: MakeBatcher) -> None:
     runtime = Staged()
     batcher = make_batcher(runtime, max_batch_size=1)
     first = await _busy_device(batcher, runtime)
@@ -160,7 +142,9 @@ async def test_prepare_runs_beside_the_previous_batchs_complete(make_batcher: Fa
     ]
 
 
-async def test_answers_reach_their_requests_in_order_and_memory_stays_bounded(make_batcher: Factory) -> None:
+async def test_answers_reach_their_requests_in_order_and_memory_stays_bounded(
+    make_batcher: MakeBatcher,
+) -> None:
     runtime = Staged()
     runtime.complete_seconds = 0.002  # the device busy now and then, so some batches are pipelined
     batcher = make_batcher(runtime, max_batch_size=3)
@@ -177,7 +161,7 @@ async def test_answers_reach_their_requests_in_order_and_memory_stays_bounded(ma
     assert sample("fpgaserve_batch_prepare_seconds_count") == prepared_apart
 
 
-async def test_a_bad_input_found_by_prepare_fails_only_its_own_request(make_batcher: Factory) -> None:
+async def test_a_bad_input_found_by_prepare_fails_only_its_own_request(make_batcher: MakeBatcher) -> None:
     runtime = Staged()
     batcher = make_batcher(runtime, max_batch_size=4)
     held = await _busy_device(batcher, runtime)
@@ -195,7 +179,7 @@ async def test_a_bad_input_found_by_prepare_fails_only_its_own_request(make_batc
     assert runtime.sizes[1] == 4  # the three requests were one batch
 
 
-async def test_a_bad_input_found_by_complete_fails_only_its_own_request(make_batcher: Factory) -> None:
+async def test_a_bad_input_found_by_complete_fails_only_its_own_request(make_batcher: MakeBatcher) -> None:
     runtime = Staged()
     batcher = make_batcher(runtime, max_batch_size=4)
     held = await _busy_device(batcher, runtime)
@@ -210,7 +194,9 @@ async def test_a_bad_input_found_by_complete_fails_only_its_own_request(make_bat
     await held
 
 
-async def test_a_broken_complete_fails_its_requests_and_the_pipeline_goes_on(make_batcher: Factory) -> None:
+async def test_a_broken_complete_fails_its_requests_and_the_pipeline_goes_on(
+    make_batcher: MakeBatcher,
+) -> None:
     runtime = Staged()
     batcher = make_batcher(runtime, max_batch_size=1)
     held = await _busy_device(batcher, runtime)
@@ -226,7 +212,7 @@ async def test_a_broken_complete_fails_its_requests_and_the_pipeline_goes_on(mak
 
 @pytest.mark.parametrize("first", ["prepare", "complete"])
 async def test_close_finishes_the_batches_in_both_steps_and_fails_the_queued_ones(
-    make_batcher: Factory, first: str
+    make_batcher: MakeBatcher, first: str
 ) -> None:
     runtime = Staged()
     batcher = make_batcher(runtime, max_batch_size=1)
@@ -250,7 +236,7 @@ async def test_close_finishes_the_batches_in_both_steps_and_fails_the_queued_one
     assert not any(t.name.startswith(("fpgaserve-prepare", "fpgaserve-batch")) for t in threading.enumerate())
 
 
-async def test_the_idle_clean_up_waits_for_the_batch_on_the_device(make_batcher: Factory) -> None:
+async def test_the_idle_clean_up_waits_for_the_batch_on_the_device(make_batcher: MakeBatcher) -> None:
     runtime = Staged()
     calls: list[list[int]] = []
     batcher = make_batcher(runtime, idle_s=0.01, on_idle=lambda: calls.append(list(runtime.prepared)))
@@ -259,12 +245,12 @@ async def test_the_idle_clean_up_waits_for_the_batch_on_the_device(make_batcher:
     assert calls == [[]]  # it ran after the batch left the device, not during
 
 
-async def test_while_the_device_is_busy_the_next_batch_waits_for_company(make_batcher: Factory) -> None:
+async def test_while_the_device_is_busy_the_next_batch_waits_for_company(make_batcher: MakeBatcher) -> None:
     # Inputs still on their way (the clients of the batch just answered) join the next batch until
     # the device is about to be free, even past the batch delay; otherwise 16 clients made batches of
     # about 5 instead of 8.
     runtime = Staged()
-    batcher = make_batcher(runtime, max_batch_delay_s=0.001)
+    batcher = make_batcher(runtime, max_batch_size=2, max_batch_delay_s=0.001)
     runtime.complete_seconds = 1.0  # one batch of one: the estimate of a device step is 1 s per input
     await _request(batcher, [_vec(0)])
     runtime.complete_seconds = 0.0

@@ -6,7 +6,8 @@ Role: the data plane submits each request's validated inputs; ``DynamicBatcher``
 the event loop. A batch is dispatched when it is full, when it holds as many inputs as were recently
 in flight (a lone client never waits for company), or when its oldest input has waited
 ``max_batch_delay_s``. A bad input found by ``predict`` fails only its own request; the rest of the
-batch is run again without it.
+batch is run again without it. What is queued (a request's ``Group``, one ``Entry`` per input) and
+how answers reach their requests live in ``batch_requests``.
 
 A ``StagedRuntime`` (the package runtime) runs as a two-step pipeline instead: ``prepare`` (decode,
 resize, normalize: one core, under the GIL) in a thread ``fpgaserve-prepare`` while the previous
@@ -29,52 +30,30 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from fpgaserve.runtime.protocol import InvalidInput, ModelRuntime, PreparedBatch, StagedRuntime
+from fpgaserve.server.batch_requests import (
+    BatchOutput,
+    Entry,
+    Group,
+    Item,
+    deliver,
+    isolate,
+    payloads,
+    stackable,
+)
 from fpgaserve.server.errors import ModelNotReady, PayloadTooLarge, QueueFull
 from fpgaserve.server.metrics import ServerMetrics
 
-__all__ = ["BatchOutput", "DynamicBatcher", "Item"]
+__all__ = ["DynamicBatcher"]
 
 logger = logging.getLogger(__name__)
 
-Item = bytes | npt.NDArray[np.float32]
 _R = TypeVar("_R")  # what a step returns for one part
-
-
-@dataclass(frozen=True)
-class BatchOutput:
-    """The outputs of one request's inputs, in order, and the modeled device time of its batches."""
-
-    outputs: npt.NDArray[np.float32]  # (inputs, *output_spec.shape)
-    device_seconds: float
-
-
-@dataclass(eq=False)
-class _Group:
-    """The inputs of one request; its future resolves once every input has its output row."""
-
-    future: asyncio.Future[BatchOutput]
-    rows: list[npt.NDArray[np.float32] | None]
-    pending: int
-    device_seconds: float = 0.0
-
-    def fail(self, exc: BaseException) -> None:
-        if not self.future.done():
-            self.future.set_exception(exc)
-
-
-@dataclass(eq=False)
-class _Entry:
-    group: _Group
-    index: int  # position of the input in its request
-    payload: Item
-    enqueued: float = field(default_factory=time.perf_counter)
 
 
 class DynamicBatcher:
@@ -97,7 +76,7 @@ class DynamicBatcher:
         self.max_batch_size = max_batch_size
         self.max_batch_delay_s = max_batch_delay_s
         self.max_queue = max_queue
-        self._queue: collections.deque[_Entry] = collections.deque()
+        self._queue: collections.deque[Entry] = collections.deque()
         self._wakeup = asyncio.Event()
         self._executor: ThreadPoolExecutor | None = None  # the worker: predict, or complete
         self._prepare_executor: ThreadPoolExecutor | None = None  # a staged runtime's prepare
@@ -165,9 +144,9 @@ class DynamicBatcher:
             self.metrics.rejected.labels("queue_full").inc(len(items))
             raise QueueFull(f"the queue is full ({self.max_queue} inputs waiting); retry shortly")
         loop = asyncio.get_running_loop()
-        group = _Group(future=loop.create_future(), rows=[None] * len(items), pending=len(items))
+        group = Group(future=loop.create_future(), rows=[None] * len(items), pending=len(items))
         for index, payload in enumerate(items):
-            self._queue.append(_Entry(group=group, index=index, payload=payload))
+            self._queue.append(Entry(group=group, index=index, payload=payload))
         self.metrics.queue_depth.set(len(self._queue))
         self._wakeup.set()
         try:
@@ -179,7 +158,7 @@ class DynamicBatcher:
             if group.pending:  # timed out, cancelled or failed: nothing queued may run for it
                 self._drop(group)
 
-    def _drop(self, group: _Group) -> None:
+    def _drop(self, group: Group) -> None:
         if any(entry.group is group for entry in self._queue):
             self._queue = collections.deque(e for e in self._queue if e.group is not group)
             self.metrics.queue_depth.set(len(self._queue))
@@ -198,7 +177,7 @@ class DynamicBatcher:
             if self._completing is not None:  # the last batch on the device finishes (or is cancelled)
                 await self._completing
 
-    async def _guarded(self, batch: list[_Entry], step: Awaitable[None]) -> None:
+    async def _guarded(self, batch: list[Entry], step: Awaitable[None]) -> None:
         """Await one step of ``batch``; whatever it raises fails its requests, never the loop."""
         try:
             await step
@@ -211,7 +190,7 @@ class DynamicBatcher:
             for entry in batch:
                 entry.group.fail(exc)
 
-    async def _pipe(self, batch: list[_Entry]) -> None:
+    async def _pipe(self, batch: list[Entry]) -> None:
         """Prepare ``batch`` while the previous batch completes, then start its own complete. With the
         device idle there is nothing to overlap: ``predict`` in the worker thread, one hop fewer (a
         lone client's latency), while the next batch may be prepared beside it."""
@@ -223,7 +202,7 @@ class DynamicBatcher:
         if ready:
             self._start_device(batch, self._complete(ready), sum(p.size for _, p in ready))
 
-    def _start_device(self, batch: list[_Entry], step: Awaitable[None], inputs: int) -> None:
+    def _start_device(self, batch: list[Entry], step: Awaitable[None], inputs: int) -> None:
         loop = asyncio.get_running_loop()
         self._completing = loop.create_task(self._guarded(batch, step), name="fpgaserve-complete")
         self._completing.add_done_callback(lambda _: self._wakeup.set())  # _collect may hold for it
@@ -237,40 +216,46 @@ class DynamicBatcher:
             return 0.0
         return self._device_end - self._prepare_per_input * target
 
-    async def _collect(self) -> list[_Entry]:
+    async def _collect(self) -> list[Entry]:
         loop = asyncio.get_running_loop()
+        idle_at: float | None = None  # when on_idle is due: idle_s after a batch ran and no input came
         while not self._queue:
             if self._closing:
                 return []
-            self._wakeup.clear()
-            if self._ran and self.on_idle is not None and self.idle_s > 0:
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), self.idle_s)
-                except asyncio.TimeoutError:
-                    self._ran = False
-                    await self._idle(loop)
-            else:
-                await self._wakeup.wait()
+            if idle_at is None and self._ran and self.on_idle is not None and self.idle_s > 0:
+                idle_at = loop.time() + self.idle_s
+            if idle_at is not None and loop.time() >= idle_at:
+                self._ran, idle_at = False, None
+                await self._idle(loop)
+                continue
+            await self._sleep(loop, idle_at)
         target = min(self.max_batch_size, self._peak)
         # perf_counter and the loop clock differ in origin; convert the oldest input's age once.
         deadline = loop.time() + self.max_batch_delay_s - (time.perf_counter() - self._queue[0].enqueued)
-        while (
-            len(self._queue) < target and (wait := max(deadline, self._hold_until(target)) - loop.time()) > 0
-        ):
-            self._wakeup.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), wait)
+        while len(self._queue) < target and (until := max(deadline, self._hold_until(target))) > loop.time():
+            await self._sleep(loop, until)
             if not self._queue:  # everything queued was cancelled meanwhile, or we are closing
                 return await self._collect()
         batch = [self._queue.popleft()]
-        skipped: list[_Entry] = []  # tensors of another shape wait for a batch of their own
+        skipped: list[Entry] = []  # tensors of another shape wait for a batch of their own
         while self._queue and len(batch) < self.max_batch_size:
             entry = self._queue.popleft()
-            (batch if _stackable(batch[0].payload, entry.payload) else skipped).append(entry)
+            (batch if stackable(batch[0].payload, entry.payload) else skipped).append(entry)
         self._queue.extendleft(reversed(skipped))
         self.metrics.queue_depth.set(len(self._queue))
         self._peak = max(1, self._inflight)  # measure concurrency afresh for the next batch
         return batch
+
+    async def _sleep(self, loop: asyncio.AbstractEventLoop, until: float | None) -> None:
+        """Wait for a wake-up (an input, a batch off the device, closing) or until loop time ``until``.
+        A timer, not ``asyncio.wait_for``: that made a task per wait, after every lone request."""
+        self._wakeup.clear()
+        timer = None if until is None else loop.call_at(until, self._wakeup.set)
+        try:
+            await self._wakeup.wait()
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     async def _idle(self, loop: asyncio.AbstractEventLoop) -> None:
         assert self.on_idle is not None
@@ -281,20 +266,20 @@ class DynamicBatcher:
         except Exception:  # a failed clean-up must not stop the batching loop
             logger.warning("the idle clean-up failed", exc_info=True)
 
-    async def _execute(self, batch: list[_Entry]) -> None:
+    async def _execute(self, batch: list[Entry]) -> None:
         """Run ``batch`` with ``predict`` in the worker thread, bad inputs isolated."""
         self._ran = True
         self._observe_wait(batch)
         await self._isolated(batch, self._executor, self._predict, self._completed)
 
-    async def _prepare(self, batch: list[_Entry]) -> list[tuple[list[_Entry], PreparedBatch]]:
+    async def _prepare(self, batch: list[Entry]) -> list[tuple[list[Entry], PreparedBatch]]:
         """A staged runtime's host step in its thread; a bad input fails its request, the rest are
         prepared again without it."""
         self._ran = True
         self._observe_wait(batch)
-        ready: list[tuple[list[_Entry], PreparedBatch]] = []
+        ready: list[tuple[list[Entry], PreparedBatch]] = []
 
-        def prepared(part: list[_Entry], result: PreparedBatch, seconds: float) -> None:
+        def prepared(part: list[Entry], result: PreparedBatch, seconds: float) -> None:
             self.metrics.prepare_seconds.observe(seconds)
             self._prepare_per_input = _smoothed(self._prepare_per_input, seconds / len(part))
             ready.append((part, result))
@@ -302,7 +287,7 @@ class DynamicBatcher:
         await self._isolated(batch, self._prepare_executor, self._prepare_part, prepared)
         return ready
 
-    async def _complete(self, ready: list[tuple[list[_Entry], PreparedBatch]]) -> None:
+    async def _complete(self, ready: list[tuple[list[Entry], PreparedBatch]]) -> None:
         """A staged runtime's device step in the worker thread, part after part."""
         assert self._staged is not None
         loop = asyncio.get_running_loop()
@@ -311,7 +296,7 @@ class DynamicBatcher:
             try:
                 result = await loop.run_in_executor(self._executor, self._staged.complete, prepared)
             except InvalidInput as exc:  # found on the device (rare): the others run again, unstaged
-                for rest in self._isolate(part, exc):
+                for rest in isolate(part, exc):
                     await self._execute(rest)
                 continue
             outputs = self._checked(result.outputs, len(part))
@@ -319,10 +304,10 @@ class DynamicBatcher:
 
     async def _isolated(
         self,
-        batch: list[_Entry],
+        batch: list[Entry],
         executor: ThreadPoolExecutor | None,
-        call: Callable[[list[_Entry]], _R],
-        done: Callable[[list[_Entry], _R, float], None],
+        call: Callable[[list[Entry]], _R],
+        done: Callable[[list[Entry], _R, float], None],
     ) -> None:
         """``call`` on ``batch`` in ``executor``, then ``done`` with each part that ran and its seconds.
         A bad input fails its own request, and the rest of its part runs again (``_isolate``)."""
@@ -334,30 +319,30 @@ class DynamicBatcher:
             try:
                 result = await loop.run_in_executor(executor, call, part)
             except InvalidInput as exc:
-                work.extend(self._isolate(part, exc))
+                work.extend(isolate(part, exc))
                 continue
             done(part, result, time.perf_counter() - start)
 
     def _completed(
-        self, part: list[_Entry], result: tuple[npt.NDArray[np.float32], float], seconds: float
+        self, part: list[Entry], result: tuple[npt.NDArray[np.float32], float], seconds: float
     ) -> None:
         """A part's device step is done (``predict`` or ``complete``): its metrics, then its answers."""
         self.metrics.batch_seconds.observe(seconds)
         self._complete_per_input = _smoothed(self._complete_per_input, seconds / len(part))
         self._deliver(part, *result)
 
-    def _prepare_part(self, part: list[_Entry]) -> PreparedBatch:
+    def _prepare_part(self, part: list[Entry]) -> PreparedBatch:
         """Prepare thread: a staged runtime's ``prepare`` of one part."""
         assert self._staged is not None
-        return self._staged.prepare(_payloads(part))
+        return self._staged.prepare(payloads(part))
 
-    def _observe_wait(self, batch: list[_Entry]) -> None:
+    def _observe_wait(self, batch: list[Entry]) -> None:
         for entry in batch:
             self.metrics.queue_wait_seconds.observe(time.perf_counter() - entry.enqueued)
 
-    def _predict(self, part: list[_Entry]) -> tuple[npt.NDArray[np.float32], float]:
+    def _predict(self, part: list[Entry]) -> tuple[npt.NDArray[np.float32], float]:
         """Worker thread: one ``runtime.predict`` call, its output checked against the batch."""
-        result = self.runtime.predict(_payloads(part))
+        result = self.runtime.predict(payloads(part))
         return self._checked(result.outputs, len(part)), float(result.device_seconds)
 
     def _checked(self, outputs: object, size: int) -> npt.NDArray[np.float32]:
@@ -368,54 +353,14 @@ class DynamicBatcher:
             )
         return array
 
-    def _isolate(self, batch: list[_Entry], exc: InvalidInput) -> list[list[_Entry]]:
-        """Fail the request that holds the bad input; return the parts of the batch to run again."""
-        if exc.index is not None and 0 <= exc.index < len(batch):
-            culprit = batch[exc.index]
-            # exc.index counts inputs of the batch; the request knows its input by culprit.index.
-            culprit.group.fail(InvalidInput(exc.message, index=culprit.index))
-            rest = [e for e in batch if e.group is not culprit.group]
-            return [rest] if rest else []
-        groups = list(dict.fromkeys(e.group for e in batch))
-        if len(groups) == 1:
-            groups[0].fail(InvalidInput(exc.message))
-            return []
-        # The runtime did not say which input was bad: run each request alone to find out (rare).
-        return [[e for e in batch if e.group is group] for group in groups]
-
-    def _deliver(self, batch: list[_Entry], outputs: npt.NDArray[np.float32], device_seconds: float) -> None:
+    def _deliver(self, batch: list[Entry], outputs: npt.NDArray[np.float32], device_seconds: float) -> None:
         self.metrics.batch_size.observe(len(batch))
         self.metrics.inputs.inc(len(batch))
         self.metrics.device_seconds.inc(device_seconds)
         self.metrics.batch_device_seconds.observe(device_seconds)
-        seen: set[int] = set()
-        for entry, row in zip(batch, outputs, strict=True):
-            group = entry.group
-            if id(group) not in seen:
-                seen.add(id(group))
-                group.device_seconds += device_seconds
-            group.rows[entry.index] = row
-            group.pending -= 1
-            if group.pending == 0 and not group.future.done():
-                rows = [r for r in group.rows if r is not None]
-                group.future.set_result(
-                    BatchOutput(outputs=np.stack(rows), device_seconds=group.device_seconds)
-                )
+        deliver(batch, outputs, device_seconds)
 
 
 def _smoothed(previous: float, sample: float) -> float:
     """An exponentially weighted mean that follows the last few batches (the first sample as is)."""
     return sample if previous == 0.0 else 0.7 * previous + 0.3 * sample
-
-
-def _payloads(part: list[_Entry]) -> list[bytes] | npt.NDArray[np.float32]:
-    """The batch a runtime takes: encoded images as a list, tensors stacked."""
-    if isinstance(part[0].payload, bytes):
-        return [e.payload for e in part if isinstance(e.payload, bytes)]
-    return np.stack([e.payload for e in part]).astype(np.float32, copy=False)
-
-
-def _stackable(a: Item, b: Item) -> bool:
-    if isinstance(a, bytes) or isinstance(b, bytes):
-        return isinstance(a, bytes) and isinstance(b, bytes)
-    return a.shape == b.shape

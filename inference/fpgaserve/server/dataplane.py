@@ -25,7 +25,8 @@ from fpgaserve.api.errors import UserError
 from fpgaserve.npu.allocator import resident_mib, trim_heap
 from fpgaserve.runtime.images import check_image_pixels
 from fpgaserve.runtime.protocol import InvalidInput, ModelRuntime, TensorSpec
-from fpgaserve.server.batching import BatchOutput, DynamicBatcher, Item
+from fpgaserve.server.batch_requests import BatchOutput, Item
+from fpgaserve.server.batching import DynamicBatcher
 from fpgaserve.server.codec import check_shape
 from fpgaserve.server.errors import InferenceTimeout, InvalidRequest, ModelNotFound, ModelNotReady
 from fpgaserve.server.metrics import ServerMetrics

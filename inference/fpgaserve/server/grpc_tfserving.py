@@ -17,7 +17,7 @@ import grpc
 import numpy as np
 
 from fpgaserve.runtime.protocol import InvalidInput, ModelRuntime, TensorSpec
-from fpgaserve.server.batching import Item
+from fpgaserve.server.batch_requests import Item
 from fpgaserve.server.codec import check_shape
 from fpgaserve.server.errors import InvalidRequest
 from fpgaserve.server.grpc_common import GrpcServices, Method, unary_method

@@ -17,7 +17,7 @@ import grpc
 import numpy as np
 
 from fpgaserve.runtime.protocol import ModelRuntime, TensorSpec
-from fpgaserve.server.batching import Item
+from fpgaserve.server.batch_requests import Item
 from fpgaserve.server.codec import (
     V2_DATATYPES,
     check_shape,

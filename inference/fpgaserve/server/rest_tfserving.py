@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from fpgaserve.runtime.protocol import InvalidInput, ModelRuntime, TensorSpec
-from fpgaserve.server.batching import Item
+from fpgaserve.server.batch_requests import Item
 from fpgaserve.server.codec import decode_base64, floats_json, to_float_input
 from fpgaserve.server.errors import InvalidRequest
 from fpgaserve.server.rest_common import DATAPLANE_KEY, json_text, json_text_response, read_json

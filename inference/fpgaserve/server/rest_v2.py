@@ -21,7 +21,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fpgaserve.runtime.protocol import ModelRuntime, TensorSpec
-from fpgaserve.server.batching import Item
+from fpgaserve.server.batch_requests import Item
 from fpgaserve.server.codec import (
     V2_DATATYPES,
     check_shape,
