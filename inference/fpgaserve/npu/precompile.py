@@ -9,6 +9,10 @@ each kernel has one signature. What differs between formats is the window quanti
 compile-time constant: one entry per block size. Calling every wrapper once per format on small
 arrays therefore compiles (or loads) everything a program in any preset format, or a mix of them,
 can run; ``tests/npu/test_kernel_cache.py`` checks that whole programs then compile nothing.
+
+``cached_kernels`` and ``cold_start_notice`` tell, without compiling anything, whether a first
+run is about to compile kernels: ``fpgaserve serve`` and ``quickstart`` say so before the long
+silence, and stay quiet when numba's cache holds them for this CPU.
 """
 
 from __future__ import annotations
@@ -18,7 +22,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["WarmReport", "warm_kernels"]
+# CPU time to compile the kernels of one format and the host resize, measured with
+# `fpgaserve warm-kernels --format int12-bfp` into an empty cache (docs/benchmarks.md).
+COLD_START_CPU_SECONDS = 25
+
+__all__ = ["COLD_START_CPU_SECONDS", "WarmReport", "cached_kernels", "cold_start_notice", "warm_kernels"]
 
 
 @dataclass(frozen=True)
@@ -115,4 +123,53 @@ def warm_kernels(*, formats: Iterable[Any] | None = None) -> WarmReport:
         seconds=seconds,
         counts=counts,
         cache_paths=paths,
+    )
+
+
+def cached_kernels(*, block_sizes: tuple[int, ...] = ()) -> dict[str, bool] | None:
+    """Per kernel (those of every format, the window quantizer of each of ``block_sizes``, and the
+    host resize): whether numba's cache holds an entry for it on this CPU, i.e. whether its first
+    call loads it rather than compiles it. None when that cannot be told (the numpy kernels chosen,
+    or a numba whose private cache API moved).
+
+    Reads the cache's index files and matches them as numba's own lookup does (signature, CPU and
+    bytecode hash); loads and compiles nothing. Kernels numba inlines into their callers have no
+    entry of their own and are left out."""
+    import os
+
+    if os.environ.get("FPGASERVE_KERNELS", "numba").lower() != "numba":
+        return None
+    try:
+        from fpgaserve.npu import kernels_numba as k
+        from fpgaserve.runtime import host_stages
+
+        found = {}
+        for name, dispatcher in {
+            **k.dispatchers(block_sizes=block_sizes),
+            **host_stages.dispatchers(),
+        }.items():
+            if dispatcher.targetoptions.get("inline") == "always":
+                continue
+            cache = dispatcher._cache
+            codegen = dispatcher.targetctx.codegen()
+            index = cache._cache_file._load_index()
+            found[name] = any(cache._index_key(key[0], codegen) == key for key in index)
+        return found
+    except (AttributeError, ImportError, TypeError, IndexError):
+        return None
+
+
+def cold_start_notice() -> str | None:
+    """One line saying that the emulator's kernels are about to be compiled, when numba's cache
+    holds none of them for this CPU (a first run, a new CPU, or new kernel sources); else None.
+
+    Not when only some are missing: which ones a program calls depends on its layers and format (a
+    ResNet never calls the depthwise kernel), so a partly filled cache may lack nothing it needs,
+    and compiling the few it does takes seconds, not the minute a cold cache does."""
+    cached = cached_kernels()
+    if not cached or any(cached.values()):
+        return None
+    return (
+        f"compiling the emulator's kernels for this CPU (numba's cache has none of them): once, "
+        f"about {COLD_START_CPU_SECONDS} s of CPU, a minute or two on a busy machine; later starts load them"
     )
