@@ -111,3 +111,23 @@ def test_help_lists_every_flag_the_operator_generates() -> None:
     assert len(flags) >= 10
     for flag in flags:
         assert flag in out
+
+
+@pytest.mark.parametrize("notice", ["compiling the emulator's kernels for this CPU (...)", None])
+def test_the_load_says_when_it_compiles_the_kernels_and_only_then(
+    notice: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A first start compiles the kernels in its warm-up: a minute of silence before ready otherwise.
+    import fpgaserve.npu.precompile
+    import fpgaserve.runtime.numba_typing
+    import fpgaserve.runtime.pipeline
+    from fpgaserve.cli import serve
+
+    loaded = object()
+    monkeypatch.setattr(fpgaserve.npu.precompile, "cold_start_notice", lambda: notice)
+    monkeypatch.setattr(fpgaserve.runtime.numba_typing, "load_numba_typing", lambda: None)
+    monkeypatch.setattr(fpgaserve.runtime.pipeline, "load_pipeline", lambda *a, **k: loaded)
+    with caplog.at_level("INFO", logger="fpgaserve.cli.serve"):
+        assert serve._load_pipeline(tmp_path, max_image_pixels=10) is loaded
+    said = [r.getMessage() for r in caplog.records if r.name == "fpgaserve.cli.serve"]
+    assert said == ([notice] if notice else [])

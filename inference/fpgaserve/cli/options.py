@@ -47,9 +47,7 @@ def add_model_path_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-path",
         default=DEFAULT_MODEL_PATH,
-        metavar="DIR",
-        help="where compiled programs are kept between runs, shared with the Python SDK's zoo models "
-        "(default: %(default)s)",
+        help="where compiled programs are kept between runs (default: %(default)s)",
     )
 
 
