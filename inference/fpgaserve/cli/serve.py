@@ -7,8 +7,8 @@ runs the server. The runtime (``fpgaserve.runtime.pipeline``: numpy, numba, and 
 package with a stage that needs it) is imported and loaded in a thread of its own started first,
 before the server's modules (aiohttp) are imported: the two overlap where they release the GIL
 (reading and inflating the package, LLVM loading the cached kernels), and the probes answer while it
-loads; when numba's cache lacks the kernels, the load thread first logs that they are being compiled
-(``fpgaserve.npu.precompile.cold_start_notice``). Tests pass their own ``load`` to ``run_serve``.
+loads; when numba's cache lacks a kernel, its first compile logs that kernels are being compiled
+(``fpgaserve.npu.precompile.announce_compiling``). Tests pass their own ``load`` to ``run_serve``.
 """
 
 from __future__ import annotations
@@ -247,13 +247,11 @@ def _load_pipeline(model_dir: Path, *, max_image_pixels: int) -> ModelRuntime:
     from fpgaserve.runtime.pipeline import load_pipeline
 
     load_numba_typing()  # before the first kernel call: no scipy.linalg, no cffi (see the module)
-    from fpgaserve.npu.precompile import cold_start_notice
+    from fpgaserve.npu.precompile import announce_compiling
 
-    # A first start compiles the kernels during the warm-up, a long silence before ready: say so
-    # (reads numba's cache index, a few milliseconds; nothing when the kernels are cached).
-    notice = cold_start_notice()
-    if notice:
-        logger.info("%s", notice)
+    # A first start compiles kernels in its warm-up, a long silence before ready: say so when numba
+    # starts compiling one (nothing is said when they all load from the cache).
+    announce_compiling(lambda notice: logger.info("%s", notice))
     try:
         # No warm-up batch of one here: the data plane's warm-up (a batch of two, split into parts
         # of one on their threads) loads the same kernels, and a batch of one before it cost about

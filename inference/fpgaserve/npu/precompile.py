@@ -10,23 +10,38 @@ compile-time constant: one entry per block size. Calling every wrapper once per 
 arrays therefore compiles (or loads) everything a program in any preset format, or a mix of them,
 can run; ``tests/npu/test_kernel_cache.py`` checks that whole programs then compile nothing.
 
-``cached_kernels`` and ``cold_start_notice`` tell, without compiling anything, whether a first
-run is about to compile kernels: ``fpgaserve serve`` and ``quickstart`` say so before the long
-silence, and stay quiet when numba's cache holds them for this CPU.
+A first start that compiles kernels is a long silence, so it says so, and stays quiet when numba's
+cache holds them for this CPU: ``announce_compiling`` (``fpgaserve serve``) speaks when numba
+actually starts compiling one, in the process that compiles; ``cold_start_notice``
+(``fpgaserve quickstart``, whose server is another process) tells beforehand, by reading the
+cache's index (``cached_kernels``), when the cache holds none of them.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 # CPU time to compile the kernels of one format and the host resize, measured with
 # `fpgaserve warm-kernels --format int12-bfp` into an empty cache (docs/benchmarks.md).
 COLD_START_CPU_SECONDS = 25
+COMPILING = (
+    f"compiling the emulator's kernels for this CPU: once, about {COLD_START_CPU_SECONDS} s of CPU "
+    "(a minute or two on a busy machine); later starts load them from numba's cache"
+)
 
-__all__ = ["COLD_START_CPU_SECONDS", "WarmReport", "cached_kernels", "cold_start_notice", "warm_kernels"]
+__all__ = [
+    "COLD_START_CPU_SECONDS",
+    "COMPILING",
+    "WarmReport",
+    "announce_compiling",
+    "cached_kernels",
+    "cold_start_notice",
+    "warm_kernels",
+]
 
 
 @dataclass(frozen=True)
@@ -169,7 +184,27 @@ def cold_start_notice() -> str | None:
     cached = cached_kernels()
     if not cached or any(cached.values()):
         return None
-    return (
-        f"compiling the emulator's kernels for this CPU (numba's cache has none of them): once, "
-        f"about {COLD_START_CPU_SECONDS} s of CPU, a minute or two on a busy machine; later starts load them"
-    )
+    return COMPILING
+
+
+def announce_compiling(say: Callable[[str], None]) -> None:
+    """From now on, the first time numba compiles a function in this process (a cache miss: a load
+    from the cache is no compile), call ``say(COMPILING)``; once per process, from the compiling
+    thread. numba's ``numba:compile`` event marks exactly those compiles."""
+    from numba.core import event
+
+    lock = threading.Lock()
+    said: list[bool] = []
+
+    class _FirstCompile(event.Listener):  # type: ignore[misc]  # numba is untyped
+        def on_start(self, ev: Any) -> None:
+            with lock:
+                if said:
+                    return
+                said.append(True)
+            say(COMPILING)
+
+        def on_end(self, ev: Any) -> None:
+            pass
+
+    event.register("numba:compile", _FirstCompile())  # type: ignore[no-untyped-call]
