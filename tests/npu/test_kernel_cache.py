@@ -221,38 +221,6 @@ def test_warm_kernels_refuses_a_directory_it_cannot_write(tmp_path: Path) -> Non
     assert "cannot create the cache directory" in proc.stderr
 
 
-# What `fpgaserve serve` and `quickstart` ask before a first start compiles the kernels.
-NOTICE = (
-    "import json\n"
-    "from fpgaserve.npu.precompile import cached_kernels, cold_start_notice\n"
-    "cached = cached_kernels()\n"
-    "print(json.dumps({'notice': cold_start_notice(), 'cached': cached and sorted(k for k, v in cached.items() if v),"
-    " 'kernels': cached and len(cached)}))"
-)
-
-
-def test_a_cold_cache_is_announced_and_a_warm_one_is_not(
-    image_cache: tuple[Path, dict[str, object]], tmp_path: Path
-) -> None:
-    directory, _ = image_cache
-    empty = tmp_path / "empty"
-    cold = run_python(NOTICE, {"NUMBA_CACHE_DIR": str(empty)})
-    assert "compiling the emulator's kernels" in str(cold["notice"]) and cold["cached"] == []
-    assert not list(empty.rglob("*.nbi")), "asking compiled something"
-    warm_start = run_python(NOTICE, {IMAGE_CACHE_ENV: str(directory), "NUMBA_CACHE_DIR": str(tmp_path / "w")})
-    assert warm_start["notice"] is None
-    assert isinstance(warm_start["cached"], list) and len(warm_start["cached"]) == warm_start["kernels"] >= 5
-    # Entries of another CPU do not count: that node compiles.
-    other = {
-        IMAGE_CACHE_ENV: str(directory),
-        "NUMBA_CACHE_DIR": str(tmp_path / "g"),
-        "NUMBA_CPU_NAME": "generic",
-    }
-    assert run_python(NOTICE, other)["cached"] == []
-    # The numpy kernels compile nothing: no notice.
-    assert run_python(NOTICE, {"NUMBA_CACHE_DIR": str(empty), "FPGASERVE_KERNELS": "numpy"})["notice"] is None
-
-
 ANNOUNCE = (
     "import json, sys, numpy as np\n"
     "from fpgaserve.npu import kernels_numba as k\n"

@@ -84,15 +84,17 @@ def quickstart(args: argparse.Namespace) -> dict[str, Any]:
         )
         info = zoo_pipeline(model).save(Path(work) / "service_def.zip")
         build_s = time.perf_counter() - started
-        from fpgaserve.npu.precompile import cold_start_notice
-
-        notice = None if quiet else cold_start_notice()  # the server compiles them while it starts
         started = progress(
-            f"serving {info.path.name} ({info.size / 2**20:.1f} MiB) over HTTPS with a generated key"
-            + (f"; {notice}" if notice else ""),
+            f"serving {info.path.name} ({info.size / 2**20:.1f} MiB) over HTTPS with a generated key",
             quiet=quiet,
         )
-        with LocalWebservice.deploy(info.path, name="quickstart") as service:
+        from fpgaserve.npu.precompile import COMPILING
+
+        def server_says(line: str) -> None:  # its log is a file: pass on what explains a long wait
+            if COMPILING in line:
+                progress(f"the server is {COMPILING}", quiet=quiet)
+
+        with LocalWebservice.deploy(info.path, name="quickstart", progress=server_says) as service:
             deploy_s = time.perf_counter() - started
             started = progress(f"scoring {args.image} at {service.scoring_uri}", quiet=quiet)
             answer = service.score(encoded)

@@ -10,11 +10,9 @@ compile-time constant: one entry per block size. Calling every wrapper once per 
 arrays therefore compiles (or loads) everything a program in any preset format, or a mix of them,
 can run; ``tests/npu/test_kernel_cache.py`` checks that whole programs then compile nothing.
 
-A first start that compiles kernels is a long silence, so it says so, and stays quiet when numba's
-cache holds them for this CPU: ``announce_compiling`` (``fpgaserve serve``) speaks when numba
-actually starts compiling one, in the process that compiles; ``cold_start_notice``
-(``fpgaserve quickstart``, whose server is another process) tells beforehand, by reading the
-cache's index (``cached_kernels``), when the cache holds none of them.
+A first start that compiles kernels is a long silence, so ``announce_compiling`` (``fpgaserve
+serve``) says so when numba actually starts compiling one, and nothing when every kernel loads from
+numba's cache (``quickstart`` passes the line on from its server's log).
 """
 
 from __future__ import annotations
@@ -25,6 +23,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+__all__ = [
+    "COLD_START_CPU_SECONDS",
+    "COMPILING",
+    "WarmReport",
+    "announce_compiling",
+    "warm_kernels",
+]
+
 # CPU time to compile the kernels of one format and the host resize, measured with
 # `fpgaserve warm-kernels --format int12-bfp` into an empty cache (docs/benchmarks.md).
 COLD_START_CPU_SECONDS = 25
@@ -32,16 +38,6 @@ COMPILING = (
     f"compiling the emulator's kernels for this CPU: once, about {COLD_START_CPU_SECONDS} s of CPU "
     "(a minute or two on a busy machine); later starts load them from numba's cache"
 )
-
-__all__ = [
-    "COLD_START_CPU_SECONDS",
-    "COMPILING",
-    "WarmReport",
-    "announce_compiling",
-    "cached_kernels",
-    "cold_start_notice",
-    "warm_kernels",
-]
 
 
 @dataclass(frozen=True)
@@ -139,52 +135,6 @@ def warm_kernels(*, formats: Iterable[Any] | None = None) -> WarmReport:
         counts=counts,
         cache_paths=paths,
     )
-
-
-def cached_kernels(*, block_sizes: tuple[int, ...] = ()) -> dict[str, bool] | None:
-    """Per kernel (those of every format, the window quantizer of each of ``block_sizes``, and the
-    host resize): whether numba's cache holds an entry for it on this CPU, i.e. whether its first
-    call loads it rather than compiles it. None when that cannot be told (the numpy kernels chosen,
-    or a numba whose private cache API moved).
-
-    Reads the cache's index files and matches them as numba's own lookup does (signature, CPU and
-    bytecode hash); loads and compiles nothing. Kernels numba inlines into their callers have no
-    entry of their own and are left out."""
-    import os
-
-    if os.environ.get("FPGASERVE_KERNELS", "numba").lower() != "numba":
-        return None
-    try:
-        from fpgaserve.npu import kernels_numba as k
-        from fpgaserve.runtime import host_stages
-
-        found = {}
-        for name, dispatcher in {
-            **k.dispatchers(block_sizes=block_sizes),
-            **host_stages.dispatchers(),
-        }.items():
-            if dispatcher.targetoptions.get("inline") == "always":
-                continue
-            cache = dispatcher._cache
-            codegen = dispatcher.targetctx.codegen()
-            index = cache._cache_file._load_index()
-            found[name] = any(cache._index_key(key[0], codegen) == key for key in index)
-        return found
-    except (AttributeError, ImportError, TypeError, IndexError):
-        return None
-
-
-def cold_start_notice() -> str | None:
-    """One line saying that the emulator's kernels are about to be compiled, when numba's cache
-    holds none of them for this CPU (a first run, a new CPU, or new kernel sources); else None.
-
-    Not when only some are missing: which ones a program calls depends on its layers and format (a
-    ResNet never calls the depthwise kernel), so a partly filled cache may lack nothing it needs,
-    and compiling the few it does takes seconds, not the minute a cold cache does."""
-    cached = cached_kernels()
-    if not cached or any(cached.values()):
-        return None
-    return COMPILING
 
 
 def announce_compiling(say: Callable[[str], None]) -> None:
