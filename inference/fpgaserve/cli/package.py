@@ -113,7 +113,9 @@ def package(args: argparse.Namespace) -> dict[str, Any]:
             partial.replace(output)
         finally:
             partial.unlink(missing_ok=True)
-    except (ValueError, WeightsUnavailableError) as exc:
+    except WeightsUnavailableError as exc:
+        raise UserError(f"{exc}; here: --weights FILE, or efficientnet-lite0 (its weights ship)") from exc
+    except ValueError as exc:
         raise UserError(str(exc)) from exc
     return {
         "path": str(output),
