@@ -289,3 +289,24 @@ def test_compile_adapts_weights_on_calibration_images_when_asked(tmp_path: Path)
     done = fpgaserve(*args, "-o", str(tmp_path / "x.fpga"), "--adapt-weights", "distill", timeout=600)
     assert done.returncode == 2 and "--adapt-weights" in done.stderr and "permute" in done.stderr
     assert not (tmp_path / "x.fpga").exists()
+
+
+def _verbs(group: str) -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser(only=group)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    verbs = next(a for a in sub.choices[group]._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(verbs.choices)
+
+
+def test_the_cluster_commands_show_only_the_options_they_use(capsys: pytest.CaptureFixture[str]) -> None:
+    # --connect reaches a pod: only `service run` does. get-logs prints the log as it is: no --output.
+    for group in ("model", "service"):
+        for verb, parser in _verbs(group).items():
+            options = {o for a in parser._actions for o in a.option_strings}
+            assert ("--connect" in options) == (group == "service" and verb == "run"), (group, verb)
+            assert ("--output" in options) == (verb != "get-logs"), (group, verb)
+    with pytest.raises(SystemExit) as done:
+        main(["model", "list", "--connect", "10.0.0.5:8443"])
+    assert done.value.code == 2 and "unrecognized arguments: --connect" in capsys.readouterr().err
+    args = build_parser().parse_args(["service", "run", "web", "cat.jpg", "--connect", "10.0.0.5:8443"])
+    assert args.connect == "10.0.0.5:8443"

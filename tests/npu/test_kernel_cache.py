@@ -219,3 +219,22 @@ def test_warm_kernels_refuses_a_directory_it_cannot_write(tmp_path: Path) -> Non
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "cannot create the cache directory" in proc.stderr
+
+
+ANNOUNCE = (
+    "import json, sys, numpy as np\n"
+    "from fpgaserve.npu import kernels_numba as k\n"
+    "from fpgaserve.npu.precompile import announce_compiling\n"
+    "said = []\n"
+    "announce_compiling(said.append)\n"
+    "k.bias_activation(np.ones((4, 3), np.float32), np.ones(3, np.float32), 'relu')\n"
+    "k.add_activation(np.ones((1, 2, 2, 3), np.float32), np.ones((1, 2, 2, 3), np.float32), 'relu')\n"
+    "print(json.dumps({'said': said}))"
+)
+
+
+def test_serve_speaks_once_when_numba_compiles_and_not_when_it_loads(tmp_path: Path) -> None:
+    env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    first = run_python(ANNOUNCE, env)["said"]
+    assert isinstance(first, list) and len(first) == 1 and "compiling the emulator's kernels" in first[0]
+    assert run_python(ANNOUNCE, env)["said"] == []  # both kernels load from the cache now

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from fpgaserve.npu.precompile import COMPILING
 from fpgaserve.sdk.client import ScoringError, score
 from fpgaserve.sdk.local import DeploymentError, LocalWebservice
 from tests.runtime.tiny import LABELS, encode, tiny_classifier, tiny_definition, tiny_featurizer
@@ -74,8 +75,13 @@ def test_score_command_prints_top_labels(service: LocalWebservice, photo: Path) 
     assert bad.returncode == 2 and "HTTP 401" in bad.stderr
 
 
-def test_delete_stops_the_server_and_removes_its_secrets(package: Path, photo: Path) -> None:
-    service = LocalWebservice.deploy(package, name="test-delete", tls=False, timeout=300)
+def test_delete_stops_the_server_and_removes_its_secrets(package: Path, photo: Path, tmp_path: Path) -> None:
+    # Started with an empty kernel cache: its log says that it compiles them, passed on as it comes.
+    said: list[str] = []
+    service = LocalWebservice.deploy(package, name="test-delete", tls=False, timeout=300, progress=said.append,
+                                     extra_env={"NUMBA_CACHE_DIR": str(tmp_path / "kernels")})  # fmt: skip
+    assert any("listening on" in line for line in said), said
+    assert sum(COMPILING in line for line in said) == 1, said
     workdir = service.log_file.parent
     assert (workdir / "keys.json").exists()
     service.delete()

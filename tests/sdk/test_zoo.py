@@ -137,3 +137,41 @@ def test_first_use_inside_a_tf_function_keeps_the_real_weights(tmp_path: Path) -
     eager = model.featurizer(x).numpy()
     np.testing.assert_allclose(traced, eager, rtol=1e-4, atol=1e-4)
     assert imagenet_labels()[int(model.classifier(eager).numpy().argmax())] == "espresso"
+
+
+def test_the_sdk_and_the_cli_keep_programs_in_one_default_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The README's Python example and `fpgaserve classify` compiled the same program twice, into
+    # ~/models and ~/.cache/fpgaserve/models.
+    from fpgaserve.cli.main import build_parser
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    sdk = QuantizedEfficientNetLite0().model_path
+    for argv in (["classify", "sample:chelsea"], ["quickstart"], ["package", "efficientnet-lite0"]):
+        args = build_parser(only=argv[0]).parse_args(argv)
+        assert Path(args.model_path).expanduser() == sdk, argv
+    assert sdk.is_relative_to(tmp_path)
+
+
+def test_a_program_under_the_old_default_is_loaded_not_compiled_again(
+    lite0: QuantizedEfficientNetLite0, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compiled = lite0.program_path
+    lite0.program  # noqa: B018  (compiled into lite0.model_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    old = tmp_path / "models" / compiled.relative_to(lite0.model_path)
+    old.parent.mkdir(parents=True)
+    old.write_bytes(compiled.read_bytes())
+
+    import fpgaserve.compiler.compile
+
+    def no_compiling(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("compiled again")
+
+    monkeypatch.setattr(fpgaserve.compiler.compile, "compile_keras", no_compiling)
+    model = QuantizedEfficientNetLite0()  # the default: ~/.cache/fpgaserve/models, empty
+    assert not model.program_path.exists() and model.program_cached
+    assert model.program.fmt == lite0.fmt
+    # An explicit path wins: nothing there, so it would compile.
+    assert not QuantizedEfficientNetLite0(tmp_path / "elsewhere").program_cached

@@ -111,3 +111,24 @@ def test_help_lists_every_flag_the_operator_generates() -> None:
     assert len(flags) >= 10
     for flag in flags:
         assert flag in out
+
+
+def test_the_load_says_when_kernels_are_being_compiled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A first start compiles kernels in its warm-up: a minute of silence before ready otherwise.
+    # (When numba speaks, and only then, is tests/npu/test_kernel_cache.py's.)
+    import fpgaserve.npu.precompile
+    import fpgaserve.runtime.numba_typing
+    import fpgaserve.runtime.pipeline
+    from fpgaserve.cli import serve
+
+    loaded, announcers = object(), []
+    monkeypatch.setattr(fpgaserve.npu.precompile, "announce_compiling", announcers.append)
+    monkeypatch.setattr(fpgaserve.runtime.numba_typing, "load_numba_typing", lambda: None)
+    monkeypatch.setattr(fpgaserve.runtime.pipeline, "load_pipeline", lambda *a, **k: loaded)
+    assert serve._load_pipeline(tmp_path, max_image_pixels=10) is loaded
+    assert len(announcers) == 1  # before the pipeline's first kernel
+    with caplog.at_level("INFO", logger="fpgaserve.cli.serve"):
+        announcers[0]("compiling the emulator's kernels")
+    assert [r.getMessage() for r in caplog.records] == ["compiling the emulator's kernels"]

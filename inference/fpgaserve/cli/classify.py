@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fpgaserve.api.errors import UserError
-from fpgaserve.cli.options import add_format_option, wants_auto
+from fpgaserve.cli.options import add_format_option, add_model_path_option, wants_auto
 from fpgaserve.cli.output import print_top
 
 __all__ = ["add_parser", "classify"]
@@ -56,11 +56,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default="pbs-s10",
         help="emulated device model: pbs-s10, pbs-a10 or pbs-tiny (default: %(default)s)",
     )
-    p.add_argument(
-        "--model-path",
-        default="~/.cache/fpgaserve/models",
-        help="where compiled programs are kept between runs (default: %(default)s)",
-    )
+    add_model_path_option(p)
     p.add_argument("--top", type=int, default=5, help="how many labels to print (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=_run)

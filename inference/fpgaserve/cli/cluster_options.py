@@ -2,7 +2,9 @@
 
 Role: one workspace from ``--config``/``--context``/``--namespace`` (and ``--connect`` for a pod
 reachable without a port-forward), one ``--output table|json|yaml`` printer, and one translation
-of the SDK's errors (API, store, scoring) into ``UserError`` lines that say what to do next.
+of the SDK's errors (API, store, scoring) into ``UserError`` lines that say what to do next. Each
+command gets only the options it uses: ``--connect`` only where a pod is reached (``service run``),
+``--output`` only where a result is printed through ``print_result``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from fpgaserve.api.errors import UserError
 __all__ = ["add_output_option", "add_workspace_options", "errors_as_user_errors", "print_result", "workspace"]
 
 
-def add_workspace_options(p: argparse.ArgumentParser) -> None:
+def add_workspace_options(p: argparse.ArgumentParser, *, connect: bool = False) -> None:
+    """``--config``, ``--context`` and ``--namespace``; with ``connect``, ``--connect`` too (for a
+    command that reaches a pod: elsewhere it would be accepted and do nothing)."""
     p.add_argument("--config", default=None, help="workspace config file or directory (default: searched "
                    "from the current directory: .fpgaserve/config.json, .azureml/config.json, config.json)")  # fmt: skip
     p.add_argument(
@@ -28,8 +32,9 @@ def add_workspace_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-n", "--namespace", default=None, help="namespace (default: the config's, else the context's)"
     )
-    p.add_argument("--connect", default=None, metavar="HOST:PORT",
-                   help="reach the service's pod at HOST:PORT instead of a port-forward (a VPN, a local run)")  # fmt: skip
+    if connect:
+        p.add_argument("--connect", default=None, metavar="HOST:PORT",
+                       help="reach the service's pod at HOST:PORT instead of a port-forward (a VPN, a local run)")  # fmt: skip
 
 
 def add_output_option(p: argparse.ArgumentParser) -> None:
@@ -47,10 +52,11 @@ def workspace(args: argparse.Namespace) -> Any:
     from fpgaserve.sdk.cluster.workspace import Workspace
 
     connector = None
-    if args.connect:
-        host, _, port = args.connect.rpartition(":")
+    address = getattr(args, "connect", None)  # only the commands that reach a pod have it
+    if address:
+        host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
-            raise UserError(f"--connect {args.connect}: expected HOST:PORT")
+            raise UserError(f"--connect {address}: expected HOST:PORT")
         connector = DirectAddress(host, int(port))
     return Workspace.from_config(
         args.config, context=args.context, namespace=args.namespace, connector=connector

@@ -40,6 +40,10 @@ COMMANDS = {
     "classify": Command(
         "fpgaserve.cli.classify", "classify an image on an emulated FPGA, in-process (no server)"
     ),
+    "package": Command(
+        "fpgaserve.cli.package",
+        "build a zoo pipeline into a service package (service_def.zip) to serve or register",
+    ),
     "score": Command(
         "fpgaserve.cli.score", "score an image with a deployed service (POST /score, or gRPC with --grpc)"
     ),

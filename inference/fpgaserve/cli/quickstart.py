@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from fpgaserve.api.errors import UserError
-from fpgaserve.cli.options import add_format_option, wants_auto
-from fpgaserve.cli.output import print_top
+from fpgaserve.cli.options import add_format_option, add_model_path_option, wants_auto
+from fpgaserve.cli.output import SEARCH_NOTE, print_top, progress
 
 __all__ = ["add_parser", "quickstart"]
 
@@ -51,19 +50,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="a JPEG/PNG file, or sample:NAME for a scikit-image photo (default: %(default)s)",
     )
     add_format_option(p, what="BFP format of the featurizer")
-    p.add_argument(
-        "--model-path",
-        default="~/.cache/fpgaserve/models",
-        help="where compiled programs are kept between runs (default: %(default)s)",
-    )
+    add_model_path_option(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=_run)
-
-
-def _step(message: str, *, quiet: bool) -> float:
-    if not quiet:
-        print(f"... {message}", file=sys.stderr, flush=True)
-    return time.perf_counter()
 
 
 def quickstart(args: argparse.Namespace) -> dict[str, Any]:
@@ -88,19 +77,26 @@ def quickstart(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError(str(exc)) from exc
     encoded = iio.imwrite("<bytes>", image, extension=".png")  # what a client would upload
     with tempfile.TemporaryDirectory(prefix="fpgaserve-quickstart-") as work:
-        started = _step(
-            "building the pipeline: preprocess -> EfficientNet-Lite0 on the FPGA -> classifier", quiet=quiet
+        started = progress(
+            "building the pipeline: preprocess -> EfficientNet-Lite0 on the FPGA -> classifier"
+            + (f" ({SEARCH_NOTE})" if model.auto and not model.program_cached else ""),
+            quiet=quiet,
         )
         info = zoo_pipeline(model).save(Path(work) / "service_def.zip")
         build_s = time.perf_counter() - started
-        started = _step(
-            f"serving {info.path.name} ({info.size / 2**20:.1f} MiB) over HTTPS with a generated key "
-            "(the first run compiles the emulator's kernels: a minute or two)",
+        started = progress(
+            f"serving {info.path.name} ({info.size / 2**20:.1f} MiB) over HTTPS with a generated key",
             quiet=quiet,
         )
-        with LocalWebservice.deploy(info.path, name="quickstart") as service:
+        from fpgaserve.npu.precompile import COMPILING
+
+        def server_says(line: str) -> None:  # its log is a file: pass on what explains a long wait
+            if COMPILING in line:
+                progress(f"the server is {COMPILING}", quiet=quiet)
+
+        with LocalWebservice.deploy(info.path, name="quickstart", progress=server_says) as service:
             deploy_s = time.perf_counter() - started
-            started = _step(f"scoring {args.image} at {service.scoring_uri}", quiet=quiet)
+            started = progress(f"scoring {args.image} at {service.scoring_uri}", quiet=quiet)
             answer = service.score(encoded)
             score_s = time.perf_counter() - started
             uri = service.scoring_uri

@@ -7,12 +7,14 @@ runs the server. The runtime (``fpgaserve.runtime.pipeline``: numpy, numba, and 
 package with a stage that needs it) is imported and loaded in a thread of its own started first,
 before the server's modules (aiohttp) are imported: the two overlap where they release the GIL
 (reading and inflating the package, LLVM loading the cached kernels), and the probes answer while it
-loads. Tests pass their own ``load`` to ``run_serve``.
+loads; when numba's cache lacks a kernel, its first compile logs that kernels are being compiled
+(``fpgaserve.npu.precompile.announce_compiling``). Tests pass their own ``load`` to ``run_serve``.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
     from fpgaserve.runtime.protocol import ModelRuntime
 
 __all__ = ["add_parser", "run_serve", "settings_from_args"]
+
+logger = logging.getLogger(__name__)
 
 DESCRIPTION = """\
 Serve a model package (service_def.zip, or the directory storage-init unpacked it into) on one
@@ -243,6 +247,11 @@ def _load_pipeline(model_dir: Path, *, max_image_pixels: int) -> ModelRuntime:
     from fpgaserve.runtime.pipeline import load_pipeline
 
     load_numba_typing()  # before the first kernel call: no scipy.linalg, no cffi (see the module)
+    from fpgaserve.npu.precompile import announce_compiling
+
+    # A first start compiles kernels in its warm-up, a long silence before ready: say so when numba
+    # starts compiling one (nothing is said when they all load from the cache).
+    announce_compiling(lambda notice: logger.info("%s", notice))
     try:
         # No warm-up batch of one here: the data plane's warm-up (a batch of two, split into parts
         # of one on their threads) loads the same kernels, and a batch of one before it cost about

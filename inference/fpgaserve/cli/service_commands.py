@@ -132,8 +132,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         v.add_argument("name", help="the web service's name")
     run.add_argument("image", help="a JPEG or PNG file")
     for v in (create, listing, show, update, keys, regen, logs, run, delete):
-        add_workspace_options(v)
-        add_output_option(v)
+        add_workspace_options(v, connect=v is run)
+        if v is not logs:  # get-logs prints the log as it is
+            add_output_option(v)
     p.set_defaults(func=_run)
 
 

@@ -9,16 +9,35 @@ each kernel has one signature. What differs between formats is the window quanti
 compile-time constant: one entry per block size. Calling every wrapper once per format on small
 arrays therefore compiles (or loads) everything a program in any preset format, or a mix of them,
 can run; ``tests/npu/test_kernel_cache.py`` checks that whole programs then compile nothing.
+
+A first start that compiles kernels is a long silence, so ``announce_compiling`` (``fpgaserve
+serve``) says so when numba actually starts compiling one, and nothing when every kernel loads from
+numba's cache (``quickstart`` passes the line on from its server's log).
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["WarmReport", "warm_kernels"]
+__all__ = [
+    "COLD_START_CPU_SECONDS",
+    "COMPILING",
+    "WarmReport",
+    "announce_compiling",
+    "warm_kernels",
+]
+
+# CPU time to compile the kernels of one format and the host resize, measured with
+# `fpgaserve warm-kernels --format int12-bfp` into an empty cache (docs/benchmarks.md).
+COLD_START_CPU_SECONDS = 25
+COMPILING = (
+    f"compiling the emulator's kernels for this CPU: once, about {COLD_START_CPU_SECONDS} s of CPU "
+    "(a minute or two on a busy machine); later starts load them from numba's cache"
+)
 
 
 @dataclass(frozen=True)
@@ -116,3 +135,26 @@ def warm_kernels(*, formats: Iterable[Any] | None = None) -> WarmReport:
         counts=counts,
         cache_paths=paths,
     )
+
+
+def announce_compiling(say: Callable[[str], None]) -> None:
+    """From now on, the first time numba compiles a function in this process (a cache miss: a load
+    from the cache is no compile), call ``say(COMPILING)``; once per process, from the compiling
+    thread. numba's ``numba:compile`` event marks exactly those compiles."""
+    from numba.core import event
+
+    lock = threading.Lock()
+    said: list[bool] = []
+
+    class _FirstCompile(event.Listener):  # type: ignore[misc]  # numba is untyped
+        def on_start(self, ev: Any) -> None:
+            with lock:
+                if said:
+                    return
+                said.append(True)
+            say(COMPILING)
+
+        def on_end(self, ev: Any) -> None:
+            pass
+
+    event.register("numba:compile", _FirstCompile())  # type: ignore[no-untyped-call]

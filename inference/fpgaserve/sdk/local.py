@@ -21,6 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -78,12 +79,18 @@ class LocalWebservice:
 
     @classmethod
     def deploy(
-        cls, package: str | os.PathLike[str], *, timeout: float = 600.0, **kwargs: Any
+        cls,
+        package: str | os.PathLike[str],
+        *,
+        timeout: float = 600.0,
+        progress: Callable[[str], None] | None = None,
+        **kwargs: Any,
     ) -> LocalWebservice:
-        """Start serving ``package`` and wait until it is ready."""
+        """Start serving ``package`` and wait until it is ready; ``progress``, if given, gets each line
+        the server logs meanwhile (a first start says there that it compiles the kernels)."""
         service = cls(package, **kwargs)
         service.start()
-        service.wait_for_deployment(timeout=timeout)
+        service.wait_for_deployment(timeout=timeout, progress=progress)
         return service
 
     @property
@@ -121,12 +128,22 @@ class LocalWebservice:
         log.close()
         logger.info("started %s (pid %d) on port %d", self.name, self._process.pid, self.port)
 
-    def wait_for_deployment(self, show_output: bool = False, *, timeout: float = 600.0) -> None:
-        """Poll ``/readyz`` until the model is loaded and warmed up, or fail with the server's log."""
+    def wait_for_deployment(
+        self,
+        show_output: bool = False,
+        *,
+        timeout: float = 600.0,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        """Poll ``/readyz`` until the model is loaded and warmed up, or fail with the server's log;
+        ``progress`` gets each line the server logs meanwhile."""
         deadline = time.monotonic() + timeout
         context = ssl.create_default_context(cafile=str(self.cert_file)) if self.tls else None
         url = f"{'https' if self.tls else 'http'}://{self.host}:{self.port}{READINESS_PATH}"
+        read = 0
         while time.monotonic() < deadline:
+            if progress is not None:
+                read = self._follow_log(read, progress)
             if self._process is None or self._process.poll() is not None:
                 raise DeploymentError(f"the server exited before it was ready:\n{self._log_tail()}")
             try:
@@ -187,6 +204,19 @@ class LocalWebservice:
         """Score one image; returns the whole ``/score`` answer (probabilities, top-5, device time)."""
         key = self._keys[0] if self.auth else None
         return score(self.scoring_uri, input_data, key=key, cafile=self.cert_file)
+
+    def _follow_log(self, offset: int, each: Callable[[str], None]) -> int:
+        """Pass the log's whole lines after byte ``offset`` to ``each``; the offset after them."""
+        try:
+            with self.log_file.open("rb") as f:
+                f.seek(offset)
+                data = f.read()
+        except OSError:
+            return offset
+        end = data.rfind(b"\n") + 1  # a line still being written waits for the next poll
+        for line in data[:end].decode(errors="replace").splitlines():
+            each(line)
+        return offset + end
 
     def _log_tail(self, lines: int = 30) -> str:
         try:

@@ -3,10 +3,10 @@
 Role: ready-made quantized featurizers (and their default classifiers) that compile to device
 programs: ``QuantizedResnet50`` with ``Resnet50.get_default_classifier``, and the offline, really
 pretrained ``QuantizedEfficientNetLite0``. Each knows its input size and preprocessing, builds its
-Keras featurizer on first use, and keeps its compiled program in ``model_path`` so later runs load
-it instead of compiling again. ``format="auto"`` compiles a mixed-precision program: per layer the
-narrowest format that keeps top-1 agreement with float within a budget on a calibration set of real
-photos (``fpgaserve.sdk.calibration``; none of them in the benchmark's). Called by users,
+Keras featurizer on first use, and keeps its compiled program in ``model_path`` (by default the
+CLI's directory too, ``fpgaserve.sdk.model_path``) so later runs load it instead of compiling
+again. ``format="auto"`` compiles a mixed-precision program: per layer the narrowest format that
+keeps top-1 agreement with float within a budget on a calibration set of real photos (``fpgaserve.sdk.calibration``; none of them in the benchmark's). Called by users,
 ``fpgaserve classify`` and the benchmarks.
 """
 
@@ -34,6 +34,7 @@ from fpgaserve.npu.program import (
     save_program,
 )
 from fpgaserve.sdk.imageproc import center_crop_resize
+from fpgaserve.sdk.model_path import DEFAULT_MODEL_PATH, program_locations
 
 __all__ = [
     "ZOO",
@@ -91,7 +92,7 @@ class QuantizedModel:
 
     def __init__(
         self,
-        model_path: str | os.PathLike[str] = "~/models",
+        model_path: str | os.PathLike[str] = DEFAULT_MODEL_PATH,
         is_frozen: bool = True,
         *,
         weights: str | None = None,
@@ -198,10 +199,24 @@ class QuantizedModel:
         return self._models().classifier
 
     @property
-    def program_path(self) -> Path:
+    def _program_name(self) -> Path:
+        """The program's file under a model path: ``<model>/<weights>-<format>-...-v<N>.fpga``."""
         fmt = self.format_name.replace(">=", "ge").replace("%", "pct")
-        name = f"{self._weights_id}-{fmt}-{self.fmt.rounding}-v{PROGRAM_FORMAT_VERSION}.fpga"
-        return self.model_path / self.name / name
+        return (
+            Path(self.name) / f"{self._weights_id}-{fmt}-{self.fmt.rounding}-v{PROGRAM_FORMAT_VERSION}.fpga"
+        )
+
+    @property
+    def program_path(self) -> Path:
+        """Where the compiled program is written (and looked for first)."""
+        return self.model_path / self._program_name
+
+    @property
+    def program_cached(self) -> bool:
+        """Whether ``program`` will load a compiled program rather than compile one (a file is there)."""
+        return self._program is not None or any(
+            p.is_file() for p in program_locations(self.model_path, self._program_name)
+        )
 
     @property
     def program(self) -> Program:
@@ -212,9 +227,11 @@ class QuantizedModel:
 
     def _load_or_compile(self) -> Program:
         path = self.program_path
-        if path.is_file():
+        for found in program_locations(self.model_path, self._program_name):
+            if not found.is_file():
+                continue
             try:
-                program = load_program(path)
+                program = load_program(found)
                 precision = program.metadata.get("precision", {})
                 if (
                     program.fmt == self.fmt
@@ -223,7 +240,7 @@ class QuantizedModel:
                     and ("biasCorrection" in program.metadata) == self.bias_correction
                     and program.metadata.get("weightAdaptation", {}).get("method") == self.adapt
                 ):
-                    logger.info("loaded compiled %s from %s", self.name, path)
+                    logger.info("loaded compiled %s from %s", self.name, found)
                     return program
             except ProgramFormatError as exc:
                 logger.warning("recompiling %s: %s", self.name, exc)
@@ -345,7 +362,7 @@ class Resnet50:
     @staticmethod
     def get_default_classifier(
         feature_tensor: Any = None,
-        model_path: str | os.PathLike[str] = "~/models",
+        model_path: str | os.PathLike[str] = DEFAULT_MODEL_PATH,
         *,
         weights: str = "imagenet",
     ) -> tuple[Any, Any]:
