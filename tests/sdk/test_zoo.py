@@ -128,9 +128,9 @@ def test_resnet50_preprocessing_is_caffe_style() -> None:
 def test_first_use_inside_a_tf_function_keeps_the_real_weights(tmp_path: Path) -> None:
     import tensorflow as tf
 
-    from fpgaserve.sdk import zoo
+    from fpgaserve.sdk import quantized_model
 
-    zoo._CACHE.clear()  # force a fresh build inside the trace below
+    quantized_model._CACHE.clear()  # force a fresh build inside the trace below
     model = QuantizedEfficientNetLite0(tmp_path)
     x = model.preprocess(skimage.data.coffee())
     traced = tf.function(lambda t: model.featurizer(t, training=False))(x).numpy()
