@@ -32,11 +32,9 @@ import asyncio
 import functools
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -54,22 +52,7 @@ from serving_load import (
     server_metrics,
     timed,
 )
-
-LISTENING = re.compile(r"listening on (https?://[^\s]+)")
-GRPC_LISTENING = re.compile(r"listening for gRPC on ([^\s]+)")
-
-
-def _fake_options(args: argparse.Namespace) -> dict[str, Any]:
-    from fpgaserve.server.testing import gemms_per_second_here
-
-    return {
-        "classes": 1000,
-        "batch_cost_s": args.batch_cost_ms / 1000,
-        "item_cost_s": args.item_cost_ms / 1000,
-        "cost": "spin",
-        # Measured once here and given to the server too: both runtimes do exactly the same work.
-        "gemms_per_second": gemms_per_second_here(),
-    }
+from serving_server import fake_options, start_server, wait_ready
 
 
 def _runtime(args: argparse.Namespace) -> Any:
@@ -79,7 +62,7 @@ def _runtime(args: argparse.Namespace) -> Any:
         return load_pipeline(Path(args.model_dir))
     from fpgaserve.server.testing import FakeRuntime
 
-    return FakeRuntime(**_fake_options(args))
+    return FakeRuntime(**fake_options(args))
 
 
 def _image(args: argparse.Namespace) -> bytes:
@@ -104,68 +87,6 @@ def batch_sweep(runtime: Any, image: bytes, *, max_batch: int) -> dict[int, floa
     return sweep
 
 
-def _server_argv(args: argparse.Namespace, python: str) -> list[str]:
-    options = [
-        "--host", "127.0.0.1", "--port", "0", "--grpc-port", "0",
-        "--max-batch-size", str(args.max_batch_size),
-        "--max-batch-delay-ms", str(args.max_batch_delay_ms),
-        "--max-queue", str(4 * args.clients),
-    ]  # fmt: skip
-    if args.model_dir:
-        return [python, "-m", "fpgaserve.cli.main", "serve", args.model_dir, *options]
-    return [python, str(Path(__file__).resolve()), "--serve-fake", json.dumps(_fake_options(args)), *options]
-
-
-def _serve_fake(options: dict[str, Any], argv: list[str]) -> int:
-    """Child process: ``fpgaserve serve``'s own parser and server, over the fake runtime."""
-    import logging
-
-    from fpgaserve.cli.main import build_parser
-    from fpgaserve.cli.serve import settings_from_args
-    from fpgaserve.server.server_main import run
-    from fpgaserve.server.testing import FakeRuntime
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    settings = settings_from_args(build_parser().parse_args(["serve", "fake", *argv]))
-    return run(runtime=FakeRuntime(**options), settings=settings)
-
-
-def _start_server(args: argparse.Namespace, python: str) -> tuple[subprocess.Popen[str], str, str]:
-    """``python``'s ``fpgaserve serve`` (another checkout's venv: that checkout's server), its URLs."""
-    # cwd "/": ``-m`` puts the working directory first on sys.path; nothing there may shadow a package.
-    proc = subprocess.Popen(_server_argv(args, python), stderr=subprocess.PIPE, text=True, cwd="/")
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 600
-    grpc_target = ""
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        grpc_match = GRPC_LISTENING.search(line)
-        if grpc_match:
-            grpc_target = grpc_match.group(1)
-        match = LISTENING.search(line)
-        if match and grpc_target:
-            return proc, match.group(1), grpc_target
-    proc.kill()
-    raise SystemExit(f"the server did not start: {proc.stderr.read()}")
-
-
-def _wait_ready(url: str) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit("the server never became ready")
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Rounds that interleave in-process and server measurements; ratios are medians over rounds.
 
@@ -177,13 +98,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # Every batch size up to 16 (and the server's maximum): the best is the bar, whatever the server uses.
     sweep = batch_sweep(runtime, image, max_batch=max(16, args.max_batch_size))
     best_batch = max(sweep, key=lambda b: sweep[b])
-    proc, url, grpc_target = _start_server(args, sys.executable)
-    base = _start_server(args, args.baseline_python) if args.baseline_python else None
+    proc, url, grpc_target = start_server(args, sys.executable)
+    base = start_server(args, args.baseline_python) if args.baseline_python else None
     rounds: list[dict[str, Any]] = []
     try:
-        _wait_ready(url)
+        wait_ready(url)
         if base is not None:
-            _wait_ready(base[1])
+            wait_ready(base[1])
         rss_start = rss_bytes(proc.pid)
         sent = 0
         for _ in range(args.rounds):
@@ -398,8 +319,6 @@ def print_table(r: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--serve-fake"]:
-        return _serve_fake(json.loads(argv[1]), argv[2:])
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-dir", help="a package to serve with fpgaserve serve (default: the fake runtime)")
     p.add_argument("--image", help="the JPEG/PNG to score (default: scikit-image's chelsea photo)")
@@ -419,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = p.parse_args(argv)
     if args.baseline_python and not args.model_dir:
-        p.error("--baseline-python needs --model-dir (the fake runtime's server is this file's)")
+        p.error("--baseline-python needs --model-dir (the fake runtime's server is bench/serving_server.py)")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     result = run(args)
     if args.json:
