@@ -36,10 +36,10 @@ import numpy.typing as npt
 
 from fpgaserve.npu.allocator import tune_allocator
 from fpgaserve.npu.device import EmulatedDevice
-from fpgaserve.npu.gemm import spread_tiles
 from fpgaserve.npu.kernels import Kernels, load_kernels
 from fpgaserve.npu.lowering import Env, lower_program
 from fpgaserve.npu.program import Program
+from fpgaserve.npu.share import spread_tiles
 from fpgaserve.npu.spread import SpreadChooser, spread_setting
 from fpgaserve.npu.threads import available_cores, blas_single_threaded, single_threaded
 

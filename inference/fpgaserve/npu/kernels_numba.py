@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from fpgaserve.npu.numba_bfp import ACTIVATION_CODE, quantize_window, window_kernels
 from fpgaserve.npu.numba_depthwise import depthwise_conv
+from fpgaserve.npu.share import run_rows
 
 __all__ = [
     "add_activation",
@@ -31,10 +32,10 @@ __all__ = [
 F32 = npt.NDArray[np.float32]
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _im2col(xp, kh, kw, stride, ho, wo, out):  # type: ignore[no-untyped-def]
+@numba.njit(cache=True, nogil=True)
+def _im2col(xp, kh, kw, stride, ho, wo, out, r0, r1):  # type: ignore[no-untyped-def]
     c = xp.shape[3]
-    for t in numba.prange(out.shape[0]):
+    for t in range(r0, r1):
         b = t // (ho * wo)
         y = (t // wo) % ho
         x = t % wo
@@ -47,14 +48,18 @@ def _im2col(xp, kh, kw, stride, ho, wo, out):  # type: ignore[no-untyped-def]
 def im2col(xp: F32, *, kh: int, kw: int, stride: int, out_h: int, out_w: int) -> F32:
     """Patches of a padded NHWC input as rows (N*out_h*out_w, kh*kw*C), in (kh, kw, C) order."""
     out = np.empty((xp.shape[0] * out_h * out_w, kh * kw * xp.shape[3]), np.float32)
-    _im2col(xp, kh, kw, stride, out_h, out_w, out)
+
+    def rows(r0: int, r1: int) -> None:
+        _im2col(xp, kh, kw, stride, out_h, out_w, out, r0, r1)
+
+    run_rows(rows, out.shape[0], out.shape[1])
     return out
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _bias_act(x, bias, has_bias, act):  # type: ignore[no-untyped-def]
-    rows, c = x.shape
-    for r in numba.prange(rows):
+@numba.njit(cache=True, nogil=True)
+def _bias_act(x, bias, has_bias, act, r0, r1):  # type: ignore[no-untyped-def]
+    c = x.shape[1]
+    for r in range(r0, r1):
         for i in range(c):
             v = x[r, i]
             if has_bias:
@@ -72,13 +77,18 @@ def bias_activation(x: F32, bias: F32 | None, activation: str) -> None:
         return  # nothing to do; skip a whole pass over memory
     c = x.shape[-1]
     b: Any = bias if bias is not None else np.zeros(c, np.float32)
-    _bias_act(x.reshape(-1, c), b, bias is not None, ACTIVATION_CODE[activation])
+    x2, has_bias, act = x.reshape(-1, c), bias is not None, ACTIVATION_CODE[activation]
+
+    def rows(r0: int, r1: int) -> None:
+        _bias_act(x2, b, has_bias, act, r0, r1)
+
+    run_rows(rows, x2.shape[0], c)
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _add_act(a, b, act, out):  # type: ignore[no-untyped-def]
-    rows, c = out.shape
-    for r in numba.prange(rows):
+@numba.njit(cache=True, nogil=True)
+def _add_act(a, b, act, out, r0, r1):  # type: ignore[no-untyped-def]
+    c = out.shape[1]
+    for r in range(r0, r1):
         for i in range(c):
             v = a[r, i] + b[r, i]
             if act >= 1:
@@ -99,7 +109,12 @@ def add_activation(a: F32, b: F32, activation: str) -> F32:
     b = np.ascontiguousarray(b, dtype=np.float32)
     out = np.empty_like(a)
     c = a.shape[-1]
-    _add_act(a.reshape(-1, c), b.reshape(-1, c), ACTIVATION_CODE[activation], out.reshape(-1, c))
+    a2, b2, out2, act = a.reshape(-1, c), b.reshape(-1, c), out.reshape(-1, c), ACTIVATION_CODE[activation]
+
+    def rows(r0: int, r1: int) -> None:
+        _add_act(a2, b2, act, out2, r0, r1)
+
+    run_rows(rows, out2.shape[0], 3 * c)
     return out
 
 
