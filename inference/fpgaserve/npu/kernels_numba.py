@@ -39,10 +39,15 @@ def _im2col(xp, kh, kw, stride, ho, wo, out, r0, r1):  # type: ignore[no-untyped
         b = t // (ho * wo)
         y = (t // wo) % ho
         x = t % wo
+        row = out[t]
         for i in range(kh):
             for j in range(kw):
                 base = (i * kw + j) * c
-                out[t, base : base + c] = xp[b, y * stride + i, x * stride + j]
+                src = xp[b, y * stride + i, x * stride + j]
+                # A loop, not a slice assignment: numba compiles the latter with its broadcasting and
+                # shape-error paths (2.5 s of a cold compile, measured), for the same copy.
+                for ch in range(c):
+                    row[base + ch] = src[ch]
 
 
 def im2col(xp: F32, *, kh: int, kw: int, stride: int, out_h: int, out_w: int) -> F32:

@@ -57,8 +57,12 @@ def _depthwise_bfp(  # type: ignore[no-untyped-def]
         y = t % oh
         for xo in range(ow):
             acc = out[b, y, xo]
-            acc[:] = 0.0
-            amax[:, :] = 0
+            # Loops, not slice assignments (``acc[:] = 0``): those compile numba's broadcasting paths.
+            for ch in range(c):
+                acc[ch] = 0.0
+            for k in range(nblk):
+                for ch in range(c):
+                    amax[k, ch] = 0
             for i in range(kh):
                 yy = y * stride + i - pt
                 if yy < 0 or yy >= h:
@@ -71,7 +75,8 @@ def _depthwise_bfp(  # type: ignore[no-untyped-def]
                     am = amax[(i * kw + j) // block]
                     for ch in range(c):
                         am[ch] = max(am[ch], row[ch] & ABS_MASK)
-            slow[:] = 0
+            for ch in range(c):
+                slow[ch] = 0
             any_slow = np.uint8(0)
             for k in range(nblk):
                 for ch in range(c):
