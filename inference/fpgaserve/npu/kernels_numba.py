@@ -1,7 +1,11 @@
 """numba-compiled kernels of the executor: fused, parallel versions of ``kernels_numpy``.
 
 Role: the fast path, and the one kernel module the executor sees (``fpgaserve.npu.kernels``). Each
-kernel does in one pass over memory what numpy needs several for, and spreads rows over all cores.
+kernel does in one pass over memory what numpy needs several for. The kernels are single-threaded
+``@njit(nogil=True)`` loops over a range of output rows; each wrapper hands its rows to
+``share.run_rows``, which cuts them into tiles shared with the GEMMs' helper threads when a batch of
+one spreads. Not numba's ``prange``: its barriers collapsed under load, and parfor lowering made
+a cold compile 2-3x longer (docs/benchmarks.md, "Kernels without prange").
 Results are bit-identical to the numpy kernels (tested). The BFP quantizers live in ``numba_bfp``,
 the depthwise convolution in ``numba_depthwise``; this module re-exports them beside the kernels of
 GEMM operands and results (im2col, bias + activation, residual adds).

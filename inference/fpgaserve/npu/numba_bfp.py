@@ -11,6 +11,8 @@ are specialised per block size; each block's scale is spread over its lanes so t
 whole pixel vectorises. Blocks of 16 over whole blocks (every MSFP and int-bfp preset on channel
 counts that are multiples of 16) find their maxima with a tree of pairwise maxima. Blocks whose scale
 leaves float32's normal range (only near the extremes of 8-bit exponents) take an exact float64 path.
+The window kernels are single-threaded over a range of output rows; ``quantize_window`` spreads
+their rows with ``share.run_rows``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 taps' products summed in float32, fused with padding, bias, activation and the consumer's quantization.
 
 Role: ``depthwise_conv``, re-exported by ``kernels_numba`` for the executor. Bit-identical to
-``kernels_numpy.depthwise_conv`` and to the reference quantizer (tested).
+``kernels_numpy.depthwise_conv`` and to the reference quantizer (tested). The kernel is
+single-threaded over a range of output rows; ``depthwise_conv`` spreads its rows with
+``share.run_rows``.
 """
 
 from __future__ import annotations
