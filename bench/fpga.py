@@ -160,21 +160,19 @@ class WholeGemm:
     def build(cls, *, weights: np.ndarray, rows: int) -> WholeGemm:
         return cls(weights)
 
-    def __call__(self, cols: np.ndarray, *, epilogue: Any = None) -> np.ndarray:
+    def __call__(self, cols: np.ndarray) -> np.ndarray:
         from fpgaserve.npu import share, threads
 
         blas = threads._openblas()
         if blas is None or not share.spreading():
-            product: np.ndarray = cols @ self.weights
-        else:
-            blas[1](threads.available_cores())  # the executor set one thread for its tiles
-            try:
-                product = cols @ self.weights
-            finally:
-                blas[1](1)
-        if epilogue is not None:
-            epilogue(product, (0, product.shape[0]), (0, product.shape[1]))
-        return product
+            whole: np.ndarray = cols @ self.weights
+            return whole
+        blas[1](threads.available_cores())  # the executor set one thread for its tiles
+        try:
+            spread: np.ndarray = cols @ self.weights
+        finally:
+            blas[1](1)
+        return spread
 
 
 def baseline_executor(

@@ -35,11 +35,9 @@ import numpy.typing as npt
 from fpgaserve.npu.share import run_shared
 from fpgaserve.npu.threads import blas_single_threaded
 
-__all__ = ["Epilogue", "TiledGemm", "tile_grid"]
+__all__ = ["TiledGemm", "tile_grid"]
 
 F32 = npt.NDArray[np.float32]
-# In place on the tile (rows, cols) of a product: bias and activation, elementwise.
-Epilogue = Callable[[F32, tuple[int, int], tuple[int, int]], None]
 
 # Row tiles of at least this many rows: below it, OpenBLAS's packing of the weights (once per call)
 # costs more than the tile's arithmetic gains from a second core (measured on ResNet-50's shapes:
@@ -78,15 +76,13 @@ class TiledGemm:
         tiles = tuple(np.ascontiguousarray(weights[:, lo:hi]) for lo, hi in itertools.pairwise(col_bounds))
         return cls(rows=rows, row_bounds=row_bounds, col_bounds=col_bounds, weight_tiles=tiles)
 
-    def __call__(self, cols: F32, *, epilogue: Epilogue | None = None) -> F32:
-        """The product; ``epilogue(out, (r0, r1), (c0, c1))``, if given, runs on each tile of ``out``
-        right after it, on the same thread (one hand-off per op for the product and its epilogue)."""
+    def __call__(self, cols: F32) -> F32:
         total = cols.shape[0]
         if total % self.rows:
             raise ValueError(f"GEMM operand has {total} rows, not a multiple of {self.rows} per example")
         out = np.empty((total, self.col_bounds[-1]), np.float32)
         jobs = [
-            self._job(cols=cols, out=out, rows=(base + r0, base + r1), tile=tile, epilogue=epilogue)
+            self._job(cols=cols, out=out, rows=(base + r0, base + r1), tile=tile)
             for base in range(0, total, self.rows)
             for r0, r1 in itertools.pairwise(self.row_bounds)
             for tile in range(len(self.weight_tiles))
@@ -95,15 +91,11 @@ class TiledGemm:
             run_shared(jobs)
         return out
 
-    def _job(
-        self, *, cols: F32, out: F32, rows: tuple[int, int], tile: int, epilogue: Epilogue | None
-    ) -> Callable[[], None]:
+    def _job(self, *, cols: F32, out: F32, rows: tuple[int, int], tile: int) -> Callable[[], None]:
         (r0, r1), (c0, c1) = rows, (self.col_bounds[tile], self.col_bounds[tile + 1])
         weights = self.weight_tiles[tile]
 
         def job() -> None:
             np.matmul(cols[r0:r1], weights, out=out[r0:r1, c0:c1])
-            if epilogue is not None:
-                epilogue(out, (r0, r1), (c0, c1))
 
         return job

@@ -50,10 +50,6 @@ class Kernels(Protocol):
 
     def bias_activation(self, x: F32, bias: F32 | None, activation: str) -> None: ...
 
-    def bias_activation_block(
-        self, y: F32, bias: F32 | None, activation: str, *, rows: tuple[int, int], cols: tuple[int, int]
-    ) -> None: ...
-
     def add_activation(self, a: F32, b: F32, activation: str) -> F32: ...
 
 

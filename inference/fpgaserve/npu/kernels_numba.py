@@ -27,7 +27,6 @@ from fpgaserve.npu.share import run_rows
 __all__ = [
     "add_activation",
     "bias_activation",
-    "bias_activation_block",
     "depthwise_conv",
     "dispatchers",
     "im2col",
@@ -67,9 +66,10 @@ def im2col(xp: F32, *, kh: int, kw: int, stride: int, out_h: int, out_w: int) ->
 
 
 @numba.njit(cache=True, nogil=True)
-def _bias_act(x, bias, has_bias, act, r0, r1, c0, c1):  # type: ignore[no-untyped-def]
+def _bias_act(x, bias, has_bias, act, r0, r1):  # type: ignore[no-untyped-def]
+    c = x.shape[1]
     for r in range(r0, r1):
-        for i in range(c0, c1):
+        for i in range(c):
             v = x[r, i]
             if has_bias:
                 v += bias[i]
@@ -89,20 +89,9 @@ def bias_activation(x: F32, bias: F32 | None, activation: str) -> None:
     x2, has_bias, act = x.reshape(-1, c), bias is not None, ACTIVATION_CODE[activation]
 
     def rows(r0: int, r1: int) -> None:
-        _bias_act(x2, b, has_bias, act, r0, r1, 0, c)
+        _bias_act(x2, b, has_bias, act, r0, r1)
 
     run_rows(rows, x2.shape[0], c)
-
-
-def bias_activation_block(
-    y: F32, bias: F32 | None, activation: str, *, rows: tuple[int, int], cols: tuple[int, int]
-) -> None:
-    """In place on the block ``y[rows, cols]`` of a C-contiguous 2D ``y``: ``bias_activation`` on the
-    calling thread (a GEMM tile's epilogue, run by whichever thread ran the tile)."""
-    if bias is None and activation == "linear":
-        return
-    b: Any = bias if bias is not None else np.zeros(y.shape[1], np.float32)
-    _bias_act(y, b, bias is not None, ACTIVATION_CODE[activation], rows[0], rows[1], cols[0], cols[1])
 
 
 @numba.njit(cache=True, nogil=True)

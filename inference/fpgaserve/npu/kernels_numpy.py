@@ -15,7 +15,6 @@ from fpgaserve.npu.bfp import BfpFormat, quantize
 __all__ = [
     "add_activation",
     "bias_activation",
-    "bias_activation_block",
     "depthwise_conv",
     "im2col",
     "quantize_window",
@@ -89,14 +88,6 @@ def bias_activation(x: F32, bias: F32 | None, activation: str) -> None:
         np.maximum(x, 0.0, out=x)
     elif activation == "relu6":
         np.clip(x, 0.0, 6.0, out=x)
-
-
-def bias_activation_block(
-    y: F32, bias: F32 | None, activation: str, *, rows: tuple[int, int], cols: tuple[int, int]
-) -> None:
-    """In place on the block ``y[rows, cols]`` of a 2D ``y``: ``bias_activation`` (a GEMM tile's epilogue)."""
-    (r0, r1), (c0, c1) = rows, cols
-    bias_activation(y[r0:r1, c0:c1], None if bias is None else bias[c0:c1], activation)
 
 
 def add_activation(a: F32, b: F32, activation: str) -> F32:

@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from fpgaserve.npu.device import DeviceModel
 from fpgaserve.npu.formats import BfpFormat
-from fpgaserve.npu.gemm import Epilogue, TiledGemm
+from fpgaserve.npu.gemm import TiledGemm
 from fpgaserve.npu.kernels import Kernels
 from fpgaserve.npu.program import Op, Program, op_activation_format, op_format
 
@@ -81,17 +81,6 @@ def lower_op(program: Program, name: str, *, kernels: Kernels) -> Step:
     return _OpLowering(program, kernels=kernels).prepare(program.op(name))
 
 
-def _epilogue(k: Kernels, bias: F32 | None, act: str) -> Epilogue | None:
-    """A GEMM's bias and activation, run on each of its tiles right after the tile (``gemm.py``)."""
-    if bias is None and act == "linear":
-        return None
-
-    def epilogue(y: F32, rows: tuple[int, int], cols: tuple[int, int]) -> None:
-        k.bias_activation_block(y, bias, act, rows=rows, cols=cols)
-
-    return epilogue
-
-
 class _OpLowering:
     """The builders of one program's steps (they share its weights and prequantized tensors)."""
 
@@ -128,7 +117,6 @@ class _OpLowering:
         )
         pointwise = kh == 1 and kw == 1 and not any(pads)
         prequantized = src in self._prequantized
-        epilogue = _epilogue(k, bias, act)
 
         def run(env: Env) -> None:
             x = env[src]
@@ -140,7 +128,8 @@ class _OpLowering:
             else:
                 xp = k.quantize_window(x, fmt, pads=pads)
                 cols = k.im2col(xp, kh=kh, kw=kw, stride=stride, out_h=ho, out_w=wo)
-            y = gemm(cols, epilogue=epilogue)
+            y = gemm(cols)
+            k.bias_activation(y, bias, act)
             env[dst] = y.reshape(n, ho, wo, cout)
 
         def cycles(batch: int, model: DeviceModel) -> int:
@@ -191,12 +180,13 @@ class _OpLowering:
             1 + op_format(op, self.program.fmt).mantissa_bits,
             1 + fmt.mantissa_bits,
         )
-        epilogue = _epilogue(k, bias, act)
 
         def run(env: Env) -> None:
             x = env[src]
             xq = k.quantize_window(x.reshape(x.shape[0], 1, 1, -1), fmt).reshape(x.shape)
-            env[dst] = gemm(xq, epilogue=epilogue)
+            y = gemm(xq)
+            k.bias_activation(y, bias, act)
+            env[dst] = y
 
         def cycles(batch: int, model: DeviceModel) -> int:
             return model.matrix_cycles(
