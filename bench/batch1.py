@@ -77,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
                     [python, "-c", _CHILD, model, str(args.repeats)],
                     capture_output=True,
                     text=True,
-                    check=True,
                 )
+                if done.returncode:
+                    raise SystemExit(f"{python} failed on {model}:\n{done.stderr[-3000:]}")
                 got = json.loads(done.stdout.strip().splitlines()[-1])
                 mine = samples.setdefault(label, {k: {"wall": [], "cpu": []} for k in got})
                 for k, v in got.items():
