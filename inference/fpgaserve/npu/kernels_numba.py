@@ -1,4 +1,4 @@
-"""numba-compiled kernels of the executor: fused, parallel versions of ``kernels_numpy``.
+"""numba-compiled kernels of the executor: fused versions of ``kernels_numpy``.
 
 Role: the fast path, and the one kernel module the executor sees (``fpgaserve.npu.kernels``). Each
 kernel does in one pass over memory what numpy needs several for. The kernels are single-threaded
