@@ -16,8 +16,9 @@ keeps for speed), after the idle spell that follows (``--idle-trim-s``: the serv
 back; the figure is read once VmRSS has stopped falling), and the peak (VmHWM). Prints one table;
 ``--json`` prints the figures instead.
 
-``--baseline-python`` adds a case: the warm-cache start with another interpreter (another checkout's
-venv, e.g. ``/work/main/.venv/bin/python``), interleaved with the others, for a side-by-side delta
+``--baseline-python`` adds cases: the warm-cache start (and, without ``--only-warm``, the cold-cache
+start) with another interpreter (another checkout's venv, e.g. ``/work/main/.venv/bin/python``),
+interleaved with the others, for a side-by-side delta
 on a shared machine (its server is not given ``--idle-trim-s``: older ones have no such option).
 
 ``--forms`` compares instead the package as written now (its preprocessing and classifier in their
@@ -307,12 +308,15 @@ def main() -> int:
             case["idle_trim_s"] = args.idle_trim_s
         if args.baseline_python:
             cases["baseline, warm caches"] = dict(package=package, python=args.baseline_python)
+            if not args.forms and not args.only_warm:
+                cases["baseline, cold caches"] = dict(package=package, python=args.baseline_python)
         for case in cases.values():
             case["idle_wait_s"] = args.idle_trim_s
         for run in range(args.runs):  # interleaved, so every case sees the same machine
             for case, options in cases.items():
                 cache = {
                     "cold caches": work / f"numba-cold-{run}",
+                    "baseline, cold caches": work / f"numba-baseline-cold-{run}",
                     "image cache": work / f"numba-pod-{run}",
                 }.get(case, warm_cache)
                 figures = one_start(

@@ -161,10 +161,10 @@ class WholeGemm:
         return cls(weights)
 
     def __call__(self, cols: np.ndarray) -> np.ndarray:
-        from fpgaserve.npu import gemm, threads
+        from fpgaserve.npu import share, threads
 
         blas = threads._openblas()
-        if blas is None or not getattr(gemm._local, "spread", False):
+        if blas is None or not share.spreading():
             whole: np.ndarray = cols @ self.weights
             return whole
         blas[1](threads.available_cores())  # the executor set one thread for its tiles

@@ -42,7 +42,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from fpgaserve.npu import gemm
+from fpgaserve.npu import gemm, share
 from fpgaserve.npu.threads import blas_single_threaded, single_threaded
 
 # (rows per example, reduction, outputs) of ResNet-50's convolutions at 224 x 224
@@ -124,7 +124,7 @@ class PackedGemm:
     def __call__(self, cols: np.ndarray) -> np.ndarray:
         n, g = cols.shape[0] // self.rows, self.layout.group
         out = np.empty((cols.shape[0], self.col_bounds[-1]), np.float32)
-        spread = getattr(gemm._local, "spread", False)
+        spread = share.spreading()
         whole = self.rows // g * g
         finish: Callable[[], None] | None = None
         if whole == self.rows:
@@ -141,11 +141,7 @@ class PackedGemm:
             calls += more
         jobs = [self._job(*call) for call in calls]
         with blas_single_threaded():
-            if spread and len(jobs) > 1:
-                gemm._share(jobs)
-            else:
-                for job in jobs:
-                    job()
+            share.run_shared(jobs)
         if finish is not None:
             finish()
         return out
@@ -218,7 +214,7 @@ def check(shapes: list[tuple[int, int, int]]) -> None:
             [product(np.ascontiguousarray(x[i * rows : (i + 1) * rows])) for i in range(8)]
         )
         for batch, spread in itertools.product((2, 3, 5, 8), (False, True)):
-            with gemm.spread_tiles() if spread else contextlib.nullcontext():
+            with share.spread_tiles() if spread else contextlib.nullcontext():
                 got = product(x[: batch * rows])
             assert np.array_equal(got, alone[: batch * rows]), (rows, k, n, batch, spread)
     print(

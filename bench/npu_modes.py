@@ -4,8 +4,8 @@ one OpenBLAS call per op and batch (before ``fpgaserve.npu.gemm``), spread over 
 For each model (``int12-bfp``) it prints wall time and process CPU time per run, median of interleaved
 repeats, next to float TensorFlow in the same run:
 
-- batch 1: main's spread mode (OpenBLAS's and numba's threads), main on one core, the tiles shared with
-  helper threads with numba's ``prange`` (the spread mode now) or with numba on one thread, and the
+- batch 1: the whole GEMMs' spread mode (on OpenBLAS's threads), whole GEMMs on one core, the tiles shared with
+  helper threads with the kernels' row tiles (the spread mode now; ``npu/share.py``), and the
   tiles on one core;
 - batch 8: both GEMMs with the batch in one part per core.
 
@@ -31,7 +31,6 @@ import numpy as np
 
 import fpgaserve.npu.lowering
 from fpgaserve.npu import DeviceModel, EmulatedDevice, Executor, get_format
-from fpgaserve.npu.threads import single_threaded
 from fpgaserve.sdk.zoo import get_zoo_model
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -59,15 +58,10 @@ def bench(name: str, repeats: int) -> None:
     main_spread, main_single = (executor(program, tiles=False, spread=s) for s in (True, False))
     tiles_spread, tiles_single = (executor(program, tiles=True, spread=s) for s in (True, False))
 
-    def numba_on_one_thread(batch: np.ndarray) -> None:
-        with single_threaded():
-            tiles_spread.run(batch)
-
     cases: dict[str, tuple[Callable[[np.ndarray], object], int]] = {
         "batch 1, main: spread (OpenBLAS + numba threads)": (main_spread.run, 1),
         "batch 1, main: one core": (main_single.run, 1),
-        "batch 1, tiles spread + numba prange (now)": (tiles_spread.run, 1),
-        "batch 1, tiles spread, numba on one thread": (numba_on_one_thread, 1),
+        "batch 1, tiles spread (now)": (tiles_spread.run, 1),
         "batch 1, tiles on one core": (tiles_single.run, 1),
         "batch 1, TensorFlow float": (lambda b: float_fn(b).numpy(), 1),
         "batch 8, main (one part per core)": (main_single.run, 8),

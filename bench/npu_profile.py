@@ -7,7 +7,7 @@ rest (pooling, reshapes, the executor itself, and the time of numba's worker thr
 per-kind clocks of the calling thread do not see), next to float TensorFlow's process CPU time in
 the same run:
 
-- batch 1 on one core, and spread over the cores (GEMM tiles on helper threads, numba ``prange``);
+- batch 1 on one core, and spread over the cores (GEMM tiles and kernel row tiles on helper threads);
 - batch 8 unsplit on one core, and in one part per core (the executor's default).
 
     python bench/npu_profile.py --models resnet50 efficientnet-lite0 --repeats 5

@@ -13,13 +13,14 @@ import itertools
 import numpy as np
 import pytest
 
-from fpgaserve.npu import gemm
+from fpgaserve.npu import share
 from fpgaserve.npu.bfp import FORMATS
 from fpgaserve.npu.device import DeviceModel, EmulatedDevice
 from fpgaserve.npu.executor import Executor
-from fpgaserve.npu.gemm import MAX_ROW_TILES, MIN_COL_TILE, MIN_ROW_TILE, TiledGemm, spread_tiles, tile_grid
+from fpgaserve.npu.gemm import MAX_ROW_TILES, MIN_COL_TILE, MIN_ROW_TILE, TiledGemm, tile_grid
 from fpgaserve.npu.kernels import load_kernels
 from fpgaserve.npu.program import Op, Program
+from fpgaserve.npu.share import spread_tiles
 from fpgaserve.npu.threads import _openblas
 from tests.npu.helpers import assert_bits_equal, make_program
 
@@ -148,7 +149,7 @@ def test_an_image_gives_the_same_bits_whatever_the_threads_and_the_batch(
             results["spread, numba on one thread"] = spread.run(x[:1]).outputs
         finally:
             numba.set_num_threads(threads)
-        monkeypatch.setattr(gemm, "available_cores", lambda: 4)  # more helpers than the pool has
+        monkeypatch.setattr(share, "available_cores", lambda: 4)  # more helpers than the pool has
         results["spread over 4 helpers"] = spread.run(x[:1]).outputs
         monkeypatch.setenv("FPGASERVE_DATA_PARALLEL", "off")
         results["first of 3, unsplit, spread"] = spread.run(x[:3]).outputs[:1]

@@ -1,10 +1,13 @@
 """The emulated NPU: BFP numerics, devices, programs and the executor (numpy and numba only).
 
-Importing this package first sets two threading defaults, because the executor alternates
-OpenBLAS GEMMs with numba-parallel kernels on the same cores: OpenBLAS workers otherwise spin for
-~0.1 s after every GEMM and OpenMP workers spin between kernels, each stealing the other's cores
-(measured: ResNet-50 batch 1 at 0.55 s instead of 0.07 s on 2 cores). They take effect only if
-numpy and numba's thread pool are not loaded yet; explicit environment settings always win.
+Importing this package first sets two threading defaults. They date from when the executor
+alternated multi-threaded OpenBLAS GEMMs with numba-parallel kernels on the same cores: OpenBLAS
+workers spun for ~0.1 s after every GEMM and OpenMP workers between kernels, each stealing the
+other's cores (measured: ResNet-50 batch 1 at 0.55 s instead of 0.07 s on 2 cores). The executor now
+uses neither pool (single-threaded GEMM tiles and numba kernels, shared by ``share.py``); the
+defaults still keep other numpy or numba-parallel code in the process from spinning. They take
+effect only if numpy and numba's thread pool are not loaded yet; explicit environment settings
+always win.
 """
 
 import os

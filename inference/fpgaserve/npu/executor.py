@@ -10,14 +10,16 @@ each kernel tap, see docs/numerics.md), multiplied with the BFP weights, and acc
 bias and activation run on the vector units in float32. ``run`` holds no shared mutable state, so
 several threads may call it at once (numpy and numba release the GIL in the heavy parts).
 
-Parallelism: a batch of one runs each op on all cores (numba ``prange``; the GEMMs' tiles shared with
-helper threads, ``gemm.py``), or all of it on one core when that measured faster on this host lately
-(a loaded host: ``spread.py``). A larger
-batch is split into one part per core, run side by side with each op on one core (``threads.py``):
-one synchronisation per batch instead of one per op, which keeps throughput up when other threads
-take a core now and then (EfficientNet-Lite0 at batch 8 on 2 cores: 70 -> 75 inputs/s in-process,
-55 -> 67 inputs/s behind the HTTP server). Results are bit-identical either way and whatever the
-batch: the GEMMs run each example in fixed single-threaded tiles (``gemm.py``, docs/numerics.md).
+Parallelism: a batch of one runs each op on all cores (its GEMM tiles and its kernels' row tiles
+shared between the calling thread and helper threads, ``share.py``), or all of it on one core when
+that measured faster on this host lately (``spread.py``). A larger batch is split into one part per
+core, run side by side with each op on one core (``threads.py``): one synchronisation per batch
+instead of one per op, which keeps throughput up when other threads take a core now and then
+(EfficientNet-Lite0 at batch 8 on 2 cores: 70 -> 75 inputs/s in-process, 55 -> 67 inputs/s behind
+the HTTP server). Results are bit-identical either way and whatever the batch: the GEMMs run each
+example in fixed single-threaded tiles (``gemm.py``, docs/numerics.md) and the kernels' rows are
+independent of each other. The numba kernels are single-threaded (no ``prange``): numba's own
+thread pool is not used.
 ``FPGASERVE_DATA_PARALLEL`` = ``auto`` (default), ``0``/``off`` (never split), or a part count.
 """
 
@@ -36,12 +38,12 @@ import numpy.typing as npt
 
 from fpgaserve.npu.allocator import tune_allocator
 from fpgaserve.npu.device import EmulatedDevice
-from fpgaserve.npu.gemm import spread_tiles
 from fpgaserve.npu.kernels import Kernels, load_kernels
 from fpgaserve.npu.lowering import Env, lower_program
 from fpgaserve.npu.program import Program
+from fpgaserve.npu.share import spread_tiles
 from fpgaserve.npu.spread import SpreadChooser, spread_setting
-from fpgaserve.npu.threads import available_cores, blas_single_threaded, single_threaded
+from fpgaserve.npu.threads import available_cores, blas_single_threaded
 
 __all__ = ["ExecutionResult", "Executor", "InputShapeError"]
 
@@ -159,7 +161,7 @@ class Executor:
 
     def _run_single(self, x: F32) -> F32:
         with blas_single_threaded():
-            return self._run_part(x)
+            return self._run_steps(x)
 
     def _run_steps(self, x: F32) -> F32:
         env: Env = {self.program.input_name: x}
@@ -167,19 +169,15 @@ class Executor:
             step.run(env)
         return env[self.program.output_name]
 
-    def _run_part(self, x: F32) -> F32:
-        with single_threaded():
-            return self._run_steps(x)
-
     def _run_split(self, x: F32, parts: int) -> F32:
         """Data parallelism: the batch in ``parts`` slices, one thread each, each op on one core.
 
         Every op treats examples independently, so the outputs are bit-identical to one run."""
         chunks = np.array_split(x, parts)
         with blas_single_threaded():
-            futures: list[Future[F32]] = [_pool().submit(self._run_part, c) for c in chunks[1:]]
+            futures: list[Future[F32]] = [_pool().submit(self._run_steps, c) for c in chunks[1:]]
             try:
-                first = self._run_part(chunks[0])
+                first = self._run_steps(chunks[0])
             finally:
                 rest = [f.result() for f in futures]
         return np.concatenate([first, *rest])

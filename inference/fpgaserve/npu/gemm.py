@@ -2,8 +2,8 @@
 
 Role: the matrix-unit ops of ``lowering`` (conv2d, dense) multiply their quantized activations with
 their weights through a ``TiledGemm`` built once per op; ``Executor.run`` decides, with
-``spread_tiles``, whether the tiles of a run are shared with the helper threads of this module's pool
-or run one after the other on the calling thread.
+``share.spread_tiles``, whether the tiles of a run are shared with the helper threads (``share.py``,
+which the numba kernels' row tiles use too) or run one after the other on the calling thread.
 
 Why tiles: OpenBLAS's float32 GEMM sums in an order that follows its thread count and the number of
 rows in the call (measured on every GEMM shape of ResNet-50: splitting a product's rows in two, or
@@ -18,28 +18,24 @@ call (which would pack the weights once, not once per example): a row's sum depe
 OpenBLAS's 12-row groups, so stacking needs a copy into a layout that keeps every row's offset class,
 and that measured no faster (``bench/gemm_rows.py``, docs/benchmarks.md).
 
-Sharing tiles: the calling thread and the helpers take tiles from one counter, and the caller waits
-only for tiles a helper has started; a helper the scheduler runs late finds no work and returns. So a
-busy core slows a run down to one core's speed, never below it (a barrier over OpenBLAS's or numba's
-threads waits for the slowest).
+Sharing tiles (``share.run_shared``): the calling thread and the helpers take tiles from one counter,
+and the caller waits only for tiles a helper has started, so a busy core slows a run down to one
+core's speed, never below it (a barrier over OpenBLAS's threads waits for the slowest).
 """
 
 from __future__ import annotations
 
 import itertools
-import threading
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 
 import numpy as np
 import numpy.typing as npt
 
-from fpgaserve.npu.threads import available_cores, blas_single_threaded
+from fpgaserve.npu.share import run_shared
+from fpgaserve.npu.threads import blas_single_threaded
 
-__all__ = ["TiledGemm", "spread_tiles", "tile_grid"]
+__all__ = ["TiledGemm", "tile_grid"]
 
 F32 = npt.NDArray[np.float32]
 
@@ -52,8 +48,6 @@ MAX_ROW_TILES = 8  # enough tiles to share over a few cores, few enough to keep 
 # this many: each call then packs half the weights (49 x 4608 x 512 in two column tiles: +2 %).
 MIN_COL_TILE = 128
 
-_local = threading.local()
-
 
 def tile_grid(*, rows: int, outputs: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """The row and column boundaries of one example's tiles, from the op's shape alone."""
@@ -65,17 +59,6 @@ def tile_grid(*, rows: int, outputs: int) -> tuple[tuple[int, ...], tuple[int, .
         [0, *(((outputs * i // col_tiles) + 15) // 16 * 16 for i in range(1, col_tiles)), outputs]
     )
     return row_bounds, col_bounds
-
-
-@contextmanager
-def spread_tiles() -> Iterator[None]:
-    """Within the block, GEMMs on this thread share their tiles with the helper threads."""
-    previous = getattr(_local, "spread", False)
-    _local.spread = True
-    try:
-        yield
-    finally:
-        _local.spread = previous
 
 
 @dataclass(frozen=True)
@@ -105,11 +88,7 @@ class TiledGemm:
             for tile in range(len(self.weight_tiles))
         ]
         with blas_single_threaded():  # every tile on one OpenBLAS thread, whoever calls
-            if len(jobs) > 1 and getattr(_local, "spread", False):
-                _share(jobs)
-            else:
-                for job in jobs:
-                    job()
+            run_shared(jobs)
         return out
 
     def _job(self, *, cols: F32, out: F32, rows: tuple[int, int], tile: int) -> Callable[[], None]:
@@ -120,48 +99,3 @@ class TiledGemm:
             np.matmul(cols[r0:r1], weights, out=out[r0:r1, c0:c1])
 
         return job
-
-
-class _Shared:
-    """Jobs taken from one counter by the caller and any helpers that get to run."""
-
-    def __init__(self, jobs: list[Callable[[], None]]) -> None:
-        self._jobs = jobs
-        self._next = itertools.count()  # next() on a count is atomic under the GIL
-        self._lock = threading.Lock()
-        self._left = len(jobs)
-        self._done = threading.Event()
-        self.error: BaseException | None = None
-
-    def work(self) -> None:
-        for i in self._next:
-            if i >= len(self._jobs):
-                return
-            try:
-                self._jobs[i]()
-            except BaseException as exc:  # reported to the caller, which re-raises it
-                self.error = exc
-            with self._lock:
-                self._left -= 1
-                if self._left == 0:
-                    self._done.set()
-
-    def wait(self) -> None:
-        self._done.wait()
-        if self.error is not None:
-            raise self.error
-
-
-def _share(jobs: list[Callable[[], None]]) -> None:
-    shared = _Shared(jobs)
-    pool = _helpers()
-    for _ in range(min(len(jobs), available_cores()) - 1):
-        pool.submit(shared.work)
-    shared.work()
-    shared.wait()
-
-
-@cache
-def _helpers() -> ThreadPoolExecutor:
-    """The helper threads of spread GEMMs (one per core besides the caller's; made on first use)."""
-    return ThreadPoolExecutor(max_workers=max(1, available_cores() - 1), thread_name_prefix="fpgaserve-gemm")

@@ -11,6 +11,8 @@ are specialised per block size; each block's scale is spread over its lanes so t
 whole pixel vectorises. Blocks of 16 over whole blocks (every MSFP and int-bfp preset on channel
 counts that are multiples of 16) find their maxima with a tree of pairwise maxima. Blocks whose scale
 leaves float32's normal range (only near the extremes of 8-bit exponents) take an exact float64 path.
+The window kernels are single-threaded over a range of output rows; ``quantize_window`` spreads
+their rows with ``share.run_rows``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy.typing as npt
 
 from fpgaserve.npu.bfp import BfpFormat
 from fpgaserve.npu.kernel_cache import seed_numba_cache
+from fpgaserve.npu.share import run_rows
 
 __all__ = [
     "ABS_MASK",
@@ -100,20 +103,20 @@ def _window_kernel(block: int) -> Callable[..., None]:
     are redone after. Cached on disk like every kernel: numba keys a closure's cache entries on its cell contents (the
     block size), so each block size has its own entry in the one index file of ``kernel``."""
 
-    @numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")  # type: ignore[untyped-decorator]
-    def kernel(src, bits, stride, ho, wo, dst, oy, ox, mbits, emin, emax, mode, pow2):  # type: ignore[no-untyped-def]
-        n, c = src.shape[0], src.shape[3]
+    @numba.njit(cache=True, nogil=True, error_model="numpy")  # type: ignore[untyped-decorator]
+    def kernel(src, bits, stride, ho, wo, dst, oy, ox, mbits, emin, emax, mode, pow2, r0, r1):  # type: ignore[no-untyped-def]
+        c = src.shape[3]
         nblk = (c + block - 1) // block
         qmax = np.float32((1 << mbits) - 1)
         # Ties away from zero as floor(a + h) with h the float32 just below 0.5: with h = 0.5 the float32
         # sum rounds a = 0.5 - 2**-25 up to 1. Checked exhaustively for every float32 a < 2**16.
         half = np.float32(0.49999997) if mode == 0 else np.float32(0.0)
-        for r in numba.prange(n * ho):  # one output row per task: its scratch is allocated once
+        scales = np.empty(c, np.float32)
+        invs = np.empty(c, np.float32)
+        slow = np.empty(nblk, np.uint8)
+        for r in range(r0, r1):  # output rows r0..r1 of all the batch's n * ho
             b = r // ho
             y = r % ho
-            scales = np.empty(c, np.float32)
-            invs = np.empty(c, np.float32)
-            slow = np.empty(nblk, np.uint8)
             for x in range(wo):
                 srow = src[b, y * stride, x * stride]
                 brow = bits[b, y * stride, x * stride]
@@ -180,31 +183,31 @@ def _window_kernel(block: int) -> Callable[..., None]:
     return kernel  # type: ignore[no-any-return]
 
 
-@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
-def _window16(src, bits, stride, ho, wo, dst, oy, ox, mbits, emin, emax, mode, pow2):  # type: ignore[no-untyped-def]
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _window16(src, bits, stride, ho, wo, dst, oy, ox, mbits, emin, emax, mode, pow2, r0, r1):  # type: ignore[no-untyped-def]
     """``_window_kernel`` for blocks of 16 when C is a multiple of 16. The block maxima (and the
     "any bit set" of each block, for subnormals) come from a tree of pairwise maxima: each level is a
     stride-2 loop that LLVM vectorises with shuffles, where a loop over one block's 16 lanes stays
     scalar (measured 1.4-2x faster on 64-2,048 channels, one core). Then the per-block scale as float32
     bits, spread over the lanes, and one vector loop over C."""
-    n, c = src.shape[0], src.shape[3]
+    c = src.shape[3]
     nblk = c // 16
     qmax = np.float32((1 << mbits) - 1)
     half = np.float32(0.49999997) if mode == 0 else np.float32(0.0)  # see _window_kernel
-    for r in numba.prange(n * ho):
+    t1 = np.empty(c // 2, np.uint32)
+    t2 = np.empty(c // 4, np.uint32)
+    t3 = np.empty(c // 8, np.uint32)
+    nz = np.empty(c // 2, np.uint32)
+    scales = np.empty(c, np.float32)
+    invs = np.empty(c, np.float32)
+    slow = np.empty(nblk, np.uint8)
+    sbits = np.empty(nblk, np.uint32)  # float32 bit patterns of 2**qe and 2**-qe per block
+    ibits = np.empty(nblk, np.uint32)
+    sfloat = sbits.view(np.float32)
+    ifloat = ibits.view(np.float32)
+    for r in range(r0, r1):  # output rows r0..r1 of all the batch's n * ho
         b = r // ho
         y = r % ho
-        t1 = np.empty(c // 2, np.uint32)
-        t2 = np.empty(c // 4, np.uint32)
-        t3 = np.empty(c // 8, np.uint32)
-        nz = np.empty(c // 2, np.uint32)
-        scales = np.empty(c, np.float32)
-        invs = np.empty(c, np.float32)
-        slow = np.empty(nblk, np.uint8)
-        sbits = np.empty(nblk, np.uint32)  # float32 bit patterns of 2**qe and 2**-qe per block
-        ibits = np.empty(nblk, np.uint32)
-        sfloat = sbits.view(np.float32)
-        ifloat = ibits.view(np.float32)
         for x in range(wo):
             srow = src[b, y * stride, x * stride]
             brow = bits[b, y * stride, x * stride]
@@ -265,10 +268,13 @@ def quantize_window(
     t, b, left, r = pads
     dst = (np.zeros if any(pads) else np.empty)((n, ho + t + b, wo + left + r, c), np.float32)
     kernel = _window16 if fmt.block_size == 16 and c % 16 == 0 else _window_kernel(fmt.block_size)
-    kernel(
-        x, x.view(np.uint32), stride, ho, wo, dst, t, left,
-        fmt.mantissa_bits, fmt.emin, fmt.emax, ROUNDING_CODE[fmt.rounding], POW2,
-    )  # fmt: skip
+    bits = x.view(np.uint32)
+    mbits, emin, emax, mode = fmt.mantissa_bits, fmt.emin, fmt.emax, ROUNDING_CODE[fmt.rounding]
+
+    def rows(r0: int, r1: int) -> None:
+        kernel(x, bits, stride, ho, wo, dst, t, left, mbits, emin, emax, mode, POW2, r0, r1)
+
+    run_rows(rows, n * ho, wo * c)
     return dst
 
 

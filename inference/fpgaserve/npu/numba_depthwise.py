@@ -2,7 +2,9 @@
 taps' products summed in float32, fused with padding, bias, activation and the consumer's quantization.
 
 Role: ``depthwise_conv``, re-exported by ``kernels_numba`` for the executor. Bit-identical to
-``kernels_numpy.depthwise_conv`` and to the reference quantizer (tested).
+``kernels_numpy.depthwise_conv`` and to the reference quantizer (tested). The kernel is
+single-threaded over a range of output rows; ``depthwise_conv`` spreads its rows with
+``share.run_rows``.
 """
 
 from __future__ import annotations
@@ -22,41 +24,47 @@ from fpgaserve.npu.numba_bfp import (
     block_slow,
     quantize_row,
 )
+from fpgaserve.npu.share import run_rows
 
 __all__ = ["depthwise_conv"]
 
 F32 = npt.NDArray[np.float32]
 
 
-@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _depthwise_bfp(  # type: ignore[no-untyped-def]
-    x, bits, w, bias, act, stride, pt, pl, block, mbits, emin, emax, mode, qblock, qfmt, pow2, out
+    x, bits, w, bias, act, stride, pt, pl, block, mbits, emin, emax, mode, qblock, qfmt, pow2, out, r0, r1
 ):
     """Depthwise conv with its inputs BFP-quantized per output window (the kh*kw taps of a channel
     are its dot product, tiled into blocks of ``block`` taps) and zero padding (``pt``, ``pl``
     before; taps outside the input read zeros), then bias, activation and, when ``qblock`` > 0, the
     BFP quantization of the output along channels for a pointwise consumer, in that consumer's format
-    (``qfmt`` = its mantissa bits, emin, emax, rounding code). Vectorised over C."""
-    n, oh, ow, c = out.shape
+    (``qfmt`` = its mantissa bits, emin, emax, rounding code). Vectorised over C. Output rows
+    ``r0``..``r1`` of the batch's n * oh."""
+    oh, ow, c = out.shape[1], out.shape[2], out.shape[3]
     h, wd = x.shape[1], x.shape[2]
     kh, kw, _ = w.shape
     taps = kh * kw
     nblk = (taps + block - 1) // block
     qmax = np.float32((1 << mbits) - 1)
     half = np.float32(0.49999997) if mode == 0 else np.float32(0.0)  # see numba_bfp._window_kernel
-    for t in numba.prange(n * oh):
+    amax = np.empty((nblk, c), np.uint32)  # per block of taps and channel
+    qbits = np.empty((nblk, c), np.uint32)  # float32 bit patterns of 2**qe and 2**-qe, built as integers
+    ibits = np.empty((nblk, c), np.uint32)
+    slow = np.empty(c, np.uint8)
+    window = np.empty(taps, np.float32)
+    qwin = np.empty(taps, np.float32)
+    for t in range(r0, r1):
         b = t // oh
         y = t % oh
-        amax = np.empty((nblk, c), np.uint32)  # per block of taps and channel
-        qbits = np.empty((nblk, c), np.uint32)  # float32 bit patterns of 2**qe and 2**-qe, built as integers
-        ibits = np.empty((nblk, c), np.uint32)
-        slow = np.empty(c, np.uint8)
-        window = np.empty(taps, np.float32)
-        qwin = np.empty(taps, np.float32)
         for xo in range(ow):
             acc = out[b, y, xo]
-            acc[:] = 0.0
-            amax[:, :] = 0
+            # Loops, not slice assignments (``acc[:] = 0``): those compile numba's broadcasting paths.
+            for ch in range(c):
+                acc[ch] = 0.0
+            for k in range(nblk):
+                for ch in range(c):
+                    amax[k, ch] = 0
             for i in range(kh):
                 yy = y * stride + i - pt
                 if yy < 0 or yy >= h:
@@ -69,7 +77,8 @@ def _depthwise_bfp(  # type: ignore[no-untyped-def]
                     am = amax[(i * kw + j) // block]
                     for ch in range(c):
                         am[ch] = max(am[ch], row[ch] & ABS_MASK)
-            slow[:] = 0
+            for ch in range(c):
+                slow[ch] = 0
             any_slow = np.uint8(0)
             for k in range(nblk):
                 for ch in range(c):
@@ -163,9 +172,16 @@ def depthwise_conv(
     c = x.shape[3]
     b = np.ascontiguousarray(bias, dtype=np.float32) if bias is not None else np.zeros(c, np.float32)
     out = np.empty((x.shape[0], out_h, out_w, c), np.float32)
-    _depthwise_bfp(
-        x, x.view(np.uint32), np.ascontiguousarray(w, dtype=np.float32), b, ACTIVATION_CODE[activation],
-        stride, pads[0], pads[2], fmt.block_size, fmt.mantissa_bits, fmt.emin, fmt.emax,
-        ROUNDING_CODE[fmt.rounding], ofmt.block_size if quantize_output else 0, qfmt, POW2, out,
-    )  # fmt: skip
+    bits = x.view(np.uint32)
+    wt = np.ascontiguousarray(w, dtype=np.float32)
+    act, qblock = ACTIVATION_CODE[activation], ofmt.block_size if quantize_output else 0
+    mode = ROUNDING_CODE[fmt.rounding]
+
+    def rows(r0: int, r1: int) -> None:
+        _depthwise_bfp(
+            x, bits, wt, b, act, stride, pads[0], pads[2], fmt.block_size, fmt.mantissa_bits, fmt.emin,
+            fmt.emax, mode, qblock, qfmt, POW2, out, r0, r1,
+        )  # fmt: skip
+
+    run_rows(rows, x.shape[0] * out_h, out_w * c * wt.shape[0] * wt.shape[1])
     return out

@@ -3,15 +3,18 @@
 Role: ``Executor.run`` asks a ``SpreadChooser`` (one per batch size) before a batch that it does not
 split into parts (a batch of one, by default), and reports the wall time after.
 
-Spreading every op over the cores (numba ``prange``, GEMM tiles on helper threads: ``gemm.py``) makes a batch of one about
-1.7x faster on an idle 2-core host. On a host whose cores other processes also want, it collapses:
-each of about a hundred parallel regions per run ends in a barrier that waits for a thread the
-scheduler has not run yet (measured: ResNet-50 at load 8 on 2 cores, 2.47 s spread against 0.36 s
-on one core; EfficientNet-Lite0 128 against 113 ms). The chooser keeps a moving average of each
-mode's wall time, runs the faster, and now and then tries the other again (after 8 runs, then at
-doubling intervals up to 256 while the choice holds), so it follows the host's load. Results do not
-depend on the mode: the kernels split rows, never reductions, over threads, and the GEMMs run the
-same fixed tiles either way (tested).
+Spreading every op over the cores (its GEMM tiles and its kernels' row tiles shared with helper
+threads: ``share.py``) makes a batch of one faster on an idle host. Before ``share.py``, the kernels
+were numba ``prange`` loops, and on a host whose cores other processes also want spreading
+collapsed: each of about a hundred parallel regions per run ended in a barrier that waited for a
+thread the scheduler had not run yet (measured: ResNet-50 at load 8 on 2 cores, 2.47 s spread
+against 0.36 s on one core). Now the caller waits only for tiles a helper has started, so a busy
+core brings a spread run down to about one core's speed, not below; what spreading still costs is
+the hand-offs (a few percent more CPU time per run), which a loaded host does not pay back. The
+chooser keeps a moving average of each mode's wall time, runs the faster, and now and then tries
+the other again (after 8 runs, then at doubling intervals up to 256 while the choice holds), so it
+follows the host's load. Results do not depend on the mode: the kernels split rows, never
+reductions, over threads, and the GEMMs run the same fixed tiles either way (tested).
 
 ``FPGASERVE_OP_PARALLEL``: ``auto`` (default), ``on`` (always spread, the behaviour before this
 chooser), ``off`` (always one core).

@@ -4,9 +4,11 @@ Role: ``Executor.run`` may split a batch into parts and run them concurrently, o
 instead of spreading every op over all cores. Each part must then run its kernels on its own thread
 only:
 
-- numba: ``numba.set_num_threads`` is thread-local in numba's threading layers (numba docs,
-  "Notes on Numba's threading implementation": the thread mask lives in a thread-local variable),
-  so ``single_threaded`` sets it for the calling thread and restores it.
+- numba: the executor's kernels are single-threaded (``share.py`` spreads their rows only when a
+  batch of one asks for it, on the calling thread), so a part needs nothing here.
+  ``single_threaded`` remains for numba-parallel code elsewhere: ``numba.set_num_threads`` is
+  thread-local in numba's threading layers (numba docs, "Notes on Numba's threading
+  implementation"), so it sets it for the calling thread and restores it.
 - OpenBLAS: numpy's OpenBLAS has no thread-local control (its ``openblas_set_num_threads_local``
   sets the global count, measured), and two concurrent GEMMs on 2 threads each cost the split
   most of its gain (measured: 60 against 74 inputs/s). ``blas_single_threaded`` therefore sets the
