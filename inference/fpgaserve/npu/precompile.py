@@ -33,10 +33,10 @@ __all__ = [
 
 # CPU time to compile the kernels of one format and the host resize, measured with
 # `fpgaserve warm-kernels --format int12-bfp` into an empty cache (docs/benchmarks.md).
-COLD_START_CPU_SECONDS = 25
+COLD_START_CPU_SECONDS = 10  # 9.1 s on 2026-12-08, after the kernels lost prange (25 s before)
 COMPILING = (
     f"compiling the emulator's kernels for this CPU: once, about {COLD_START_CPU_SECONDS} s of CPU "
-    "(a minute or two on a busy machine); later starts load them from numba's cache"
+    "(longer on a busy machine); later starts load them from numba's cache"
 )
 
 
