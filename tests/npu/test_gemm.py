@@ -132,8 +132,6 @@ def wide_program() -> Program:
 def test_an_image_gives_the_same_bits_whatever_the_threads_and_the_batch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import numba
-
     program = wide_program()
     x = rng(8).standard_normal((5, 28, 28, 64)).astype(np.float32)
     kernels = load_kernels("numba")
@@ -143,12 +141,6 @@ def test_an_image_gives_the_same_bits_whatever_the_threads_and_the_batch(
     ):
         alone = spread.run(x[:1]).outputs
         results = {"one core": single.run(x[:1]).outputs}
-        threads = numba.get_num_threads()
-        numba.set_num_threads(1)
-        try:
-            results["spread, numba on one thread"] = spread.run(x[:1]).outputs
-        finally:
-            numba.set_num_threads(threads)
         monkeypatch.setattr(share, "available_cores", lambda: 4)  # more helpers than the pool has
         results["spread over 4 helpers"] = spread.run(x[:1]).outputs
         monkeypatch.setenv("FPGASERVE_DATA_PARALLEL", "off")

@@ -41,7 +41,7 @@ from fpgaserve.npu.formats import BfpFormat, Precision
 from fpgaserve.npu.kernels import Kernels, load_kernels
 from fpgaserve.npu.lowering import Env, Step, lower_op, lower_program
 from fpgaserve.npu.program import MATRIX_OPS, Op, Program
-from fpgaserve.npu.threads import available_cores, blas_single_threaded, single_threaded
+from fpgaserve.npu.threads import available_cores, blas_single_threaded
 
 __all__ = [
     "CHUNK",
@@ -102,15 +102,11 @@ def _sums(pool: ThreadPoolExecutor, step: Step, op: Op, envs: Sequence[Env]) -> 
 
 
 def map_chunks(pool: ThreadPoolExecutor, fn: Callable[[T], Any], chunks: Sequence[T]) -> list[Any]:
-    """``fn`` of every chunk, the chunks side by side on ``pool``, each on one core (numba and
-    OpenBLAS alike), so that a chunk's result does not depend on how many run at once."""
-
-    def one(chunk: T) -> Any:
-        with single_threaded():
-            return fn(chunk)
+    """``fn`` of every chunk, the chunks side by side on ``pool``, each on one core (the numba
+    kernels are single-threaded; OpenBLAS is held to one thread), so that a chunk's result does not depend on how many run at once."""
 
     with blas_single_threaded():
-        return list(pool.map(one, chunks))
+        return list(pool.map(fn, chunks))
 
 
 class _Reader(Protocol):

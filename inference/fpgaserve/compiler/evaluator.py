@@ -32,7 +32,7 @@ from fpgaserve.npu.formats import BfpFormat, Precision
 from fpgaserve.npu.kernels import load_kernels
 from fpgaserve.npu.lowering import Env, lower_program
 from fpgaserve.npu.program import MATRIX_OPS, Program
-from fpgaserve.npu.threads import available_cores, blas_single_threaded, single_threaded
+from fpgaserve.npu.threads import available_cores, blas_single_threaded
 
 __all__ = ["CHUNK", "Evaluator", "Formats", "RunState"]
 
@@ -135,11 +135,10 @@ class Evaluator:
                 env = dict(since.envs[c])
             else:
                 env = {self.graph.input_name: self.calibration[c : min(c + CHUNK, n)]}
-            with single_threaded():
-                for i, step in enumerate(steps):
-                    step.run(env)
-                    for t in dead[i] if dead else ():
-                        env.pop(t, None)
+            for i, step in enumerate(steps):
+                step.run(env)
+                for t in dead[i] if dead else ():
+                    env.pop(t, None)
             return env
 
         self.runs += 1

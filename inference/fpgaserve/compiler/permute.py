@@ -27,7 +27,7 @@ from fpgaserve.compiler.keras_import import Graph, GraphOp
 from fpgaserve.npu.formats import BfpFormat, Precision
 from fpgaserve.npu.kernels import load_kernels
 from fpgaserve.npu.lowering import Env, lower_program
-from fpgaserve.npu.threads import blas_single_threaded, single_threaded
+from fpgaserve.npu.threads import blas_single_threaded
 
 __all__ = ["Chain", "chains", "permute", "permute_channels", "permute_streams", "streams"]
 
@@ -72,7 +72,7 @@ def _magnitudes(
     program = compile_graph(graph, fmt=base, name="permute", layer_formats=formats)
     steps = lower_program(program, kernels=load_kernels())
     sums: dict[str, npt.NDArray[np.float64]] = {}
-    with single_threaded(), blas_single_threaded():
+    with blas_single_threaded():
         for c in range(0, len(calibration), CHUNK):
             env: Env = {program.input_name: calibration[c : c + CHUNK]}
             for op, step in zip(program.ops, steps, strict=True):

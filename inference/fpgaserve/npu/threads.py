@@ -4,11 +4,8 @@ Role: ``Executor.run`` may split a batch into parts and run them concurrently, o
 instead of spreading every op over all cores. Each part must then run its kernels on its own thread
 only:
 
-- numba: the executor's kernels are single-threaded (``share.py`` spreads their rows only when a
-  batch of one asks for it, on the calling thread), so a part needs nothing here.
-  ``single_threaded`` remains for numba-parallel code elsewhere: ``numba.set_num_threads`` is
-  thread-local in numba's threading layers (numba docs, "Notes on Numba's threading
-  implementation"), so it sets it for the calling thread and restores it.
+- numba: the kernels are single-threaded (``share.py`` spreads their rows only when a batch of
+  one asks for it), so a part needs nothing here, and numba's own thread pool is never started.
 - OpenBLAS: numpy's OpenBLAS has no thread-local control (its ``openblas_set_num_threads_local``
   sets the global count, measured), and two concurrent GEMMs on 2 threads each cost the split
   most of its gain (measured: 60 against 74 inputs/s). ``blas_single_threaded`` therefore sets the
@@ -24,13 +21,12 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 
-__all__ = ["available_cores", "blas_single_threaded", "single_threaded"]
+__all__ = ["available_cores", "blas_single_threaded"]
 
 
 def available_cores() -> int:
@@ -39,21 +35,6 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
-
-
-@contextmanager
-def single_threaded() -> Iterator[None]:
-    """Run numba-parallel kernels on the calling thread only, within the block."""
-    numba = sys.modules.get("numba")  # loaded only if the numba kernels are in use
-    if numba is None:
-        yield
-        return
-    previous = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(previous)
 
 
 @cache
