@@ -304,14 +304,14 @@ def main() -> int:
                 "image cache": dict(package=package, kernel_cache=kernel_cache),
                 "cold caches": dict(package=package),
             }
-        for case in cases.values():
-            case["idle_trim_s"] = args.idle_trim_s
+        for options in cases.values():
+            options["idle_trim_s"] = args.idle_trim_s
         if args.baseline_python:
             cases["baseline, warm caches"] = dict(package=package, python=args.baseline_python)
             if not args.forms and not args.only_warm:
                 cases["baseline, cold caches"] = dict(package=package, python=args.baseline_python)
-        for case in cases.values():
-            case["idle_wait_s"] = args.idle_trim_s
+        for options in cases.values():
+            options["idle_wait_s"] = args.idle_trim_s
         for run in range(args.runs):  # interleaved, so every case sees the same machine
             for case, options in cases.items():
                 cache = {

@@ -126,8 +126,8 @@ def augment(images: Sequence[U8], rng: np.random.Generator, *, count: int) -> li
         view = img[y0 : y0 + ch, x0 : x0 + cw].astype(np.float32)
         if rng.random() < 0.5:
             view = view[:, ::-1]
-        view = view * rng.uniform(0.8, 1.2) * rng.uniform(0.9, 1.1, size=3)
-        out.append(np.clip(view, 0, 255).astype(np.uint8))
+        scaled = view * rng.uniform(0.8, 1.2) * rng.uniform(0.9, 1.1, size=3)
+        out.append(np.clip(scaled, 0, 255).astype(np.uint8))
     return out
 
 
@@ -174,7 +174,7 @@ def distill(
     student_fn = graph_forward(graph, student, formats=precisions)
     opt = tf.keras.optimizers.Adam(learning_rate=lr)
 
-    @tf.function
+    @tf.function  # type: ignore[untyped-decorator]  # TensorFlow is untyped
     def step(x: tf.Tensor) -> tf.Tensor:
         target = tf.stop_gradient(tf.matmul(teacher_fn(x), hw) + hb)
         with tf.GradientTape() as tape:

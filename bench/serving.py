@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         runtime.close()
 
     def med(get: Any) -> float:
-        return statistics.median(get(r) for r in rounds)
+        return float(statistics.median(get(r) for r in rounds))
 
     errors = [
         e
@@ -244,7 +244,7 @@ def _baseline_round(
 
 def _baseline_figures(args: argparse.Namespace, rounds: list[dict[str, Any]]) -> dict[str, Any]:
     def med(get: Any) -> float:
-        return statistics.median(get(r) for r in rounds)
+        return float(statistics.median(get(r) for r in rounds))
 
     return {
         "python": args.baseline_python,
@@ -269,7 +269,10 @@ def _baseline_figures(args: argparse.Namespace, rounds: list[dict[str, Any]]) ->
 
 def print_table(r: dict[str, Any]) -> None:
     one, many, best, g, cpu = r["one_client"], r["concurrent"], r["in_process_best"], r["grpc"], r["cpu"]
-    verdict = lambda ok: "PASS" if ok else "FAIL"  # noqa: E731
+
+    def verdict(ok: bool) -> str:
+        return "PASS" if ok else "FAIL"
+
     rows = [
         ("runtime", r["runtime"], ""),
         ("rounds (medians below)", str(r["rounds"]), ""),
