@@ -4,7 +4,7 @@ It measures, on this machine:
 
 - in-process: ``runtime.predict`` p50 at batch 1, and the best throughput over batch sizes;
 - the server (a real ``fpgaserve serve`` process on loopback): one client's ``POST /score`` p50
-  (target: <= 1.15x in-process), 16 concurrent clients' throughput (target: >= 90 % of the best
+  (target: <= 1.05x in-process, issue 14), 16 concurrent clients' throughput (target: >= 100 % of the best
   in-process batched throughput), p50/p99, errors (target: none), and the server's resident memory
   after start-up and after 1,000 requests;
 - where the difference goes: the server's own handling time outside ``predict`` at one client (its
@@ -53,6 +53,10 @@ from serving_load import (
     timed,
 )
 from serving_server import fake_options, start_server, wait_ready
+
+# Issue 14's targets (the first serving issue's were 1.15x and 90 %); gRPC is held to the same.
+ONE_CLIENT_TARGET = 1.05  # one client's p50 over in-process batch 1's
+MANY_CLIENTS_TARGET = 1.0  # 16 clients' throughput over the best in-process batch's
 
 
 def _runtime(args: argparse.Namespace) -> Any:
@@ -279,19 +283,19 @@ def print_table(r: dict[str, Any]) -> None:
         ("in-process p50, batch 1", f"{r['in_process_p50_ms']:.2f} ms", ""),
         ("in-process best throughput", f"{best['per_s']:.1f}/s (batch {best['batch']})", ""),
         ("1 client /score p50 (p99)", f"{one['p50_ms']:.2f} ms ({one['p99_ms']:.2f} ms)", ""),
-        ("  server / in-process p50", f"{r['overhead_ratio']:.3f}x", verdict(r["overhead_ratio"] <= 1.15)),
+        ("  server / in-process p50", f"{r['overhead_ratio']:.3f}x", verdict(r["overhead_ratio"] <= ONE_CLIENT_TARGET)),
         ("  server's handling outside predict", f"{r['one_client_server_ms']:.2f} ms (mean)", ""),
         (f"{many['clients']} clients throughput", f"{many['per_s']:.1f}/s", ""),
-        ("  / best in-process", f"{r['throughput_ratio']:.1%}", verdict(r["throughput_ratio"] >= 0.9)),
+        ("  / best in-process", f"{r['throughput_ratio']:.1%}", verdict(r["throughput_ratio"] >= MANY_CLIENTS_TARGET)),
         (f"{many['clients']} clients p50 / p99", f"{many['p50_ms']:.1f} / {many['p99_ms']:.1f} ms", ""),
         ("  mean batch, worker busy", f"{many['mean_batch']:.1f}, {many['worker_busy']:.0%}", ""),
         ("  server CPU per request", f"{cpu['server_ms']:.1f} ms ({cpu['server_vs_in_process']:.3f}x in-process {cpu['in_process_ms']:.1f} ms)", ""),
         ("  load generator's CPU", f"{cpu['load_generator_cores']:.1%} of the cores", ""),
         ("1 client gRPC ModelInfer p50 (p99)", f"{g['one_p50_ms']:.2f} ms ({g['one_p99_ms']:.2f} ms)", ""),
-        ("  gRPC / in-process p50", f"{g['overhead_ratio']:.3f}x", verdict(g["overhead_ratio"] <= 1.15)),
+        ("  gRPC / in-process p50", f"{g['overhead_ratio']:.3f}x", verdict(g["overhead_ratio"] <= ONE_CLIENT_TARGET)),
         ("  gRPC / HTTP p50", f"{g['vs_http_p50']:.3f}x", verdict(g["vs_http_p50"] <= 1.0)),
         (f"{many['clients']} clients gRPC throughput", f"{g['per_s']:.1f}/s", ""),
-        ("  / best in-process", f"{g['throughput_ratio']:.1%}", verdict(g["throughput_ratio"] >= 0.9)),
+        ("  / best in-process", f"{g['throughput_ratio']:.1%}", verdict(g["throughput_ratio"] >= MANY_CLIENTS_TARGET)),
         ("  / HTTP", f"{g['vs_http_throughput']:.1%}", verdict(g["vs_http_throughput"] >= 1.0)),
         (f"{many['clients']} clients gRPC p50 / p99", f"{g['p50_ms']:.1f} / {g['p99_ms']:.1f} ms", ""),
         ("  mean batch, worker busy", f"{g['mean_batch']:.1f}, {g['worker_busy']:.0%}", ""),
